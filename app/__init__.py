@@ -1,0 +1,1 @@
+"""CRM lead-management backend."""

@@ -1,0 +1,117 @@
+"""Application settings, read once from the environment and `.env`.
+
+Everything configurable lives in this one class so that an operator can find every knob in one
+place (and in `.env.example`). `get_settings()` is cached; tests that change the environment call
+`get_settings.cache_clear()`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_FREE_EMAIL_DOMAINS = (
+    "gmail.com",
+    "googlemail.com",
+    "yahoo.com",
+    "hotmail.com",
+    "outlook.com",
+    "live.com",
+    "msn.com",
+    "aol.com",
+    "icloud.com",
+    "me.com",
+    "protonmail.com",
+    "proton.me",
+    "gmx.com",
+    "gmx.net",
+    "mail.com",
+    "yandex.ru",
+    "zoho.com",
+)
+DEFAULT_HIGH_VALUE_TAGS = ("vip", "enterprise", "decision-maker", "high-value")
+
+CommaList = Annotated[tuple[str, ...], NoDecode]
+
+
+class AppEnv(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+    TESTING = "testing"
+
+
+def normalize_database_url(url: str) -> str:
+    """Map the URL spellings operators paste to the async drivers the app runs on.
+
+    Hosting platforms hand out `postgres://` and `postgresql://`; both mean asyncpg here, and a
+    plain `sqlite://` means aiosqlite.
+    """
+    url = url.strip()
+    for prefix in (
+        "postgres://",
+        "postgresql://",
+        "postgresql+psycopg2://",
+        "postgresql+psycopg://",
+    ):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    return url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    app_env: AppEnv = AppEnv.DEVELOPMENT
+    database_url: str = "sqlite+aiosqlite:///./crm.db"
+
+    # PostgreSQL pool, per app process (each worker has its own pool).
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=5, ge=0, le=200)
+    db_pool_recycle_seconds: int = Field(default=1800, ge=30)
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    # SQLite waits this long for the write lock before giving up.
+    sqlite_busy_timeout_ms: int = Field(default=15000, ge=0)
+
+    secret_key: SecretStr | None = None
+    access_token_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
+
+    log_level: str = "INFO"
+
+    # Limits on what one call may ask for.
+    bulk_max_ids: int = Field(default=10_000, ge=1, le=100_000)
+    page_max_limit: int = Field(default=1000, ge=1, le=10_000)
+
+    # Lead scoring (see app/services/scoring.py).
+    free_email_domains: CommaList = DEFAULT_FREE_EMAIL_DOMAINS
+    high_value_tags: CommaList = DEFAULT_HIGH_VALUE_TAGS
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalize_url(cls, value: str) -> str:
+        return normalize_database_url(value)
+
+    @field_validator("free_email_domains", "high_value_tags", mode="before")
+    @classmethod
+    def _split_comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple | set | frozenset):
+            return tuple(
+                dict.fromkeys(str(item).strip().lower() for item in value if str(item).strip())
+            )
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,27 @@
+"""ORM models. Importing this package registers every table on `Base.metadata`."""
+
+from app.models.base import Base
+from app.models.lead import (
+    ARCHIVED_TAG,
+    CLOSED_STATUSES,
+    HOT_LEAD_MIN_SCORE,
+    Lead,
+    LeadSource,
+    LeadStatus,
+    format_note_line,
+)
+from app.models.user import User
+from app.models.validation import FieldValidationError
+
+__all__ = [
+    "ARCHIVED_TAG",
+    "CLOSED_STATUSES",
+    "HOT_LEAD_MIN_SCORE",
+    "Base",
+    "FieldValidationError",
+    "Lead",
+    "LeadSource",
+    "LeadStatus",
+    "User",
+    "format_note_line",
+]

@@ -1,0 +1,95 @@
+"""Column types that behave the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, String, bindparam
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+TAG_MAX_LENGTH = 50
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp that always comes back in UTC.
+
+    PostgreSQL's `timestamptz` already does this; SQLite stores no offset and hands back naive
+    values, which would make `days_since_created` and the API's ISO output wrong. Naive values
+    coming in are taken to be UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class TagList(TypeDecorator[list[str]]):
+    """A lead's tags: `varchar(50)[]` on PostgreSQL (GIN-indexable, `&&` for "any of"), a JSON
+    array on SQLite (`json_each` for "any of"). See app/models/README.md for why."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.ARRAY(String(TAG_MAX_LENGTH)))
+        return dialect.type_descriptor(JSON())
+
+    def process_bind_param(self, value: list[str] | None, dialect: Dialect) -> list[str]:
+        return list(value or [])
+
+    def process_result_value(self, value: list[str] | None, dialect: Dialect) -> list[str]:
+        return list(value or [])
+
+
+class tags_overlap(FunctionElement[bool]):
+    """`tags_overlap(Lead.tags, ["vip", "hot"])`: true when the lead has any of the given tags."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "tags_overlap"
+
+    def __init__(self, column: ColumnElement[Any], tags: list[str]) -> None:
+        # TagList binds a list as varchar[] on PostgreSQL and as a JSON text on SQLite.
+        super().__init__(column, bindparam("tags_any", list(tags), type_=TagList(), unique=True))
+
+
+@compiles(tags_overlap, "postgresql")
+def _tags_overlap_pg(element: tags_overlap, compiler: Any, **kw: Any) -> str:
+    column, tags = list(element.clauses)
+    return (
+        f"({compiler.process(column, **kw)} && "
+        f"CAST({compiler.process(tags, **kw)} AS VARCHAR({TAG_MAX_LENGTH})[]))"
+    )
+
+
+@compiles(tags_overlap)
+def _tags_overlap_default(element: tags_overlap, compiler: Any, **kw: Any) -> str:
+    column, tags = list(element.clauses)
+    return (
+        f"EXISTS (SELECT 1 FROM json_each({compiler.process(column, **kw)}) "
+        f"WHERE json_each.value IN (SELECT value FROM json_each({compiler.process(tags, **kw)})))"
+    )

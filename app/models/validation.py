@@ -1,0 +1,159 @@
+"""Field rules shared by the models' `@validates` hooks (and by the API schemas later).
+
+The models raise `FieldValidationError`, a plain `ValueError` that names the field. The service
+layer turns it into its own `ValidationException`; models never import the service layer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+
+from email_validator import EmailNotValidError, validate_email
+
+from app.models.types import TAG_MAX_LENGTH
+
+NAME_MAX_LENGTH = 100
+EMAIL_MAX_LENGTH = 254
+PHONE_MIN_DIGITS = 7
+PHONE_MAX_DIGITS = 15
+_PHONE_SEPARATORS = re.compile(r"[\s.\-()]")
+_PHONE_SHAPE = re.compile(r"\+?\d+")
+
+
+class FieldValidationError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def required_text(field: str, value: object, max_length: int = NAME_MAX_LENGTH) -> str:
+    if not isinstance(value, str):
+        raise FieldValidationError(field, "is required and must be text")
+    value = value.strip()
+    if not value:
+        raise FieldValidationError(field, "must not be blank")
+    if len(value) > max_length:
+        raise FieldValidationError(field, f"must be at most {max_length} characters")
+    return value
+
+
+def optional_text(field: str, value: object, max_length: int) -> str | None:
+    """Trimmed text, or None for a missing or blank value."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise FieldValidationError(field, "must be text")
+    value = value.strip()
+    if len(value) > max_length:
+        raise FieldValidationError(field, f"must be at most {max_length} characters")
+    return value or None
+
+
+def email_address(field: str, value: object, *, lowercase: bool = False) -> str | None:
+    """Syntax check only (no DNS lookup), returning the normalised form."""
+    text = optional_text(field, value, EMAIL_MAX_LENGTH)
+    if text is None:
+        return None
+    try:
+        normalized = validate_email(text, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise FieldValidationError(field, f"is not a valid email address ({exc})") from None
+    return normalized.lower() if lowercase else normalized
+
+
+def phone_number(field: str, value: object) -> str | None:
+    """International form: optional leading +, 7-15 digits once separators are removed."""
+    text = optional_text(field, value, 40)
+    if text is None:
+        return None
+    compact = _PHONE_SEPARATORS.sub("", text)
+    if not _PHONE_SHAPE.fullmatch(compact):
+        raise FieldValidationError(
+            field, "must be digits with an optional leading + (spaces, dots, dashes, () allowed)"
+        )
+    digits = len(compact.lstrip("+"))
+    if not PHONE_MIN_DIGITS <= digits <= PHONE_MAX_DIGITS:
+        raise FieldValidationError(
+            field, f"must have {PHONE_MIN_DIGITS} to {PHONE_MAX_DIGITS} digits, not {digits}"
+        )
+    return compact
+
+
+def integer_in_range(field: str, value: object, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FieldValidationError(field, "must be a whole number")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise FieldValidationError(field, f"must be {bound}, not {value}")
+    return value
+
+
+def probability(field: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise FieldValidationError(field, "must be a number")
+    number = float(value)
+    if not 0.0 <= number <= 1.0:  # also refuses NaN
+        raise FieldValidationError(field, f"must be between 0.0 and 1.0, not {value}")
+    return number
+
+
+def money(field: str, value: object) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise FieldValidationError(field, "must be a number")
+    try:
+        amount = Decimal(str(value)) if isinstance(value, int | float | str) else value
+    except InvalidOperation:
+        raise FieldValidationError(field, "must be a number") from None
+    if not isinstance(amount, Decimal) or not amount.is_finite():
+        raise FieldValidationError(field, "must be a finite number")
+    if amount < 0:
+        raise FieldValidationError(field, f"must not be negative, not {value}")
+    if amount.as_tuple().exponent < -2 or amount.adjusted() >= 13:  # type: ignore[operator]
+        raise FieldValidationError(field, "must have at most 13 digits and 2 decimals")
+    return amount
+
+
+def aware_datetime(field: str, value: object) -> datetime | None:
+    """A point in time in UTC; naive values are read as UTC, plain dates as midnight UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise FieldValidationError(field, "must be an ISO 8601 date-time") from None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if not isinstance(value, datetime):
+        raise FieldValidationError(field, "must be a date-time")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def normalize_tag(field: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise FieldValidationError(field, "each tag must be text")
+    tag = value.strip().lower()
+    if not tag:
+        raise FieldValidationError(field, "tags must not be blank")
+    if len(tag) > TAG_MAX_LENGTH:
+        raise FieldValidationError(field, f"each tag must be at most {TAG_MAX_LENGTH} characters")
+    return tag
+
+
+def tag_list(field: str, values: object) -> list[str]:
+    """Lowercased, trimmed, duplicates dropped, first-seen order kept."""
+    if values is None:
+        return []
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        raise FieldValidationError(field, "must be a list of tags")
+    return list(dict.fromkeys(normalize_tag(field, value) for value in values))

@@ -1,0 +1,93 @@
+"""The service layer's errors: one base, one class per thing a caller must tell apart.
+
+Each class carries a stable `code` for clients; the HTTP layer maps each class to one status in
+one place. Services raise these and nothing HTTP-specific.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+class CRMException(Exception):
+    """Base of every error the services raise on purpose."""
+
+    code = "crm_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class LeadNotFoundException(CRMException):
+    code = "lead_not_found"
+
+    def __init__(self, lead_ids: int | Iterable[int]) -> None:
+        ids = [lead_ids] if isinstance(lead_ids, int) else sorted(lead_ids)
+        self.lead_ids = ids
+        if len(ids) == 1:
+            super().__init__(f"Lead {ids[0]} was not found.")
+        else:
+            super().__init__(f"Leads not found: {id_list(ids)}.")
+
+
+class UserNotFoundException(CRMException):
+    code = "user_not_found"
+
+    def __init__(self, user_id: int | str, role: str = "User") -> None:
+        self.user_id = user_id
+        super().__init__(f"{role} {user_id} was not found.")
+
+
+class PermissionDeniedException(CRMException):
+    code = "permission_denied"
+
+    def __init__(self, message: str, lead_ids: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.lead_ids = list(lead_ids)
+
+
+class ValidationException(CRMException):
+    """Bad input. `errors` lists each problem as {"loc": [field], "msg": text}."""
+
+    code = "validation_error"
+
+    def __init__(self, message: str, *, field: str | None = None, errors: list[Any] | None = None):
+        super().__init__(message)
+        self.field = field
+        if errors is None:
+            errors = [{"loc": [field] if field else [], "msg": message}]
+        self.errors = errors
+
+
+class DuplicateException(CRMException):
+    """The thing being created already exists (e.g. a user's email is taken)."""
+
+    code = "duplicate"
+
+
+class ConflictException(CRMException):
+    """The request is well-formed but clashes with the current state (e.g. an archived lead, or
+    a concurrent change that could not be retried)."""
+
+    code = "conflict"
+
+
+class InactiveUserException(CRMException):
+    code = "inactive_user"
+
+    def __init__(self, user_id: int, role: str = "User") -> None:
+        self.user_id = user_id
+        super().__init__(f"{role} {user_id} is inactive.")
+
+
+class DatabaseException(CRMException):
+    """The database failed in a way the caller cannot fix by changing the request."""
+
+    code = "database_error"
+
+
+def id_list(ids: Sequence[int], limit: int = 20) -> str:
+    shown = ", ".join(str(i) for i in ids[:limit])
+    return shown if len(ids) <= limit else f"{shown} and {len(ids) - limit} more"

@@ -1,0 +1,667 @@
+"""LeadService: every way a lead is read or changed.
+
+Rules every method keeps:
+- One call is one transaction (`transaction()`): it commits on success, rolls back on any error.
+- The acting user (`user_id`) is loaded and must exist and be active. Agents touch only leads
+  assigned to them; superusers touch all. `user_id=None` on reads is a trusted internal call.
+- History is append-only: every change adds a `[YYYY-MM-DD HH:MM UTC] user N: ...` line to notes.
+- A row that will be changed is read with `SELECT ... FOR UPDATE` (in id order for many rows),
+  so concurrent writers on PostgreSQL queue instead of overwriting each other's notes.
+- Bulk calls check every id first and change nothing unless all pass; then one UPDATE does the
+  work, whatever the number of ids.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import String, case, cast, func, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.config import get_settings
+from app.models import (
+    ARCHIVED_TAG,
+    FieldValidationError,
+    Lead,
+    LeadSource,
+    LeadStatus,
+    User,
+    format_note_line,
+)
+from app.models.lead import note_timestamp
+from app.models.types import utcnow
+from app.models.validation import tag_list
+from app.services.base import (
+    as_data,
+    get_acting_user,
+    reject_unknown_fields,
+    transaction,
+)
+from app.services.exceptions import (
+    ConflictException,
+    InactiveUserException,
+    LeadNotFoundException,
+    PermissionDeniedException,
+    UserNotFoundException,
+    ValidationException,
+    id_list,
+)
+from app.services.lead_filters import lead_conditions, order_by, page_bounds
+from app.services.scoring import SCORING_FIELDS, calculate_lead_score
+
+# Fields a caller may set, in the order changes are reported in the "Updated:" note line.
+TRACKED_FIELDS = (
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "company",
+    "job_title",
+    "source",
+    "status",
+    "assigned_to",
+    "lead_score",
+    "score_is_manual",
+    "probability",
+    "estimated_value",
+    "tags",
+    "call_attempts",
+    "last_contact_date",
+    "next_follow_up_date",
+)
+CREATE_FIELDS = frozenset(TRACKED_FIELDS) - {"score_is_manual"} | {"notes"}
+UPDATE_FIELDS = frozenset(TRACKED_FIELDS) | {"notes"}
+REQUIRED_FIELDS = ("first_name", "last_name")
+
+
+class LeadService:
+    # ---------------------------------------------------------------------------------- reads
+
+    @staticmethod
+    async def get_leads(
+        db: AsyncSession,
+        status: LeadStatus | str | Iterable[LeadStatus | str] | None = None,
+        source: LeadSource | str | Iterable[LeadSource | str] | None = None,
+        assigned_to: int | None = None,
+        date_range_start: datetime | date | None = None,
+        date_range_end: datetime | date | None = None,
+        lead_score_min: int | None = None,
+        lead_score_max: int | None = None,
+        search: str | None = None,
+        is_hot_leads_only: bool = False,
+        tags: Iterable[str] | str | None = None,
+        skip: int = 0,
+        limit: int = 100,
+        sort_by: str = "created_at",
+        sort_order: str = "desc",
+        *,
+        user_id: int | None = None,
+        include_archived: bool = False,
+    ) -> tuple[list[Lead], int]:
+        """One page of leads matching every filter given, and how many match in all.
+
+        `status`/`source` take one value or several; `tags` matches leads with any of them;
+        `search` is a case-insensitive substring of name, email, phone or company. Agents see
+        only their own leads; archived leads only with `include_archived`.
+        """
+        async with transaction(db):
+            scope = await _scope_user_id(db, user_id)
+            where = lead_conditions(
+                status=status,
+                source=source,
+                assigned_to=assigned_to,
+                date_range_start=date_range_start,
+                date_range_end=date_range_end,
+                lead_score_min=lead_score_min,
+                lead_score_max=lead_score_max,
+                search=search,
+                is_hot_leads_only=is_hot_leads_only,
+                tags=tags,
+                include_archived=include_archived,
+                scope_user_id=scope,
+            )
+            ordering = order_by(sort_by, sort_order)
+            skip, limit = page_bounds(skip, limit, get_settings().page_max_limit)
+
+            total = await db.scalar(select(func.count()).select_from(Lead).where(*where))
+            page = await db.scalars(
+                select(Lead)
+                .where(*where)
+                .order_by(*ordering)
+                .offset(skip)
+                .limit(limit)
+                .options(selectinload(Lead.assignee))
+            )
+            return list(page), int(total or 0)
+
+    @staticmethod
+    async def get_lead_by_id(
+        db: AsyncSession,
+        lead_id: int,
+        user_id: int | None = None,
+        check_assignment: bool = False,
+    ) -> Lead:
+        """The lead, archived or not. With `check_assignment`, only its assignee or a superuser
+        may read it."""
+        async with transaction(db):
+            user = await get_acting_user(db, user_id) if user_id is not None else None
+            lead = await _load_lead(db, lead_id)
+            if check_assignment and user is not None:
+                _ensure_may_touch(user, lead)
+            return lead
+
+    @staticmethod
+    async def get_lead_statistics(
+        db: AsyncSession, *, user_id: int | None = None
+    ) -> dict[str, Any]:
+        """Pipeline figures over the leads the user may see, archived ones left out.
+
+        One GROUP BY (status, source) query does all the counting; Python only adds up the at
+        most 48 groups it returns.
+        """
+        async with transaction(db):
+            scope = await _scope_user_id(db, user_id)
+            where = [Lead.archived_at.is_(None)]
+            if scope is not None:
+                where.append(Lead.assigned_to == scope)
+            rows = await db.execute(
+                select(
+                    Lead.status,
+                    Lead.source,
+                    func.count(),
+                    func.coalesce(func.sum(Lead.lead_score), 0),
+                    func.coalesce(func.sum(case((Lead.is_hot_lead, 1), else_=0)), 0),
+                )
+                .where(*where)
+                .group_by(Lead.status, Lead.source)
+            )
+            by_status = dict.fromkeys((s.value for s in LeadStatus), 0)
+            by_source = dict.fromkeys((s.value for s in LeadSource), 0)
+            total = score_sum = hot = 0
+            for status, source, count, scores, hot_count in rows:
+                by_status[LeadStatus(status).value] += count
+                by_source[LeadSource(source).value] += count
+                total += count
+                score_sum += int(scores)
+                hot += int(hot_count)
+            return {
+                "total_leads": total,
+                "leads_by_status": by_status,
+                "leads_by_source": by_source,
+                "average_lead_score": _ratio(score_sum, total, scale=1),
+                "hot_leads_count": hot,
+                "conversion_rate": _ratio(by_status[LeadStatus.WON.value], total, scale=100),
+            }
+
+    # --------------------------------------------------------------------------------- writes
+
+    @staticmethod
+    async def create_lead(
+        db: AsyncSession, lead_data: Mapping[str, Any] | Any, user_id: int
+    ) -> Lead:
+        """A new lead, scored automatically unless `lead_score` is given (then it is manual).
+
+        An agent's lead is assigned to that agent; only a superuser may assign it elsewhere.
+        """
+        data = as_data(lead_data)
+        reject_unknown_fields(data, CREATE_FIELDS)
+        async with transaction(db):
+            user = await get_acting_user(db, user_id)
+            note = _note_text(data.pop("notes", None))
+            assignee = await _resolve_new_assignee(db, user, data.pop("assigned_to", None))
+
+            lead = Lead()
+            errors = [
+                {"loc": [name], "msg": "is required"}
+                for name in REQUIRED_FIELDS
+                if name not in data
+            ]
+            for name, value in data.items():
+                if name == "lead_score" and value is None:
+                    continue
+                try:
+                    setattr(lead, name, value)
+                except FieldValidationError as exc:
+                    errors.append({"loc": [exc.field], "msg": exc.message})
+            if not errors and lead.email is None and lead.phone is None:
+                errors.append({"loc": ["email"], "msg": "a lead needs an email or a phone number"})
+            if errors:
+                raise ValidationException(_errors_sentence(errors), errors=errors)
+
+            lead.score_is_manual = data.get("lead_score") is not None
+            if not lead.score_is_manual:
+                lead.lead_score = _auto_score(lead)
+            lead.assigned_to = assignee.id if assignee else None
+            lead.assignee = assignee
+            lead.created_by = user.id
+            now = utcnow()
+            lead.created_at = lead.updated_at = now
+            lead.add_note(f"Created (score {lead.lead_score})", author_id=user.id, at=now)
+            if note:
+                lead.add_note(note, author_id=user.id, at=now)
+            db.add(lead)
+            await db.flush()
+            return lead
+
+    @staticmethod
+    async def update_lead(
+        db: AsyncSession, lead_id: int, lead_data: Mapping[str, Any] | Any, user_id: int
+    ) -> Lead:
+        """Apply a partial update and record every changed field in one note line.
+
+        `notes` is appended as its own line, never replacing history; `tags` replaces the tag
+        set. A change to source, company, email or tags re-scores an auto-scored lead. An update
+        that changes nothing writes nothing.
+        """
+        data = as_data(lead_data)
+        reject_unknown_fields(data, UPDATE_FIELDS)
+        async with transaction(db):
+            user = await get_acting_user(db, user_id)
+            lead = await _load_lead(db, lead_id, for_update=True)
+            _ensure_may_touch(user, lead)
+            _ensure_not_archived(lead)
+            note = _note_text(data.pop("notes", None))
+            if "assigned_to" in data:
+                await _check_reassignment(db, user, lead, data["assigned_to"])
+
+            before = {name: _comparable(getattr(lead, name)) for name in TRACKED_FIELDS}
+            if "lead_score" in data:
+                manual = data["lead_score"] is not None
+                data.setdefault("score_is_manual", manual)
+                if not manual:
+                    del data["lead_score"]
+            errors = []
+            for name in TRACKED_FIELDS:
+                if name not in data:
+                    continue
+                try:
+                    if name == "tags" and set(tag_list("tags", data[name])) == set(lead.tags):
+                        continue  # same set in another order is no change
+                    setattr(lead, name, data[name])
+                except FieldValidationError as exc:
+                    errors.append({"loc": [exc.field], "msg": exc.message})
+            if lead.email is None and lead.phone is None:
+                errors.append({"loc": ["email"], "msg": "a lead needs an email or a phone number"})
+            if errors:
+                raise ValidationException(_errors_sentence(errors), errors=errors)
+
+            changed = [n for n in TRACKED_FIELDS if _comparable(getattr(lead, n)) != before[n]]
+            rescore = not lead.score_is_manual and any(
+                n in changed for n in (*SCORING_FIELDS, "score_is_manual")
+            )
+            if rescore:
+                lead.lead_score = _auto_score(lead)
+                if lead.lead_score != before["lead_score"] and "lead_score" not in changed:
+                    changed.append("lead_score")
+                    changed.sort(key=TRACKED_FIELDS.index)
+            if not changed and not note:
+                return await _with_assignee(db, lead)
+
+            now = utcnow()
+            lead.updated_at = now
+            if changed:
+                summary = "; ".join(
+                    f"{n}: {_show(before[n])} → {_show(_comparable(getattr(lead, n)))}"
+                    for n in changed
+                )
+                lead.add_note(f"Updated: {summary}", author_id=user.id, at=now)
+            if note:
+                lead.add_note(note, author_id=user.id, at=now)
+            await db.flush()
+            return await _with_assignee(db, lead)
+
+    @staticmethod
+    async def delete_lead(
+        db: AsyncSession, lead_id: int, user_id: int, hard_delete: bool = False
+    ) -> Lead | None:
+        """Archive the lead (status LOST, tag `archived`, `archived_at` set, history kept), or
+        with `hard_delete` (superusers only) remove the row. Archiving twice changes nothing.
+        Returns the archived lead, or None after a hard delete."""
+        async with transaction(db):
+            user = await get_acting_user(db, user_id)
+            lead = await _load_lead(db, lead_id, for_update=True)
+            _ensure_may_touch(user, lead)
+            if hard_delete:
+                if not user.is_superuser:
+                    raise PermissionDeniedException(
+                        "Only a superuser may permanently delete a lead.", [lead.id]
+                    )
+                await db.delete(lead)
+                return None
+            if lead.archived_at is None:
+                now = utcnow()
+                lead.status_before_archive = lead.status
+                lead.status = LeadStatus.LOST
+                lead.add_tag(ARCHIVED_TAG)
+                lead.archived_at = lead.updated_at = now
+                lead.add_note(
+                    f"Archived (status was {lead.status_before_archive.value})",
+                    author_id=user.id,
+                    at=now,
+                )
+            return await _with_assignee(db, lead)
+
+    @staticmethod
+    async def restore_lead(db: AsyncSession, lead_id: int, user_id: int) -> Lead:
+        """Undo a soft delete: the status from before archiving comes back, the `archived` tag
+        goes. Restoring a lead that is not archived changes nothing."""
+        async with transaction(db):
+            user = await get_acting_user(db, user_id)
+            lead = await _load_lead(db, lead_id, for_update=True)
+            _ensure_may_touch(user, lead)
+            if lead.archived_at is not None:
+                now = utcnow()
+                restored = lead.status_before_archive or LeadStatus.NEW
+                lead.add_note(
+                    f"Restored (status {lead.status.value} → {restored.value})",
+                    author_id=user.id,
+                    at=now,
+                )
+                lead.status = restored
+                lead.status_before_archive = None
+                lead.archived_at = None
+                lead.remove_tag(ARCHIVED_TAG)
+                lead.updated_at = now
+            return await _with_assignee(db, lead)
+
+    @staticmethod
+    async def add_lead_note(db: AsyncSession, lead_id: int, text: str, user_id: int) -> Lead:
+        """Append one note line to the lead's history."""
+        async with transaction(db):
+            note = _note_text(text)
+            if note is None:
+                raise ValidationException("text must not be blank.", field="text")
+            user = await get_acting_user(db, user_id)
+            lead = await _load_lead(db, lead_id, for_update=True)
+            _ensure_may_touch(user, lead)
+            _ensure_not_archived(lead)
+            now = utcnow()
+            lead.add_note(note, author_id=user.id, at=now)
+            lead.updated_at = now
+            return await _with_assignee(db, lead)
+
+    @staticmethod
+    async def record_call_attempt(
+        db: AsyncSession, lead_id: int, user_id: int, note: str | None = None
+    ) -> Lead:
+        """Count one call attempt, stamp `last_contact_date`, and note it."""
+        async with transaction(db):
+            text = _note_text(note)
+            user = await get_acting_user(db, user_id)
+            lead = await _load_lead(db, lead_id, for_update=True)
+            _ensure_may_touch(user, lead)
+            _ensure_not_archived(lead)
+            now = utcnow()
+            attempts = lead.increment_call_attempts(at=now)
+            lead.updated_at = now
+            lead.add_note(
+                f"Call attempt {attempts}" + (f": {text}" if text else ""),
+                author_id=user.id,
+                at=now,
+            )
+            return await _with_assignee(db, lead)
+
+    @staticmethod
+    async def bulk_update_status(
+        db: AsyncSession,
+        lead_ids: Sequence[int],
+        new_status: LeadStatus | str,
+        user_id: int,
+        *,
+        note: str | None = None,
+    ) -> list[Lead]:
+        """Set one status on many leads, all or nothing; each lead gets a note line saying what
+        its status was. Returns the updated leads in id order."""
+        async with transaction(db):
+            ids = _checked_ids(lead_ids)
+            status = _coerce_status(new_status)
+            text = _note_text(note)
+            user = await get_acting_user(db, user_id)
+            await _lock_leads_for_bulk(db, ids, user)
+
+            now = utcnow()
+            prefix = f"{note_timestamp(now)} user {user.id}: Status "
+            line: ColumnElement[str] = (
+                literal(prefix) + cast(Lead.status, String) + literal(f" → {status.value} (bulk)")
+            )
+            if text:
+                line = line + literal("\n" + format_note_line(text, author_id=user.id, at=now))
+            await db.execute(
+                update(Lead)
+                .where(Lead.id.in_(ids))
+                .values(status=status, updated_at=now, notes=_appended(line))
+                .execution_options(synchronize_session=False)
+            )
+            return await _reload(db, ids)
+
+    @staticmethod
+    async def assign_leads(
+        db: AsyncSession,
+        lead_ids: Sequence[int],
+        agent_user_id: int,
+        assigned_by_user_id: int,
+    ) -> list[Lead]:
+        """Assign many leads to one active agent, all or nothing (superusers only); each lead's
+        note line records who assigned it and who had it before."""
+        async with transaction(db):
+            ids = _checked_ids(lead_ids)
+            user = await get_acting_user(db, assigned_by_user_id)
+            if not user.is_superuser:
+                raise PermissionDeniedException("Only a superuser may assign leads.", ids)
+            agent = await _active_user(db, agent_user_id, role="Agent")
+            await _lock_leads_for_bulk(db, ids, user)
+
+            now = utcnow()
+            previous = func.coalesce(
+                literal("user ") + cast(Lead.assigned_to, String), literal("unassigned")
+            )
+            line = (
+                literal(f"{note_timestamp(now)} user {user.id}: Assigned to user {agent.id} (was ")
+                + previous
+                + literal(")")
+            )
+            await db.execute(
+                update(Lead)
+                .where(Lead.id.in_(ids))
+                .values(assigned_to=agent.id, updated_at=now, notes=_appended(line))
+                .execution_options(synchronize_session=False)
+            )
+            return await _reload(db, ids)
+
+
+# --------------------------------------------------------------------------------- helpers
+
+
+async def _scope_user_id(db: AsyncSession, user_id: int | None) -> int | None:
+    """The assignee a read is limited to: none for trusted calls and superusers."""
+    if user_id is None:
+        return None
+    user = await get_acting_user(db, user_id)
+    return None if user.is_superuser else user.id
+
+
+async def _load_lead(db: AsyncSession, lead_id: int, *, for_update: bool = False) -> Lead:
+    if isinstance(lead_id, bool) or not isinstance(lead_id, int):
+        raise ValidationException("lead_id must be a whole number.", field="lead_id")
+    query = select(Lead).where(Lead.id == lead_id).execution_options(populate_existing=True)
+    if for_update:
+        query = query.with_for_update()
+    else:
+        query = query.options(selectinload(Lead.assignee))
+    lead = await db.scalar(query)
+    if lead is None:
+        raise LeadNotFoundException(lead_id)
+    return lead
+
+
+async def _with_assignee(db: AsyncSession, lead: Lead) -> Lead:
+    """Load `lead.assignee` (the model's relationships never load implicitly)."""
+    await db.flush()
+    await db.refresh(lead, ["assignee"])
+    return lead
+
+
+async def _reload(db: AsyncSession, ids: list[int]) -> list[Lead]:
+    leads = await db.scalars(
+        select(Lead)
+        .where(Lead.id.in_(ids))
+        .order_by(Lead.id)
+        .options(selectinload(Lead.assignee))
+        .execution_options(populate_existing=True)
+    )
+    return list(leads)
+
+
+def _ensure_may_touch(user: User, lead: Lead) -> None:
+    if not user.is_superuser and lead.assigned_to != user.id:
+        raise PermissionDeniedException(
+            f"Lead {lead.id} is not assigned to user {user.id}.", [lead.id]
+        )
+
+
+def _ensure_not_archived(lead: Lead) -> None:
+    if lead.archived_at is not None:
+        raise ConflictException(f"Lead {lead.id} is archived; restore it before changing it.")
+
+
+async def _active_user(db: AsyncSession, user_id: Any, *, role: str) -> User:
+    if isinstance(user_id, bool) or not isinstance(user_id, int):
+        raise ValidationException(f"{role} id must be a whole number.", field="assigned_to")
+    user = await db.get(User, user_id)
+    if user is None:
+        raise UserNotFoundException(user_id, role=role)
+    if not user.is_active:
+        raise InactiveUserException(user_id, role=role)
+    return user
+
+
+async def _resolve_new_assignee(db: AsyncSession, user: User, assigned_to: Any) -> User | None:
+    """Agents' leads are theirs; a superuser's lead goes to whom they name, or to nobody."""
+    if not user.is_superuser:
+        if assigned_to is not None and assigned_to != user.id:
+            raise PermissionDeniedException("Only a superuser may assign a lead to someone else.")
+        return user
+    if assigned_to is None:
+        return None
+    return await _active_user(db, assigned_to, role="Agent")
+
+
+async def _check_reassignment(db: AsyncSession, user: User, lead: Lead, assigned_to: Any) -> None:
+    if assigned_to == lead.assigned_to:
+        return
+    if not user.is_superuser:
+        raise PermissionDeniedException("Only a superuser may reassign a lead.", [lead.id])
+    if assigned_to is not None:
+        await _active_user(db, assigned_to, role="Agent")
+
+
+def _checked_ids(lead_ids: Any) -> list[int]:
+    limit = get_settings().bulk_max_ids
+    if isinstance(lead_ids, str | bytes) or not isinstance(lead_ids, Iterable):
+        raise ValidationException("lead_ids must be a list of lead ids.", field="lead_ids")
+    ids = list(lead_ids)
+    if not ids:
+        raise ValidationException("lead_ids must not be empty.", field="lead_ids")
+    if len(ids) > limit:
+        raise ValidationException(
+            f"lead_ids may hold at most {limit} ids, not {len(ids)}.", field="lead_ids"
+        )
+    if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
+        raise ValidationException("lead_ids must all be whole numbers.", field="lead_ids")
+    repeated = sorted(i for i, count in Counter(ids).items() if count > 1)
+    if repeated:
+        raise ValidationException(
+            f"lead_ids lists some ids more than once: {id_list(repeated)}.", field="lead_ids"
+        )
+    return sorted(ids)
+
+
+async def _lock_leads_for_bulk(db: AsyncSession, ids: list[int], user: User) -> None:
+    """Lock every target row in id order (so two bulk calls cannot deadlock on ordering), then
+    refuse the whole call if any id is missing, not the user's, or archived."""
+    rows = (
+        await db.execute(
+            select(Lead.id, Lead.assigned_to, Lead.archived_at)
+            .where(Lead.id.in_(ids))
+            .order_by(Lead.id)
+            .with_for_update()
+        )
+    ).all()
+    missing = set(ids) - {row.id for row in rows}
+    if missing:
+        raise LeadNotFoundException(missing)
+    if not user.is_superuser:
+        foreign = [row.id for row in rows if row.assigned_to != user.id]
+        if foreign:
+            raise PermissionDeniedException(
+                f"Leads not assigned to user {user.id}: {id_list(foreign)}.", foreign
+            )
+    archived = [row.id for row in rows if row.archived_at is not None]
+    if archived:
+        raise ConflictException(f"Leads archived, restore them first: {id_list(archived)}.")
+
+
+def _appended(line: ColumnElement[str]) -> ColumnElement[str]:
+    """SQL for notes with `line` appended on a new line, history untouched."""
+    return case(
+        (or_(Lead.notes.is_(None), Lead.notes == ""), line),
+        else_=Lead.notes + literal("\n") + line,
+    )
+
+
+def _coerce_status(value: Any) -> LeadStatus:
+    try:
+        return LeadStatus(value.strip().upper() if isinstance(value, str) else value)
+    except ValueError:
+        allowed = ", ".join(s.value for s in LeadStatus)
+        raise ValidationException(
+            f"status must be one of {allowed}, not {value!r}.", field="status"
+        ) from None
+
+
+def _note_text(text: Any) -> str | None:
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise ValidationException("notes must be text.", field="notes")
+    return text if text.strip() else None
+
+
+def _auto_score(lead: Lead) -> int:
+    return calculate_lead_score(
+        source=lead.source, company=lead.company, email=lead.email, tags=lead.tags
+    )
+
+
+def _comparable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _show(value: Any) -> str:
+    """How a value reads in a change line."""
+    if value is None or value == ():
+        return "(none)"
+    if isinstance(value, tuple):
+        return ", ".join(value)
+    if isinstance(value, LeadStatus | LeadSource):
+        return value.value
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M UTC")
+    return str(value)
+
+
+def _ratio(part: int, whole: int, *, scale: int) -> float:
+    if not whole:
+        return 0.0
+    value = Decimal(part) * scale / Decimal(whole)
+    return float(value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+def _errors_sentence(errors: list[dict[str, Any]]) -> str:
+    return "Invalid lead data: " + "; ".join(f"{e['loc'][0]} {e['msg']}" for e in errors) + "."

@@ -1,0 +1,160 @@
+"""Shared fixtures: a real database per test, users of every kind, and a lead factory.
+
+Without `TEST_DATABASE_URL` every test gets a fresh in-memory SQLite database. With it (a
+PostgreSQL URL) the schema is built once per run and every test runs inside a transaction that
+is rolled back afterwards; the services' own commits only release a savepoint inside it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from app.config import get_settings, normalize_database_url
+from app.database import create_engine, create_session_factory
+from app.models import Base, Lead, User
+from app.services import LeadService
+
+TEST_DATABASE_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", "").strip())
+ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
+MEMORY_SQLITE_URL = "sqlite+aiosqlite://"
+
+# A real argon2 hash of "correct horse battery staple", so fixtures need not hash at run time.
+PASSWORD = "correct horse battery staple"
+PASSWORD_HASH = (
+    "$argon2id$v=19$m=65536,t=3,p=4$mcdPLYRjD9kVNPIomLIH2A$"
+    "bpZIRkEnw1lZ4HHJieCoExOkACB87HnGrIar594Luio"
+)
+
+postgres_only = pytest.mark.skipif(not ON_POSTGRES, reason="needs TEST_DATABASE_URL (PostgreSQL)")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Settings are cached; every test starts from the defaults plus its own changes."""
+    monkeypatch.delenv("FREE_EMAIL_DOMAINS", raising=False)
+    monkeypatch.delenv("HIGH_VALUE_TAGS", raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+async def postgres_engine() -> AsyncIterator[AsyncEngine | None]:
+    if not ON_POSTGRES:
+        yield None
+        return
+    engine = create_engine(TEST_DATABASE_URL)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.drop_all)
+        await conn.run_sync(Base.metadata.create_all)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def db(postgres_engine: AsyncEngine | None) -> AsyncIterator[AsyncSession]:
+    if postgres_engine is not None:
+        async with postgres_engine.connect() as conn:
+            outer = await conn.begin()
+            session = AsyncSession(
+                bind=conn,
+                expire_on_commit=False,
+                autoflush=False,
+                join_transaction_mode="create_savepoint",
+            )
+            try:
+                yield session
+            finally:
+                await session.close()
+                await outer.rollback()
+        return
+
+    engine = create_engine(MEMORY_SQLITE_URL)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    session = create_session_factory(engine)()
+    try:
+        yield session
+    finally:
+        await session.close()
+        await engine.dispose()
+
+
+UserFactory = Callable[..., Awaitable[User]]
+
+
+@pytest.fixture
+def make_user(db: AsyncSession) -> UserFactory:
+    counter = iter(range(1, 10_000))
+
+    async def make(
+        *, email: str | None = None, superuser: bool = False, active: bool = True, name: str = ""
+    ) -> User:
+        n = next(counter)
+        user = User(
+            email=email or f"user{n}@crm.example.com",
+            full_name=name or f"User {n}",
+            hashed_password=PASSWORD_HASH,
+            is_superuser=superuser,
+            is_active=active,
+        )
+        db.add(user)
+        await db.commit()
+        return user
+
+    return make
+
+
+@pytest.fixture
+async def superuser(make_user: UserFactory) -> User:
+    return await make_user(email="boss@crm.example.com", superuser=True, name="Boss")
+
+
+@pytest.fixture
+async def agent(make_user: UserFactory) -> User:
+    return await make_user(email="agent@crm.example.com", name="Agent One")
+
+
+@pytest.fixture
+async def other_agent(make_user: UserFactory) -> User:
+    return await make_user(email="other@crm.example.com", name="Agent Two")
+
+
+@pytest.fixture
+async def inactive_user(make_user: UserFactory) -> User:
+    return await make_user(email="gone@crm.example.com", active=False, name="Former Agent")
+
+
+LeadFactory = Callable[..., Awaitable[Lead]]
+
+
+@pytest.fixture
+def make_lead(db: AsyncSession, superuser: User) -> LeadFactory:
+    """Create a lead through the service (so it is scored and noted like any real lead).
+    `owner` assigns it; `by` is the acting user (default: the superuser)."""
+    counter = iter(range(1, 100_000))
+
+    async def make(*, owner: User | None = None, by: User | None = None, **fields: Any) -> Lead:
+        n = next(counter)
+        data: dict[str, Any] = {
+            "first_name": f"First{n}",
+            "last_name": f"Last{n}",
+            "email": f"lead{n}@gmail.com",
+        }
+        data.update(fields)
+        if owner is not None:
+            data["assigned_to"] = owner.id
+        actor = by or superuser
+        return await LeadService.create_lead(db, data, user_id=actor.id)
+
+    return make
+
+
+async def count_rows(db: AsyncSession, table: str = "leads") -> int:
+    return int(await db.scalar(text(f"SELECT count(*) FROM {table}")) or 0)
