@@ -10,8 +10,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
+from alembic import command
+from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -61,6 +65,8 @@ def create_engine(url: str | None = None, settings: Settings | None = None) -> A
 def _configure_sqlite(engine: AsyncEngine, settings: Settings, *, memory: bool) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the driver, so `_on_begin` decides how they start.
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(settings.sqlite_busy_timeout_ms)}")
@@ -69,8 +75,40 @@ def _configure_sqlite(engine: AsyncEngine, settings: Settings, *, memory: bool) 
             cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # A deferred transaction that reads and then writes cannot wait for another writer: SQLite
+        # fails it at once with "database is locked". Taking the write lock up front makes
+        # writers queue (for up to the busy timeout) instead.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     # expire_on_commit=False: services commit, then hand the loaded objects back to callers
     # (routers, scripts) that read them after the transaction is over.
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+
+
+def alembic_config(url: str | None = None) -> AlembicConfig:
+    """The project's Alembic config, usable from any working directory, leaving the caller's
+    logging alone."""
+    config = AlembicConfig(str(ALEMBIC_INI))
+    config.set_main_option("script_location", str(ALEMBIC_INI.parent / "alembic"))
+    config.attributes["configure_logger"] = False
+    if url:
+        # ConfigParser treats % as interpolation; a password may well contain one.
+        config.set_main_option("sqlalchemy.url", normalize_database_url(url).replace("%", "%%"))
+    return config
+
+
+async def upgrade_database(engine: AsyncEngine, revision: str = "head") -> None:
+    """Apply the Alembic migrations to the engine's database.
+
+    Alembic's command API is synchronous and its env.py runs its own event loop with its own
+    engine (on SQLite without foreign-key enforcement, which table rebuilds need), so it runs in
+    a worker thread."""
+    url = engine.url.render_as_string(hide_password=False)
+    await asyncio.to_thread(command.upgrade, alembic_config(url), revision)

@@ -151,6 +151,8 @@ class Lead(Base):
         Index(None, "phone"),
         Index(None, "created_at"),
         Index(None, "last_contact_date"),
+        # SQLite would otherwise reuse the id of a hard-deleted newest row.
+        {"sqlite_autoincrement": True},
     )
 
     # --- validation: every path that sets a field goes through these -------------------------
@@ -205,7 +207,9 @@ class Lead(Base):
     def _validate_estimated_value(self, key: str, value: object) -> Decimal | None:
         return v.money(key, value)
 
-    @validates("last_contact_date", "next_follow_up_date", "archived_at")
+    @validates(
+        "last_contact_date", "next_follow_up_date", "archived_at", "created_at", "updated_at"
+    )
     def _validate_datetime(self, key: str, value: object) -> datetime | None:
         return v.aware_datetime(key, value)
 
@@ -322,6 +326,9 @@ def _set_defaults(lead: Lead, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     for key, value in _INIT_DEFAULTS.items():
         kwargs.setdefault(key, value)
     kwargs.setdefault("tags", [])
+    now = utcnow()
+    kwargs.setdefault("created_at", now)
+    kwargs.setdefault("updated_at", now)
 
 
 @event.listens_for(Lead, "before_insert")

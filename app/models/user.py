@@ -20,6 +20,8 @@ FULL_NAME_MAX_LENGTH = 200
 
 class User(Base):
     __tablename__ = "users"
+    # Never reuse a deleted user's id on SQLite.
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # Stored lowercased, so the unique constraint compares addresses case-insensitively.

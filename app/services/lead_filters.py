@@ -53,7 +53,7 @@ def escape_like(term: str) -> str:
 def _enum_values(enum_cls: type[Any], field_name: str, value: Any) -> list[Any]:
     if value is None:
         return []
-    values = [value] if isinstance(value, str) else list(value)
+    values = list(value) if isinstance(value, list | tuple | set | frozenset) else [value]
     result = []
     for item in values:
         try:
@@ -123,7 +123,8 @@ def lead_conditions(
     start = _as_bound("date_range_start", date_range_start, end=False)
     end_is_date = isinstance(date_range_end, date) and not isinstance(date_range_end, datetime)
     end = _as_bound("date_range_end", date_range_end, end=True)
-    if start is not None and end is not None and start > end:
+    # A date end bound is exclusive (the next midnight), a datetime one inclusive.
+    if start is not None and end is not None and (start >= end if end_is_date else start > end):
         raise ValidationException(
             "date_range_start must not be after date_range_end.", field="date_range_start"
         )

@@ -300,6 +300,10 @@ class LeadService:
                 if lead.lead_score != before["lead_score"] and "lead_score" not in changed:
                     changed.append("lead_score")
                     changed.sort(key=TRACKED_FIELDS.index)
+            if "lead_score" in changed and "score_is_manual" in changed:
+                # The score's new value says it all (the reference's "lead_score: 50 → 85");
+                # the flag is listed only when it is the sole trace of a change.
+                changed.remove("score_is_manual")
             if not changed and not note:
                 return await _with_assignee(db, lead)
 

@@ -1,0 +1,577 @@
+"""LeadService.bulk_update_status and assign_leads: all-or-nothing, noted, and a fixed number of
+SQL statements whatever the number of ids."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from app.models import Lead, LeadSource, LeadStatus, User
+from app.services import LeadService
+from app.services.exceptions import (
+    ConflictException,
+    InactiveUserException,
+    LeadNotFoundException,
+    PermissionDeniedException,
+    UserNotFoundException,
+    ValidationException,
+)
+from tests.conftest import LeadFactory
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def stamp(at: datetime) -> str:
+    """The `[YYYY-MM-DD HH:MM UTC]` prefix of a note line written at `at`."""
+    return at.astimezone(UTC).strftime("[%Y-%m-%d %H:%M UTC]")
+
+
+async def snapshot(db: AsyncSession, ids: list[int]) -> list[tuple[Any, ...]]:
+    """Everything a bulk call may change, read straight from the database in id order."""
+    rows = await db.execute(
+        select(
+            Lead.id,
+            Lead.status,
+            Lead.assigned_to,
+            Lead.notes,
+            Lead.updated_at,
+            Lead.archived_at,
+        )
+        .where(Lead.id.in_(ids))
+        .order_by(Lead.id)
+    )
+    return [tuple(row) for row in rows]
+
+
+async def stored(db: AsyncSession, lead_id: int) -> Any:
+    row = await db.execute(
+        select(Lead.status, Lead.assigned_to, Lead.notes, Lead.updated_at).where(Lead.id == lead_id)
+    )
+    return row.one()
+
+
+async def insert_leads(
+    db: AsyncSession, count: int, *, prefix: str, owner_id: int | None = None
+) -> list[int]:
+    """`count` leads in one INSERT (the factory is too slow for thousands); their ids."""
+    now = datetime.now(UTC)
+    await db.execute(
+        insert(Lead),
+        [
+            {
+                "first_name": f"{prefix}{n}",
+                "last_name": "Bulk",
+                "email": f"{prefix}{n}@example.com",
+                "source": LeadSource.OTHER,
+                "status": LeadStatus.NEW,
+                "lead_score": 50,
+                "score_is_manual": True,
+                "tags": [],
+                "call_attempts": 0,
+                "assigned_to": owner_id,
+                "notes": f"seed {n}",
+                "created_at": now,
+                "updated_at": now,
+            }
+            for n in range(count)
+        ],
+    )
+    await db.commit()
+    ids = sorted(
+        await db.scalars(
+            select(Lead.id).where(Lead.last_name == "Bulk", Lead.first_name.like(f"{prefix}%"))
+        )
+    )
+    await db.commit()  # leave no transaction open, as a caller between requests would
+    return ids
+
+
+@contextmanager
+def sql_statements(db: AsyncSession) -> Iterator[list[str]]:
+    """Record every SQL statement sent to the database while the block runs.
+
+    The fixture binds the session to an Engine (SQLite) or to one Connection (PostgreSQL);
+    listening on that sync Connection, or on the Engine, sees every cursor execution."""
+    bind = db.bind
+    target: Any = bind.sync_connection if isinstance(bind, AsyncConnection) else bind.sync_engine
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(target, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(target, "before_cursor_execute", record)
+
+
+def mentions(message: str, lead_id: int) -> bool:
+    return re.search(rf"(?<!\d){lead_id}(?!\d)", message) is not None
+
+
+@pytest.fixture
+async def agent_leads(make_lead: LeadFactory, agent: User) -> list[int]:
+    """Three leads of the agent: NEW, CONTACTED and CALLBACK."""
+    statuses = (LeadStatus.NEW, LeadStatus.CONTACTED, LeadStatus.CALLBACK)
+    return [(await make_lead(owner=agent, status=s)).id for s in statuses]
+
+
+# ========================================================================= bulk_update_status
+
+
+async def test_bulk_status_sets_the_status_and_returns_leads_in_id_order(
+    db: AsyncSession, agent_leads: list[int], superuser: User
+) -> None:
+    leads = await LeadService.bulk_update_status(
+        db, list(reversed(agent_leads)), LeadStatus.QUALIFIED, superuser.id
+    )
+
+    assert [lead.id for lead in leads] == agent_leads
+    assert [lead.status for lead in leads] == [LeadStatus.QUALIFIED] * 3
+    for lead_id in agent_leads:
+        assert (await stored(db, lead_id)).status == LeadStatus.QUALIFIED
+
+
+async def test_bulk_status_appends_one_line_per_lead_naming_its_old_status(
+    db: AsyncSession, agent_leads: list[int], superuser: User
+) -> None:
+    before = {row[0]: row[3] for row in await snapshot(db, agent_leads)}
+
+    leads = await LeadService.bulk_update_status(db, agent_leads, LeadStatus.WON, superuser.id)
+
+    old = dict(zip(agent_leads, ["NEW", "CONTACTED", "CALLBACK"], strict=True))
+    for lead in leads:
+        line = f"{stamp(lead.updated_at)} user {superuser.id}: Status {old[lead.id]} → WON (bulk)"
+        assert lead.notes == f"{before[lead.id]}\n{line}"
+        assert (await stored(db, lead.id)).notes == lead.notes
+
+
+async def test_bulk_status_with_note_appends_the_note_as_a_second_line(
+    db: AsyncSession, agent_leads: list[int], superuser: User
+) -> None:
+    before = {row[0]: row[3] for row in await snapshot(db, agent_leads)}
+
+    leads = await LeadService.bulk_update_status(
+        db, agent_leads[:2], LeadStatus.PROPOSAL, superuser.id, note="Spring campaign"
+    )
+
+    old = dict(zip(agent_leads[:2], ["NEW", "CONTACTED"], strict=True))
+    for lead in leads:
+        at = stamp(lead.updated_at)
+        assert lead.notes == (
+            f"{before[lead.id]}\n"
+            f"{at} user {superuser.id}: Status {old[lead.id]} → PROPOSAL (bulk)\n"
+            f"{at} user {superuser.id}: Spring campaign"
+        )
+
+
+async def test_bulk_status_on_lead_without_notes_writes_just_the_line(
+    db: AsyncSession, make_lead: LeadFactory, superuser: User
+) -> None:
+    lead = await make_lead()
+    lead.notes = None
+    await db.commit()
+
+    [updated] = await LeadService.bulk_update_status(
+        db, [lead.id], LeadStatus.CONTACTED, superuser.id
+    )
+
+    expected = f"{stamp(updated.updated_at)} user {superuser.id}: Status NEW → CONTACTED (bulk)"
+    assert updated.notes == expected
+
+
+async def test_bulk_status_sets_updated_at_to_now_on_every_lead(
+    db: AsyncSession, agent_leads: list[int], superuser: User
+) -> None:
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    for lead in await db.scalars(select(Lead).where(Lead.id.in_(agent_leads))):
+        lead.updated_at = old
+    await db.commit()
+
+    started = datetime.now(UTC)
+    await LeadService.bulk_update_status(db, agent_leads, LeadStatus.QUALIFIED, superuser.id)
+    finished = datetime.now(UTC)
+
+    stamps = {row[4] for row in await snapshot(db, agent_leads)}
+    assert len(stamps) == 1
+    assert started <= stamps.pop() <= finished
+
+
+async def test_bulk_status_accepts_status_as_string(
+    db: AsyncSession, agent_leads: list[int], superuser: User
+) -> None:
+    leads = await LeadService.bulk_update_status(db, agent_leads, "NEGOTIATION", superuser.id)
+
+    assert [lead.status for lead in leads] == [LeadStatus.NEGOTIATION] * 3
+
+
+async def test_agent_may_bulk_update_their_own_leads(
+    db: AsyncSession, agent_leads: list[int], agent: User
+) -> None:
+    leads = await LeadService.bulk_update_status(db, agent_leads, LeadStatus.LOST, agent.id)
+
+    assert [lead.status for lead in leads] == [LeadStatus.LOST] * 3
+    assert all(
+        lead.notes.endswith(f"user {agent.id}: Status {old} → LOST (bulk)")
+        for lead, old in zip(leads, ["NEW", "CONTACTED", "CALLBACK"], strict=True)
+    )
+
+
+async def test_bulk_status_with_a_missing_id_changes_nothing_and_names_it(
+    db: AsyncSession, agent_leads: list[int], superuser: User
+) -> None:
+    before = await snapshot(db, agent_leads)
+    missing = [max(agent_leads) + 100, max(agent_leads) + 7]
+    superuser_id = superuser.id
+
+    with pytest.raises(LeadNotFoundException) as caught:
+        await LeadService.bulk_update_status(
+            db, [*agent_leads, *missing], LeadStatus.WON, superuser_id
+        )
+
+    assert caught.value.lead_ids == sorted(missing)
+    assert all(mentions(str(caught.value), i) for i in missing)
+    assert await snapshot(db, agent_leads) == before
+
+
+async def test_agent_bulk_status_including_someone_elses_lead_changes_nothing(
+    db: AsyncSession,
+    agent_leads: list[int],
+    make_lead: LeadFactory,
+    agent: User,
+    other_agent: User,
+) -> None:
+    foreign = [(await make_lead(owner=other_agent)).id, (await make_lead()).id]
+    everything = [*agent_leads, *foreign]
+    before = await snapshot(db, everything)
+    agent_id = agent.id
+
+    with pytest.raises(PermissionDeniedException) as caught:
+        await LeadService.bulk_update_status(db, everything, LeadStatus.WON, agent_id)
+
+    assert caught.value.lead_ids == foreign
+    assert all(mentions(str(caught.value), i) for i in foreign)
+    assert await snapshot(db, everything) == before
+
+
+async def test_bulk_status_including_an_archived_lead_conflicts_and_changes_nothing(
+    db: AsyncSession, agent_leads: list[int], make_lead: LeadFactory, superuser: User
+) -> None:
+    archived = (await make_lead()).id
+    await LeadService.delete_lead(db, archived, superuser.id)
+    everything = [*agent_leads, archived]
+    before = await snapshot(db, everything)
+    superuser_id = superuser.id
+
+    with pytest.raises(ConflictException) as caught:
+        await LeadService.bulk_update_status(db, everything, LeadStatus.WON, superuser_id)
+
+    assert mentions(str(caught.value), archived)
+    assert await snapshot(db, everything) == before
+
+
+async def test_bulk_status_with_unknown_status_is_refused_and_changes_nothing(
+    db: AsyncSession, agent_leads: list[int], superuser: User
+) -> None:
+    before = await snapshot(db, agent_leads)
+    superuser_id = superuser.id
+
+    with pytest.raises(ValidationException) as caught:
+        await LeadService.bulk_update_status(db, agent_leads, "FINISHED", superuser_id)
+
+    assert caught.value.field == "status"
+    assert await snapshot(db, agent_leads) == before
+
+
+def _bad_id_lists(ids: list[int]) -> dict[str, Any]:
+    return {
+        "duplicate": [ids[0], ids[1], ids[0]],
+        "empty": [],
+        "too-many": list(range(1, 10_002)),
+        "string-id": [ids[0], str(ids[1])],
+        "float-id": [ids[0], float(ids[1])],
+        "bool-id": [ids[0], True],
+        "none-id": [ids[0], None],
+        "not-a-list": str(ids[0]),
+    }
+
+
+BAD_ID_CASES = list(_bad_id_lists([1, 2]))
+
+
+@pytest.mark.parametrize("case", BAD_ID_CASES)
+async def test_bulk_status_refuses_a_bad_id_list_and_changes_nothing(
+    db: AsyncSession, agent_leads: list[int], superuser: User, case: str
+) -> None:
+    before = await snapshot(db, agent_leads)
+    superuser_id = superuser.id
+
+    with pytest.raises(ValidationException) as caught:
+        await LeadService.bulk_update_status(
+            db, _bad_id_lists(agent_leads)[case], LeadStatus.WON, superuser_id
+        )
+
+    assert caught.value.field == "lead_ids"
+    assert await snapshot(db, agent_leads) == before
+
+
+async def test_bulk_status_names_the_repeated_ids(
+    db: AsyncSession, agent_leads: list[int], superuser: User
+) -> None:
+    a, b, c = agent_leads
+    with pytest.raises(ValidationException) as caught:
+        await LeadService.bulk_update_status(db, [c, a, b, c, a], LeadStatus.WON, superuser.id)
+
+    assert mentions(str(caught.value), a)
+    assert mentions(str(caught.value), c)
+    assert not mentions(str(caught.value), b)
+
+
+async def test_bulk_status_by_inactive_user_is_refused_and_changes_nothing(
+    db: AsyncSession, agent_leads: list[int], inactive_user: User
+) -> None:
+    before = await snapshot(db, agent_leads)
+    inactive_id = inactive_user.id
+
+    with pytest.raises(InactiveUserException):
+        await LeadService.bulk_update_status(db, agent_leads, LeadStatus.WON, inactive_id)
+
+    assert await snapshot(db, agent_leads) == before
+
+
+async def test_bulk_status_by_unknown_user_is_refused_and_changes_nothing(
+    db: AsyncSession, agent_leads: list[int]
+) -> None:
+    before = await snapshot(db, agent_leads)
+
+    with pytest.raises(UserNotFoundException):
+        await LeadService.bulk_update_status(db, agent_leads, LeadStatus.WON, 987654)
+
+    assert await snapshot(db, agent_leads) == before
+
+
+async def test_bulk_status_runs_the_same_number_of_statements_for_5_or_200_ids(
+    db: AsyncSession, superuser: User
+) -> None:
+    few = await insert_leads(db, 5, prefix="few")
+    many = await insert_leads(db, 200, prefix="many")
+
+    with sql_statements(db) as for_few:
+        await LeadService.bulk_update_status(db, few, LeadStatus.CONTACTED, superuser.id)
+    with sql_statements(db) as for_many:
+        await LeadService.bulk_update_status(db, many, LeadStatus.CONTACTED, superuser.id)
+
+    assert len(for_few) > 0
+    assert len(for_many) == len(for_few), (for_few, for_many)
+
+
+async def test_bulk_status_handles_10000_ids_in_one_call(db: AsyncSession, superuser: User) -> None:
+    ids = await insert_leads(db, 10_000, prefix="big")
+    assert len(ids) == 10_000
+
+    leads = await LeadService.bulk_update_status(db, ids, LeadStatus.QUALIFIED, superuser.id)
+
+    assert [lead.id for lead in leads] == ids
+    qualified = await db.scalar(
+        select(func.count()).select_from(Lead).where(Lead.status == LeadStatus.QUALIFIED)
+    )
+    assert qualified == 10_000
+    sample = await stored(db, ids[-1])
+    assert sample.notes == (
+        f"seed 9999\n{stamp(sample.updated_at)} user {superuser.id}: Status NEW → QUALIFIED (bulk)"
+    )
+
+
+# =============================================================================== assign_leads
+
+
+async def test_assign_leads_sets_the_agent_and_returns_leads_in_id_order(
+    db: AsyncSession, make_lead: LeadFactory, agent: User, other_agent: User, superuser: User
+) -> None:
+    ids = [(await make_lead(owner=agent)).id, (await make_lead()).id]
+
+    leads = await LeadService.assign_leads(db, list(reversed(ids)), other_agent.id, superuser.id)
+
+    assert [lead.id for lead in leads] == ids
+    assert [lead.assigned_to for lead in leads] == [other_agent.id] * 2
+    assert [lead.assignee.id for lead in leads] == [other_agent.id] * 2
+    for lead_id in ids:
+        assert (await stored(db, lead_id)).assigned_to == other_agent.id
+
+
+async def test_assign_leads_notes_the_previous_owner_or_unassigned(
+    db: AsyncSession, make_lead: LeadFactory, agent: User, other_agent: User, superuser: User
+) -> None:
+    reassigned = await make_lead(owner=agent)
+    unassigned = await make_lead()
+    before = {reassigned.id: reassigned.notes, unassigned.id: unassigned.notes}
+
+    leads = await LeadService.assign_leads(
+        db, [reassigned.id, unassigned.id], other_agent.id, superuser.id
+    )
+
+    was = {reassigned.id: f"user {agent.id}", unassigned.id: "unassigned"}
+    for lead in leads:
+        line = (
+            f"{stamp(lead.updated_at)} user {superuser.id}: "
+            f"Assigned to user {other_agent.id} (was {was[lead.id]})"
+        )
+        assert lead.notes == f"{before[lead.id]}\n{line}"
+        assert (await stored(db, lead.id)).notes == lead.notes
+
+
+async def test_assign_leads_sets_updated_at_to_now(
+    db: AsyncSession, make_lead: LeadFactory, agent: User, superuser: User
+) -> None:
+    ids = [(await make_lead()).id for _ in range(2)]
+    for lead in await db.scalars(select(Lead).where(Lead.id.in_(ids))):
+        lead.updated_at = datetime(2020, 1, 1, tzinfo=UTC)
+    await db.commit()
+
+    started = datetime.now(UTC)
+    await LeadService.assign_leads(db, ids, agent.id, superuser.id)
+    finished = datetime.now(UTC)
+
+    stamps = {row[4] for row in await snapshot(db, ids)}
+    assert len(stamps) == 1
+    assert started <= stamps.pop() <= finished
+
+
+async def test_agent_may_not_assign_leads(
+    db: AsyncSession, agent_leads: list[int], agent: User, other_agent: User
+) -> None:
+    before = await snapshot(db, agent_leads)
+    agent_id, other_id = agent.id, other_agent.id
+
+    with pytest.raises(PermissionDeniedException):
+        await LeadService.assign_leads(db, agent_leads, other_id, agent_id)
+
+    assert await snapshot(db, agent_leads) == before
+
+
+async def test_assign_leads_to_unknown_agent_is_refused_and_changes_nothing(
+    db: AsyncSession, agent_leads: list[int], superuser: User
+) -> None:
+    before = await snapshot(db, agent_leads)
+    superuser_id = superuser.id
+
+    with pytest.raises(UserNotFoundException):
+        await LeadService.assign_leads(db, agent_leads, 987654, superuser_id)
+
+    assert await snapshot(db, agent_leads) == before
+
+
+async def test_assign_leads_to_inactive_agent_is_refused_and_changes_nothing(
+    db: AsyncSession, agent_leads: list[int], superuser: User, inactive_user: User
+) -> None:
+    before = await snapshot(db, agent_leads)
+    superuser_id, inactive_id = superuser.id, inactive_user.id
+
+    with pytest.raises(InactiveUserException):
+        await LeadService.assign_leads(db, agent_leads, inactive_id, superuser_id)
+
+    assert await snapshot(db, agent_leads) == before
+
+
+async def test_assign_leads_by_inactive_superuser_is_refused(
+    db: AsyncSession, agent_leads: list[int], make_user: Any, other_agent: User
+) -> None:
+    retired_boss = await make_user(superuser=True, active=False)
+    before = await snapshot(db, agent_leads)
+    boss_id, other_id = retired_boss.id, other_agent.id
+
+    with pytest.raises(InactiveUserException):
+        await LeadService.assign_leads(db, agent_leads, other_id, boss_id)
+
+    assert await snapshot(db, agent_leads) == before
+
+
+async def test_assign_leads_with_a_missing_id_changes_nothing_and_names_it(
+    db: AsyncSession, agent_leads: list[int], superuser: User, other_agent: User
+) -> None:
+    before = await snapshot(db, agent_leads)
+    missing = max(agent_leads) + 50
+    superuser_id, other_id = superuser.id, other_agent.id
+
+    with pytest.raises(LeadNotFoundException) as caught:
+        await LeadService.assign_leads(db, [missing, *agent_leads], other_id, superuser_id)
+
+    assert caught.value.lead_ids == [missing]
+    assert mentions(str(caught.value), missing)
+    assert await snapshot(db, agent_leads) == before
+
+
+async def test_assign_leads_including_an_archived_lead_conflicts_and_changes_nothing(
+    db: AsyncSession,
+    agent_leads: list[int],
+    make_lead: LeadFactory,
+    superuser: User,
+    other_agent: User,
+) -> None:
+    archived = (await make_lead()).id
+    await LeadService.delete_lead(db, archived, superuser.id)
+    everything = [*agent_leads, archived]
+    before = await snapshot(db, everything)
+    superuser_id, other_id = superuser.id, other_agent.id
+
+    with pytest.raises(ConflictException) as caught:
+        await LeadService.assign_leads(db, everything, other_id, superuser_id)
+
+    assert mentions(str(caught.value), archived)
+    assert await snapshot(db, everything) == before
+
+
+@pytest.mark.parametrize("case", BAD_ID_CASES)
+async def test_assign_leads_refuses_a_bad_id_list_and_changes_nothing(
+    db: AsyncSession, agent_leads: list[int], superuser: User, other_agent: User, case: str
+) -> None:
+    before = await snapshot(db, agent_leads)
+    superuser_id, other_id = superuser.id, other_agent.id
+
+    with pytest.raises(ValidationException) as caught:
+        await LeadService.assign_leads(db, _bad_id_lists(agent_leads)[case], other_id, superuser_id)
+
+    assert caught.value.field == "lead_ids"
+    assert await snapshot(db, agent_leads) == before
+
+
+async def test_assign_leads_runs_the_same_number_of_statements_for_5_or_200_ids(
+    db: AsyncSession, superuser: User, agent: User, other_agent: User
+) -> None:
+    few = await insert_leads(db, 5, prefix="few", owner_id=agent.id)
+    many = await insert_leads(db, 200, prefix="many", owner_id=agent.id)
+
+    with sql_statements(db) as for_few:
+        await LeadService.assign_leads(db, few, other_agent.id, superuser.id)
+    with sql_statements(db) as for_many:
+        await LeadService.assign_leads(db, many, other_agent.id, superuser.id)
+
+    assert len(for_few) > 0
+    assert len(for_many) == len(for_few), (for_few, for_many)
+
+
+async def test_assign_leads_handles_10000_ids_in_one_call(
+    db: AsyncSession, superuser: User, agent: User
+) -> None:
+    ids = await insert_leads(db, 10_000, prefix="big")
+
+    leads = await LeadService.assign_leads(db, ids, agent.id, superuser.id)
+
+    assert [lead.id for lead in leads] == ids
+    mine = await db.scalar(
+        select(func.count()).select_from(Lead).where(Lead.assigned_to == agent.id)
+    )
+    assert mine == 10_000
+    sample = await stored(db, ids[0])
+    assert sample.notes == (
+        f"seed 0\n{stamp(sample.updated_at)} user {superuser.id}: "
+        f"Assigned to user {agent.id} (was unassigned)"
+    )
