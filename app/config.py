@@ -78,8 +78,19 @@ class Settings(BaseSettings):
     # SQLite waits this long for the write lock before giving up.
     sqlite_busy_timeout_ms: int = Field(default=15000, ge=0)
 
+    # Signs access tokens. Unset outside production: a random key is kept in SECRET_KEY_FILE
+    # (default: beside the SQLite database, or ./.crm_secret_key) so tokens survive restarts.
     secret_key: SecretStr | None = None
+    secret_key_file: str | None = None
     access_token_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
+
+    # The first superuser, created at start-up when the database has none.
+    admin_email: str = "admin@example.com"
+    admin_password: SecretStr | None = None
+
+    # Browser origins allowed to call the API (comma-separated), e.g. the frontend's dev server.
+    cors_origins: CommaList = ()
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     log_level: str = "INFO"
 
@@ -98,18 +109,27 @@ class Settings(BaseSettings):
 
     @field_validator("free_email_domains", "high_value_tags", mode="before")
     @classmethod
-    def _split_comma_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = value.split(",")
-        if isinstance(value, list | tuple | set | frozenset):
-            return tuple(
-                dict.fromkeys(str(item).strip().lower() for item in value if str(item).strip())
-            )
-        return value
+    def _split_lowercase_list(cls, value: object) -> object:
+        value = _split(value)
+        return tuple(item.lower() for item in value) if isinstance(value, tuple) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        return _split(value)
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def _split(value: object) -> object:
+    """Comma-separated text (or a list) to a tuple of distinct, trimmed, non-empty items."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if isinstance(value, list | tuple | set | frozenset):
+        return tuple(dict.fromkeys(str(item).strip() for item in value if str(item).strip()))
+    return value
 
 
 @lru_cache

@@ -82,6 +82,13 @@ class InactiveUserException(CRMException):
         super().__init__(f"{role} {user_id} is inactive.")
 
 
+class AuthenticationException(CRMException):
+    """No valid credentials: a failed login, or a missing, expired or forged token. The message
+    never says which, so it cannot be used to find out whether an account exists."""
+
+    code = "not_authenticated"
+
+
 class DatabaseException(CRMException):
     """The database failed in a way the caller cannot fix by changing the request."""
 

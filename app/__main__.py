@@ -1,0 +1,166 @@
+"""`python -m app`: migrate, make sure there is a superuser, and serve.
+
+python -m app [--host H] [--port P] [--workers N] [--reload]
+python -m app migrate
+python -m app create-user EMAIL [--superuser] [--full-name NAME]   (password: prompt or stdin)
+python -m app seed-demo --leads N [--agents K]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from app.config import Settings, get_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = get_settings()
+    try:
+        return args.handler(args, settings)
+    except RuntimeError as exc:  # configuration problems: say what is wrong, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app", description="CRM leads backend")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
+    parser.set_defaults(handler=_serve)
+    commands = parser.add_subparsers(title="commands")
+
+    migrate = commands.add_parser("migrate", help="apply the database migrations")
+    migrate.set_defaults(handler=_migrate)
+
+    create = commands.add_parser("create-user", help="create a user account")
+    create.add_argument("email")
+    create.add_argument("--superuser", action="store_true")
+    create.add_argument("--full-name", default=None)
+    create.set_defaults(handler=_create_user)
+
+    seed = commands.add_parser("seed-demo", help="insert realistic demo leads and agents")
+    seed.add_argument("--leads", type=int, default=1000)
+    seed.add_argument("--agents", type=int, default=10)
+    seed.set_defaults(handler=_seed_demo)
+    return parser
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from app.bootstrap import resolve_secret_key
+
+    resolve_secret_key(settings)  # fail early on a missing production key; make the key file
+    _run(settings, _prepare)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=None if args.reload else args.workers,
+        reload=args.reload,
+        log_level=settings.log_level.lower(),
+    )
+    return 0
+
+
+async def _prepare(settings: Settings, db: Any, engine: Any) -> None:
+    from app.bootstrap import ensure_first_superuser
+    from app.database import upgrade_database
+
+    await upgrade_database(engine)
+    generated = await ensure_first_superuser(db, settings)
+    if generated:
+        email, password = generated
+        print(
+            f"\nCreated the first superuser.\n  email:    {email}\n  password: {password}\n"
+            "Keep this password now: it is shown only this once.\n",
+            flush=True,
+        )
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from app.database import upgrade_database
+
+    async def run(settings: Settings, db: Any, engine: Any) -> None:
+        await upgrade_database(engine)
+
+    _run(settings, run)
+    print("Database is up to date.")
+    return 0
+
+
+def _create_user(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services.exceptions import CRMException
+    from app.services.user_service import UserService
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            print("error: the passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    data = {
+        "email": args.email,
+        "full_name": args.full_name or args.email.split("@")[0],
+        "password": password,
+        "is_superuser": args.superuser,
+    }
+
+    async def run(settings: Settings, db: Any, engine: Any) -> None:
+        user = await UserService.create_user(db, data, acting_user_id=None)
+        role = "superuser" if user.is_superuser else "user"
+        print(f"Created {role} {user.email} (id {user.id}).")
+
+    try:
+        _run(settings, run)
+    except CRMException as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _seed_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from app.seed import DEMO_AGENT_PASSWORD, seed_demo
+
+    if args.leads < 0 or args.agents < 1:
+        print("error: --leads must be 0 or more and --agents at least 1", file=sys.stderr)
+        return 2
+
+    async def run(settings: Settings, db: Any, engine: Any) -> None:
+        from app.database import upgrade_database
+
+        await upgrade_database(engine)
+        count, emails = await seed_demo(db, args.leads, args.agents)
+        print(f"Inserted {count} leads for {len(emails)} agents ({emails[0]} ... {emails[-1]}),")
+        print(f"all with the password {DEMO_AGENT_PASSWORD!r}.")
+
+    _run(settings, run)
+    return 0
+
+
+def _run(settings: Settings, job: Callable[[Settings, Any, Any], Awaitable[None]]) -> None:
+    from app.database import create_engine, create_session_factory
+
+    async def run() -> None:
+        engine = create_engine(settings=settings)
+        try:
+            async with create_session_factory(engine)() as db:
+                await job(settings, db, engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Request dependencies: the database session and the authenticated user.
+
+Routers declare what they need with these `Annotated` aliases and nothing else:
+
+    async def read_lead(lead_id: int, db: SessionDep, user: CurrentUser) -> ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.models import User
+from app.services.exceptions import AuthenticationException
+from app.services.security import InvalidToken, decode_access_token
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+
+def get_settings_dep(request: Request) -> Settings:
+    """The settings the running app was built with (tests build apps with their own)."""
+    return request.app.state.settings
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.session_factory() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_current_user(
+    db: SessionDep, settings: SettingsDep, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> User:
+    """The active user the bearer token was issued to; the account is re-read every time, so
+    deactivating it locks its tokens out at once."""
+    if not token:
+        raise AuthenticationException("Not authenticated: send 'Authorization: Bearer <token>'.")
+    try:
+        user_id = decode_access_token(token, settings)
+    except InvalidToken:
+        raise AuthenticationException("The access token is invalid or has expired.") from None
+    user = await db.get(User, user_id, populate_existing=True)
+    if user is None or not user.is_active:
+        raise AuthenticationException("The access token is invalid or has expired.")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -1,0 +1,137 @@
+"""Every error the API returns, in one shape and mapped in one place.
+
+    {"detail": "<a sentence>", "code": "<snake_case>", "errors": [{"loc": [...], "msg": ...}]}
+
+`errors` is present for validation errors only. Service exceptions map to a status by class
+(`STATUS_BY_EXCEPTION`); FastAPI's own request validation and HTTP errors are reshaped to match;
+anything unexpected becomes a 500 with no internals in the body.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.schemas.common import ErrorResponse
+from app.services.exceptions import (
+    AuthenticationException,
+    ConflictException,
+    CRMException,
+    DatabaseException,
+    DuplicateException,
+    InactiveUserException,
+    LeadNotFoundException,
+    PermissionDeniedException,
+    UserNotFoundException,
+    ValidationException,
+)
+
+logger = logging.getLogger(__name__)
+
+STATUS_BY_EXCEPTION: dict[type[CRMException], int] = {
+    LeadNotFoundException: status.HTTP_404_NOT_FOUND,
+    UserNotFoundException: status.HTTP_404_NOT_FOUND,
+    PermissionDeniedException: status.HTTP_403_FORBIDDEN,
+    ValidationException: status.HTTP_422_UNPROCESSABLE_CONTENT,
+    DuplicateException: status.HTTP_409_CONFLICT,
+    ConflictException: status.HTTP_409_CONFLICT,
+    InactiveUserException: status.HTTP_409_CONFLICT,
+    AuthenticationException: status.HTTP_401_UNAUTHORIZED,
+    DatabaseException: status.HTTP_503_SERVICE_UNAVAILABLE,
+}
+
+CODE_BY_STATUS = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+
+
+def error_response(
+    status_code: int,
+    detail: str,
+    code: str,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorResponse(detail=detail, code=code, errors=errors)
+    return JSONResponse(
+        body.model_dump(exclude_none=True), status_code=status_code, headers=headers
+    )
+
+
+def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entry of a route: each listed status documented with ErrorResponse."""
+    return {
+        code: {"model": ErrorResponse, "description": CODE_BY_STATUS.get(code, "error")}
+        for code in status_codes
+    }
+
+
+async def _crm_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CRMException)
+    status_code = next(
+        (code for cls, code in STATUS_BY_EXCEPTION.items() if isinstance(exc, cls)),
+        status.HTTP_400_BAD_REQUEST,
+    )
+    headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
+    errors = None
+    if isinstance(exc, ValidationException):
+        errors = [{"loc": _service_loc(request, e["loc"]), "msg": e["msg"]} for e in exc.errors]
+    if isinstance(exc, DatabaseException):
+        logger.warning("database unavailable: %r", exc.__cause__)
+    return error_response(status_code, exc.message, exc.code, errors, headers)
+
+
+def _service_loc(request: Request, loc: list[Any]) -> list[Any]:
+    """Service errors name a field; a client sent it in the query of a GET, else in the body."""
+    if not loc or loc[0] in ("body", "query", "path", "header"):
+        return loc
+    return ["query" if request.method == "GET" else "body", *loc]
+
+
+async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {
+            "loc": [str(part) if not isinstance(part, int) else part for part in e["loc"]],
+            "msg": e["msg"],
+        }
+        for e in exc.errors()
+    ]
+    where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
+    return error_response(422, f"Invalid request: {where}.", "validation_error", errors)
+
+
+async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = CODE_BY_STATUS.get(exc.status_code, "error")
+    detail = exc.detail if isinstance(exc.detail, str) else "The request failed."
+    return error_response(exc.status_code, detail, code, headers=getattr(exc, "headers", None))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "An unexpected error occurred.", "internal_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(CRMException, _crm_exception)
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,105 @@
+"""/users: your own account, and (for superusers) everyone's."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response, status
+
+from app.api.deps import CurrentUser, SessionDep
+from app.api.errors import error_responses
+from app.schemas.lead import MAX_ID
+from app.schemas.user import UserCreate, UserPage, UserRead, UserSelfUpdate, UserUpdate
+from app.services.user_service import UserService
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="The user's id.")]
+
+
+@router.get(
+    "/me",
+    summary="Read your account",
+    response_model=UserRead,
+    status_code=status.HTTP_200_OK,
+    responses=error_responses(401),
+)
+async def read_me(user: CurrentUser) -> UserRead:
+    return UserRead.model_validate(user)
+
+
+@router.patch(
+    "/me",
+    summary="Change your name or password",
+    response_model=UserRead,
+    status_code=status.HTTP_200_OK,
+    responses=error_responses(401, 422),
+)
+async def update_me(body: UserSelfUpdate, db: SessionDep, user: CurrentUser) -> UserRead:
+    """A new `password` needs `current_password`."""
+    return UserRead.model_validate(await UserService.update_me(db, user.id, body))
+
+
+@router.get(
+    "",
+    summary="List users",
+    response_model=UserPage,
+    status_code=status.HTTP_200_OK,
+    responses=error_responses(401, 403, 422),
+)
+async def list_users(
+    db: SessionDep,
+    user: CurrentUser,
+    skip: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> UserPage:
+    """Superusers only."""
+    users, total = await UserService.list_users(db, acting_user_id=user.id, skip=skip, limit=limit)
+    items = [UserRead.model_validate(u) for u in users]
+    return UserPage(items=items, total=total, skip=skip, limit=limit)
+
+
+@router.post(
+    "",
+    summary="Create a user",
+    response_model=UserRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(401, 403, 409, 422),
+)
+async def create_user(
+    body: UserCreate, db: SessionDep, user: CurrentUser, request: Request, response: Response
+) -> UserRead:
+    """Superusers only. 409 when the email is taken (compared case-insensitively)."""
+    created = await UserService.create_user(db, body, acting_user_id=user.id)
+    response.headers["Location"] = str(request.url_for("get_user", user_id=created.id).path)
+    return UserRead.model_validate(created)
+
+
+@router.get(
+    "/{user_id}",
+    name="get_user",
+    summary="Read a user",
+    response_model=UserRead,
+    status_code=status.HTTP_200_OK,
+    responses=error_responses(401, 403, 404, 422),
+)
+async def get_user(user_id: UserId, db: SessionDep, user: CurrentUser) -> UserRead:
+    """Superusers read anyone; others only themselves."""
+    return UserRead.model_validate(await UserService.get_user(db, user_id, acting_user_id=user.id))
+
+
+@router.patch(
+    "/{user_id}",
+    summary="Change a user",
+    response_model=UserRead,
+    status_code=status.HTTP_200_OK,
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+async def update_user(
+    user_id: UserId, body: UserUpdate, db: SessionDep, user: CurrentUser
+) -> UserRead:
+    """Superusers only: name, active flag, superuser flag, password. Deactivating a user locks
+    their tokens out at once."""
+    return UserRead.model_validate(
+        await UserService.update_user(db, user_id, body, acting_user_id=user.id)
+    )

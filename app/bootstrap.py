@@ -1,0 +1,78 @@
+"""What a fresh installation needs before it can serve: a signing key and a first superuser."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+
+from pydantic import SecretStr
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import AppEnv, Settings
+from app.database import is_memory_sqlite
+from app.services.user_service import UserService
+
+DEFAULT_SECRET_FILE = ".crm_secret_key"
+
+
+def secret_key_path(settings: Settings) -> Path:
+    """Beside the SQLite database file, or in the working folder for other databases."""
+    if settings.secret_key_file:
+        return Path(settings.secret_key_file)
+    url = settings.database_url
+    if settings.is_sqlite and not is_memory_sqlite(url):
+        database = make_url(url).database or "crm.db"
+        return Path(database).with_name(Path(database).name + ".secret")
+    return Path(DEFAULT_SECRET_FILE)
+
+
+def resolve_secret_key(settings: Settings) -> Settings:
+    """Settings with a signing key: SECRET_KEY, else the key file (made on first use, mode
+    0600, so tokens survive restarts and every worker process signs alike). Production refuses
+    to run without an explicit SECRET_KEY."""
+    if settings.secret_key is not None:
+        if len(settings.secret_key.get_secret_value()) < 32:
+            raise RuntimeError("SECRET_KEY must be at least 32 characters long.")
+        return settings
+    if settings.app_env is AppEnv.PRODUCTION:
+        raise RuntimeError("APP_ENV=production needs SECRET_KEY (at least 32 characters).")
+    if settings.app_env is AppEnv.TESTING:
+        key = secrets.token_urlsafe(48)
+    else:
+        key = _read_or_create(secret_key_path(settings))
+    return settings.model_copy(update={"secret_key": SecretStr(key)})
+
+
+def _read_or_create(path: Path) -> str:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_existing(path)
+    key = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key
+
+
+def _read_existing(path: Path) -> str:
+    # Another process may have created the file a moment ago and still be writing it.
+    for _ in range(50):
+        key = path.read_text().strip()
+        if len(key) >= 32:
+            return key
+        time.sleep(0.02)
+    raise RuntimeError(f"The key file {path} is damaged; delete it to make a new one.")
+
+
+async def ensure_first_superuser(db: AsyncSession, settings: Settings) -> tuple[str, str] | None:
+    """Create the first superuser when there is none. Returns (email, generated password) when
+    a password was generated, so the caller can show it once; None otherwise."""
+    given = settings.admin_password.get_secret_value() if settings.admin_password else None
+    password = given or secrets.token_urlsafe(12)
+    created = await UserService.ensure_superuser(db, settings.admin_email, password)
+    if created is None or given:
+        return None
+    return created.email, password

@@ -1,0 +1,76 @@
+"""Passwords and access tokens.
+
+Passwords are hashed with argon2 (pwdlib's recommended hasher) and never stored or returned in
+any other form. Access tokens are JWTs signed with the configured secret, carrying the user's id
+and an expiry; the user is re-read on every request, so a deactivated user's token stops
+working at once.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import jwt
+from pwdlib import PasswordHash
+
+from app.config import Settings
+from app.models.types import utcnow
+
+JWT_ALGORITHM = "HS256"
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024
+
+_hasher = PasswordHash.recommended()
+# Verifying against this when the account does not exist keeps a failed login as slow as a real
+# one, so response times do not tell which emails are registered.
+_DUMMY_HASH = _hasher.hash("not a real password, only for timing")
+
+
+class InvalidToken(Exception):
+    """The token is malformed, expired, or signed with another key."""
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password: str, hashed: str | None) -> bool:
+    if hashed is None:
+        _hasher.verify(password, _DUMMY_HASH)
+        return False
+    try:
+        return _hasher.verify(password, hashed)
+    except Exception:  # a corrupt stored hash is a failed login, not a crash
+        return False
+
+
+def create_access_token(user_id: int, settings: Settings) -> tuple[str, int]:
+    """A signed token for the user, and its lifetime in seconds."""
+    lifetime = timedelta(minutes=settings.access_token_expire_minutes)
+    now = utcnow()
+    claims = {"sub": str(user_id), "iat": now, "exp": now + lifetime, "type": "access"}
+    token = jwt.encode(claims, _secret(settings), algorithm=JWT_ALGORITHM)
+    return token, int(lifetime.total_seconds())
+
+
+def decode_access_token(token: str, settings: Settings) -> int:
+    """The user id a valid token was issued to."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            _secret(settings),
+            algorithms=[JWT_ALGORITHM],
+            options={"require": ["sub", "exp", "iat"]},
+        )
+        if claims.get("type") != "access":
+            raise InvalidToken("not an access token")
+        return int(claims["sub"])
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        raise InvalidToken(str(exc)) from exc
+
+
+def _secret(settings: Settings) -> str:
+    if settings.secret_key is None:
+        raise RuntimeError("SECRET_KEY is not configured")
+    return settings.secret_key.get_secret_value()
