@@ -67,6 +67,9 @@ def _configure_sqlite(engine: AsyncEngine, settings: Settings, *, memory: bool) 
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the driver, so `_on_begin` decides how they start.
         dbapi_connection.isolation_level = None
+        # SQLite's own lower() folds only A-Z, so case-insensitive search would miss "Émile"
+        # for "émile"; Python's folds every script, like PostgreSQL's.
+        dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(settings.sqlite_busy_timeout_ms)}")
@@ -81,6 +84,10 @@ def _configure_sqlite(engine: AsyncEngine, settings: Settings, *, memory: bool) 
         # fails it at once with "database is locked". Taking the write lock up front makes
         # writers queue (for up to the busy timeout) instead.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _unicode_lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -334,6 +334,16 @@ async def test_search_matches_first_name_case_insensitively(
     assert await matching_ids(db, search="aLiCe") == [people["alice"]]
 
 
+async def test_search_is_case_insensitive_for_accented_letters(
+    db: AsyncSession, make_lead: LeadFactory
+) -> None:
+    emile = await make_lead(first_name="Émile", last_name="Müller")
+    await make_lead(first_name="Emile", last_name="Muller")
+
+    assert await matching_ids(db, search="émile") == [emile.id]
+    assert await matching_ids(db, search="MÜLLER") == [emile.id]
+
+
 async def test_search_matches_a_substring_of_last_name(
     db: AsyncSession, people: dict[str, int]
 ) -> None:

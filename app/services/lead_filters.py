@@ -53,7 +53,7 @@ def escape_like(term: str) -> str:
 def _enum_values(enum_cls: type[Any], field_name: str, value: Any) -> list[Any]:
     if value is None:
         return []
-    values = list(value) if isinstance(value, list | tuple | set | frozenset) else [value]
+    values = [value] if isinstance(value, str) or not isinstance(value, Iterable) else list(value)
     result = []
     for item in values:
         try:

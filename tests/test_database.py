@@ -1,0 +1,96 @@
+"""How each kind of database is set up: the pragmas, the pool, the testing database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import AppEnv, Settings
+from app.database import create_engine, create_session_factory, is_memory_sqlite
+from tests.conftest import ON_POSTGRES, TEST_DATABASE_URL, postgres_only
+
+
+async def pragma(engine: AsyncEngine, name: str) -> object:
+    async with engine.connect() as conn:
+        return (await conn.execute(text(f"PRAGMA {name}"))).scalar()
+
+
+def test_testing_settings_default_to_an_in_memory_database() -> None:
+    settings = Settings(_env_file=None, app_env=AppEnv.TESTING)
+    assert is_memory_sqlite(settings.database_url)
+
+
+def test_development_settings_default_to_a_sqlite_file() -> None:
+    settings = Settings(_env_file=None, app_env=AppEnv.DEVELOPMENT)
+    assert settings.database_url == "sqlite+aiosqlite:///./crm.db"
+
+
+async def test_sqlite_file_runs_with_foreign_keys_wal_and_a_busy_timeout(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, sqlite_busy_timeout_ms=4321)
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/crm.db", settings)
+    try:
+        assert await pragma(engine, "foreign_keys") == 1
+        assert await pragma(engine, "journal_mode") == "wal"
+        assert await pragma(engine, "busy_timeout") == 4321
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_transactions_take_the_write_lock_up_front(tmp_path: Path) -> None:
+    """A second writer must wait rather than fail: its BEGIN blocks while another is open."""
+    settings = Settings(_env_file=None, sqlite_busy_timeout_ms=100)
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/crm.db", settings)
+    other = create_engine(f"sqlite+aiosqlite:///{tmp_path}/crm.db", settings)
+    try:
+        async with engine.connect() as first:
+            await first.execute(text("SELECT 1"))  # opens the transaction
+            async with other.connect() as second:
+                with pytest.raises(Exception, match="locked"):
+                    await second.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+        await other.dispose()
+
+
+async def test_in_memory_database_is_shared_by_every_session_of_an_engine() -> None:
+    engine = create_engine("sqlite+aiosqlite://")
+    sessions = create_session_factory(engine)
+    try:
+        async with sessions() as one:
+            await one.execute(text("CREATE TABLE t (x INTEGER)"))
+            await one.execute(text("INSERT INTO t VALUES (7)"))
+            await one.commit()
+        async with sessions() as two:
+            assert await two.scalar(text("SELECT x FROM t")) == 7
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_lower_folds_accented_letters() -> None:
+    engine = create_engine("sqlite+aiosqlite://")
+    try:
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("SELECT lower('ÉMILE MÜLLER')")) == "émile müller"
+    finally:
+        await engine.dispose()
+
+
+@postgres_only
+def test_postgres_engine_has_a_sized_pool_with_pre_ping_and_recycle() -> None:
+    settings = Settings(
+        _env_file=None, db_pool_size=7, db_max_overflow=3, db_pool_recycle_seconds=600
+    )
+    engine = create_engine(TEST_DATABASE_URL, settings)
+    pool = engine.sync_engine.pool
+    assert pool.size() == 7
+    assert pool._max_overflow == 3  # no public accessor
+    assert pool._pre_ping is True
+    assert pool._recycle == 600
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="checks the SQLite default only")
+def test_without_test_database_url_the_suite_runs_on_in_memory_sqlite() -> None:
+    assert TEST_DATABASE_URL == ""
