@@ -11,7 +11,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_FREE_EMAIL_DOMAINS = (
@@ -110,13 +110,23 @@ class Settings(BaseSettings):
     @field_validator("free_email_domains", "high_value_tags", mode="before")
     @classmethod
     def _split_lowercase_list(cls, value: object) -> object:
-        value = _split(value)
-        return tuple(item.lower() for item in value) if isinstance(value, tuple) else value
+        if isinstance(value, str):
+            value = value.lower()
+        elif isinstance(value, list | tuple | set | frozenset):
+            value = [str(item).lower() for item in value]
+        return _split(value)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         return _split(value)
+
+    @model_validator(mode="after")
+    def _testing_defaults_to_memory(self) -> Settings:
+        """APP_ENV=testing without a DATABASE_URL means a private in-memory database."""
+        if self.app_env is AppEnv.TESTING and "database_url" not in self.model_fields_set:
+            self.database_url = "sqlite+aiosqlite://"
+        return self
 
     @property
     def is_sqlite(self) -> bool:

@@ -11,14 +11,20 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import httpx
 import pytest
-from sqlalchemy import text
+from fastapi import FastAPI
+from pydantic import SecretStr
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.config import get_settings, normalize_database_url
+from app.api.deps import get_session
+from app.config import Settings, get_settings, normalize_database_url
 from app.database import create_engine, create_session_factory
+from app.main import create_app
 from app.models import Base, Lead, User
 from app.services import LeadService
+from app.services.security import create_access_token
 
 TEST_DATABASE_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", "").strip())
 ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
@@ -58,7 +64,22 @@ async def postgres_engine() -> AsyncIterator[AsyncEngine | None]:
 
 
 @pytest.fixture
-async def db(postgres_engine: AsyncEngine | None) -> AsyncIterator[AsyncSession]:
+async def engine(postgres_engine: AsyncEngine | None) -> AsyncIterator[AsyncEngine]:
+    """The test's database engine: the shared PostgreSQL one, or a fresh in-memory SQLite."""
+    if postgres_engine is not None:
+        yield postgres_engine
+        return
+    memory = create_engine(MEMORY_SQLITE_URL)
+    async with memory.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    yield memory
+    await memory.dispose()
+
+
+@pytest.fixture
+async def db(
+    engine: AsyncEngine, postgres_engine: AsyncEngine | None
+) -> AsyncIterator[AsyncSession]:
     if postgres_engine is not None:
         async with postgres_engine.connect() as conn:
             outer = await conn.begin()
@@ -75,15 +96,11 @@ async def db(postgres_engine: AsyncEngine | None) -> AsyncIterator[AsyncSession]
                 await outer.rollback()
         return
 
-    engine = create_engine(MEMORY_SQLITE_URL)
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
     session = create_session_factory(engine)()
     try:
         yield session
     finally:
         await session.close()
-        await engine.dispose()
 
 
 UserFactory = Callable[..., Awaitable[User]]
@@ -158,3 +175,45 @@ def make_lead(db: AsyncSession, superuser: User) -> LeadFactory:
 
 async def count_rows(db: AsyncSession, table: str = "leads") -> int:
     return int(await db.scalar(text(f"SELECT count(*) FROM {table}")) or 0)
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+
+TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-signing"
+
+
+@pytest.fixture
+def settings() -> Settings:
+    """The app's settings in tests: no .env file, a fixed signing key."""
+    return Settings(_env_file=None, app_env="testing", secret_key=SecretStr(TEST_SECRET))
+
+
+@pytest.fixture
+def app(settings: Settings, engine: AsyncEngine, db: AsyncSession) -> FastAPI:
+    """The real application, its requests running in the test's session (so on PostgreSQL the
+    test's rollback undoes them too)."""
+    application = create_app(settings, engine=engine)
+
+    async def test_session() -> AsyncIterator[AsyncSession]:
+        yield db
+
+    application.dependency_overrides[get_session] = test_session
+    return application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture
+def auth_headers(settings: Settings) -> Callable[[User], dict[str, str]]:
+    """`auth_headers(user)`: an Authorization header with a fresh token for the user."""
+
+    def headers(user: User) -> dict[str, str]:
+        token, _ = create_access_token(inspect(user).identity[0], settings)
+        return {"Authorization": f"Bearer {token}"}
+
+    return headers
