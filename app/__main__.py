@@ -15,6 +15,9 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
 from app.config import Settings, get_settings
 
 
@@ -26,6 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:  # configuration problems: say what is wrong, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (DBAPIError, OSError) as exc:
+        print(f"error: cannot use the database at {_safe_url(settings)}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _safe_url(settings: Settings) -> str:
+    return make_url(settings.database_url).render_as_string(hide_password=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,6 +127,9 @@ def _create_user(args: argparse.Namespace, settings: Settings) -> int:
     }
 
     async def run(settings: Settings, db: Any, engine: Any) -> None:
+        from app.database import upgrade_database
+
+        await upgrade_database(engine)
         user = await UserService.create_user(db, data, acting_user_id=None)
         role = "superuser" if user.is_superuser else "user"
         print(f"Created {role} {user.email} (id {user.id}).")

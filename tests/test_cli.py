@@ -1,0 +1,484 @@
+"""The command line, run for real: `python -m app ...` as a subprocess in an empty folder.
+
+Each test starts from a fresh temporary folder with no `.env`, and from an environment without
+any of the app's settings (DATABASE_URL, SECRET_KEY, ADMIN_*, APP_ENV, ...) unless the test sets
+them, so the zero-configuration defaults are what is exercised. Servers are started on a free
+port, polled on /health/ready with a deadline, and always stopped (SIGTERM, then SIGKILL).
+
+The tests are sync on purpose: they only talk to subprocesses and HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import secrets
+import signal
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from app.config import Settings, normalize_database_url
+from app.services.security import verify_password
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_DATABASE_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", "").strip())
+ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
+
+READY_DEADLINE_SECONDS = 30.0
+STOP_DEADLINE_SECONDS = 15.0
+COMMAND_TIMEOUT_SECONDS = 120.0
+DEFAULT_ADMIN = "admin@example.com"
+PASSWORD_LINE = re.compile(r"^\s*password:\s*(\S+)\s*$", re.MULTILINE)
+SETTING_NAMES = {name.lower() for name in Settings.model_fields}
+
+
+# --- running the command line ------------------------------------------------------------------
+
+
+def cli_env(**settings: str) -> dict[str, str]:
+    """The current environment minus every app setting (and TEST_DATABASE_URL), plus
+    `settings`, with the repository on PYTHONPATH so `-m app` resolves from any folder."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key.lower() not in SETTING_NAMES and key != "TEST_DATABASE_URL"
+    }
+    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(settings)
+    return env
+
+
+def run_cli(
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = COMMAND_TIMEOUT_SECONDS,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=cwd,
+        env=env if env is not None else cli_env(),
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def describe(result: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+
+
+def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, describe(result)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def sqlite_rows(database: Path, query: str) -> list[tuple]:
+    connection = sqlite3.connect(database)
+    try:
+        return connection.execute(query).fetchall()
+    finally:
+        connection.close()
+
+
+# --- serving -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=10.0)
+
+
+def wait_ready(server: Server) -> None:
+    """Poll /health/ready until it answers 200; fail after the deadline or if the process
+    exits first, showing what it printed."""
+    deadline = time.monotonic() + READY_DEADLINE_SECONDS
+    last = "no answer"
+    with server.client() as client:
+        while time.monotonic() < deadline:
+            if server.process.poll() is not None:
+                pytest.fail(
+                    f"the server exited with {server.process.returncode} before it was ready:\n"
+                    f"{server.output()}"
+                )
+            try:
+                response = client.get("/health/ready", timeout=2.0)
+            except httpx.TransportError as exc:
+                last = repr(exc)
+            else:
+                if response.status_code == 200:
+                    return
+                last = f"{response.status_code} {response.text}"
+            time.sleep(0.1)
+    pytest.fail(
+        f"/health/ready not 200 within {READY_DEADLINE_SECONDS:.0f}s (last: {last}):\n"
+        f"{server.output()}"
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, wait, then SIGKILL the process group it leads (its workers, if any)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=STOP_DEADLINE_SECONDS)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # stray workers; the group is ours alone
+    process.wait(timeout=STOP_DEADLINE_SECONDS)
+
+
+@pytest.fixture
+def serve() -> Iterator:
+    """`serve(folder, *args, **settings)` starts `python -m app` there and waits until it is
+    ready; every server started is stopped when the test ends, pass or fail."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(folder: Path, *args: str, **settings: str) -> Server:
+        port = free_port()
+        log = folder / f"server-{len(started) + 1}.log"
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "app", "--port", str(port), *args],
+                cwd=folder,
+                env=cli_env(**settings),
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        started.append(process)
+        server = Server(process, f"http://127.0.0.1:{port}", log)
+        wait_ready(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            stop(process)
+
+
+def generated_password(server: Server) -> str:
+    output = server.output()
+    found = PASSWORD_LINE.findall(output)
+    assert len(found) == 1, f"expected one generated password in the output:\n{output}"
+    return found[0]
+
+
+def log_in(client: httpx.Client, email: str, password: str) -> str:
+    response = client.post("/api/v1/auth/token", data={"username": email, "password": password})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["token_type"] == "bearer"
+    return body["access_token"]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# --- migrate -----------------------------------------------------------------------------------
+
+
+def test_migrate_creates_the_database_in_the_working_folder(tmp_path: Path) -> None:
+    result = run_cli("migrate", cwd=tmp_path)
+
+    assert result.returncode == 0, describe(result)
+    database = tmp_path / "crm.db"
+    assert database.is_file()
+    tables = {row[0] for row in sqlite_rows(database, "SELECT name FROM sqlite_master")}
+    assert {"users", "leads", "alembic_version"} <= tables
+    assert len(sqlite_rows(database, "SELECT version_num FROM alembic_version")) == 1
+
+
+def test_migrate_twice_is_a_no_op(tmp_path: Path) -> None:
+    first = run_cli("migrate", cwd=tmp_path)
+    second = run_cli("migrate", cwd=tmp_path)
+
+    assert first.returncode == 0, describe(first)
+    assert second.returncode == 0, describe(second)
+    assert_no_traceback(second)
+
+
+# --- create-user -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def migrated(tmp_path: Path) -> Path:
+    result = run_cli("migrate", cwd=tmp_path)
+    assert result.returncode == 0, describe(result)
+    return tmp_path
+
+
+def test_create_user_superuser_reads_the_password_from_stdin(migrated: Path) -> None:
+    result = run_cli(
+        "create-user", "Boss@Example.com", "--superuser", cwd=migrated, stdin="s3cret-pass\n"
+    )
+
+    assert result.returncode == 0, describe(result)
+    rows = sqlite_rows(
+        migrated / "crm.db", "SELECT email, is_superuser, is_active, hashed_password FROM users"
+    )
+    assert len(rows) == 1
+    email, is_superuser, is_active, hashed = rows[0]
+    assert email == "boss@example.com"
+    assert is_superuser == 1
+    assert is_active == 1
+    assert hashed.startswith("$argon2")
+    assert verify_password("s3cret-pass", hashed)  # the line from stdin, without its newline
+
+
+def test_create_user_refuses_an_email_taken_in_another_case(migrated: Path) -> None:
+    first = run_cli("create-user", "Boss@Example.com", "--superuser", cwd=migrated, stdin="a" * 12)
+    assert first.returncode == 0, describe(first)
+
+    second = run_cli("create-user", "boss@EXAMPLE.com", "--superuser", cwd=migrated, stdin="b" * 12)
+
+    assert second.returncode != 0, describe(second)
+    assert "already exists" in second.stderr, describe(second)
+    assert "boss@example.com" in second.stderr.lower(), describe(second)
+    assert_no_traceback(second)
+    assert sqlite_rows(migrated / "crm.db", "SELECT count(*) FROM users") == [(1,)]
+
+
+def test_create_user_refuses_a_too_short_password(migrated: Path) -> None:
+    result = run_cli("create-user", "short@example.com", cwd=migrated, stdin="1234567\n")
+
+    assert result.returncode != 0, describe(result)
+    assert "password" in result.stderr and "8" in result.stderr, describe(result)
+    assert_no_traceback(result)
+    assert sqlite_rows(migrated / "crm.db", "SELECT count(*) FROM users") == [(0,)]
+
+
+def test_create_user_in_a_fresh_folder_prepares_the_database(tmp_path: Path) -> None:
+    """Like `seed-demo` and serving, `create-user` works before anyone ran `migrate`."""
+    result = run_cli(
+        "create-user", "first@example.com", "--superuser", cwd=tmp_path, stdin="s3cret-pass\n"
+    )
+
+    assert result.returncode == 0, describe(result)
+    assert_no_traceback(result)
+    rows = sqlite_rows(tmp_path / "crm.db", "SELECT email, is_superuser FROM users")
+    assert rows == [("first@example.com", 1)]
+
+
+# --- seed-demo ---------------------------------------------------------------------------------
+
+
+def test_seed_demo_inserts_leads_and_demo_agents(tmp_path: Path) -> None:
+    result = run_cli("seed-demo", "--leads", "500", cwd=tmp_path)
+
+    assert result.returncode == 0, describe(result)
+    database = tmp_path / "crm.db"
+    assert sqlite_rows(database, "SELECT count(*) FROM leads") == [(500,)]
+    agents = sqlite_rows(database, "SELECT id, hashed_password FROM users WHERE NOT is_superuser")
+    assert agents, "no demo agents were created"
+    assert all(hashed.startswith("$argon2") for _, hashed in agents)
+    agent_ids = {agent_id for agent_id, _ in agents}
+    assigned = {
+        row[0]
+        for row in sqlite_rows(
+            database, "SELECT DISTINCT assigned_to FROM leads WHERE assigned_to IS NOT NULL"
+        )
+    }
+    assert assigned and assigned <= agent_ids
+
+
+# --- serving -----------------------------------------------------------------------------------
+
+
+def test_first_start_prints_a_generated_admin_password_that_logs_in(tmp_path: Path, serve) -> None:
+    server = serve(tmp_path)
+
+    password = generated_password(server)
+    assert DEFAULT_ADMIN in server.output()
+    with server.client() as client:
+        token = log_in(client, DEFAULT_ADMIN, password)
+        me = client.get("/api/v1/users/me", headers=bearer(token))
+    assert me.status_code == 200, me.text
+    assert me.json()["email"] == DEFAULT_ADMIN
+    assert me.json()["is_superuser"] is True
+
+
+def test_served_api_creates_and_reads_back_a_lead(tmp_path: Path, serve) -> None:
+    server = serve(tmp_path)
+
+    with server.client() as client:
+        headers = bearer(log_in(client, DEFAULT_ADMIN, generated_password(server)))
+        created = client.post(
+            "/api/v1/leads",
+            headers=headers,
+            json={"first_name": "Ada", "last_name": "Lovelace", "email": "ada@analytical.io"},
+        )
+        assert created.status_code == 201, created.text
+        location = created.headers["Location"]
+        read = client.get(location, headers=headers)
+
+    assert read.status_code == 200, read.text
+    lead = read.json()
+    assert lead["id"] == created.json()["id"]
+    assert (lead["first_name"], lead["last_name"]) == ("Ada", "Lovelace")
+    assert lead["email"] == "ada@analytical.io"
+
+
+def test_serving_keeps_the_signing_key_beside_the_database_with_mode_0600(
+    tmp_path: Path, serve
+) -> None:
+    serve(tmp_path)
+
+    key_file = tmp_path / "crm.db.secret"
+    assert key_file.is_file()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert len(key_file.read_text().strip()) >= 32
+
+
+def test_restart_keeps_tokens_valid_and_prints_no_new_password(tmp_path: Path, serve) -> None:
+    first = serve(tmp_path)
+    password = generated_password(first)
+    with first.client() as client:
+        token = log_in(client, DEFAULT_ADMIN, password)
+    stop(first.process)
+
+    second = serve(tmp_path)
+
+    with second.client() as client:
+        me = client.get("/api/v1/users/me", headers=bearer(token))
+        assert me.status_code == 200, me.text
+        assert me.json()["email"] == DEFAULT_ADMIN
+        log_in(client, DEFAULT_ADMIN, password)  # the first password still holds
+    output = second.output()
+    assert not PASSWORD_LINE.search(output), output
+    assert password not in output
+
+
+def test_admin_from_the_environment_is_created_and_its_password_not_printed(
+    tmp_path: Path, serve
+) -> None:
+    password = "env-admin-" + secrets.token_hex(8)
+    server = serve(tmp_path, ADMIN_EMAIL="Chief@Example.com", ADMIN_PASSWORD=password)
+
+    output = server.output()
+    assert password not in output, output
+    assert not PASSWORD_LINE.search(output), output
+    with server.client() as client:
+        token = log_in(client, "chief@example.com", password)
+        me = client.get("/api/v1/users/me", headers=bearer(token))
+        assert me.json()["is_superuser"] is True
+        refused = client.post(
+            "/api/v1/auth/token", data={"username": DEFAULT_ADMIN, "password": password}
+        )
+    assert refused.status_code == 401, "the default admin should not exist as well"
+
+
+def test_production_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:
+    # Were it to serve instead of refusing, the timeout would end it (failing the test).
+    result = run_cli(
+        "--port",
+        str(free_port()),
+        cwd=tmp_path,
+        env=cli_env(APP_ENV="production"),
+        timeout=READY_DEADLINE_SECONDS,
+    )
+
+    assert result.returncode != 0, describe(result)
+    assert "SECRET_KEY" in result.stderr, describe(result)
+    assert_no_traceback(result)
+    assert not (tmp_path / "crm.db.secret").exists()
+
+
+def test_several_workers_serve_and_share_the_signing_key(tmp_path: Path, serve) -> None:
+    server = serve(tmp_path, "--workers", "2")
+    deadline = time.monotonic() + READY_DEADLINE_SECONDS
+    while server.output().count("Started server process") < 2:
+        assert time.monotonic() < deadline, f"two worker processes expected:\n{server.output()}"
+        time.sleep(0.1)
+
+    with server.client() as client:
+        token = log_in(client, DEFAULT_ADMIN, generated_password(server))
+        # New connections each time, so the requests spread over both workers; a token signed
+        # by one must be accepted by the other.
+        for _ in range(6):
+            with server.client() as fresh:
+                me = fresh.get("/api/v1/users/me", headers=bearer(token))
+                assert me.status_code == 200, me.text
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+
+
+async def _on_postgres_server(statement: str) -> None:
+    import asyncpg
+
+    url = make_url(TEST_DATABASE_URL)
+    connection = await asyncpg.connect(
+        host=url.host or "127.0.0.1",
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database="postgres",
+    )
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def _postgres_tables(url: str) -> set[str]:
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    finally:
+        await connection.close()
+    return {row["tablename"] for row in rows}
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="needs TEST_DATABASE_URL (PostgreSQL)")
+def test_migrate_accepts_a_plain_postgres_url(tmp_path: Path) -> None:
+    name = f"crm_cli_{secrets.token_hex(6)}"
+    asyncio.run(_on_postgres_server(f'CREATE DATABASE "{name}"'))
+    try:
+        url = make_url(TEST_DATABASE_URL).set(drivername="postgres", database=name)
+        plain = url.render_as_string(hide_password=False)
+        assert plain.startswith("postgres://")
+
+        result = run_cli("migrate", cwd=tmp_path, env=cli_env(DATABASE_URL=plain))
+
+        assert result.returncode == 0, describe(result)
+        asyncpg_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        tables = asyncio.run(_postgres_tables(asyncpg_url))
+        assert {"users", "leads", "alembic_version"} <= tables
+        assert not (tmp_path / "crm.db").exists()
+    finally:
+        asyncio.run(_on_postgres_server(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
