@@ -1,16 +1,23 @@
 """What every service method shares: one transaction per call, and who is acting.
 
-A public service method is one unit of work. `transaction()` commits when the body finishes and
-rolls back when anything escapes it, translating what the layers below raise into the service's
-own exceptions, so callers only ever see `CRMException` subclasses.
+A public service method is one unit of work. `@transactional` commits when the method returns
+and rolls back when anything escapes it, translating what the layers below raise into the
+service's own exceptions, so callers only ever see `CRMException` subclasses.
+
+Deadlocks and serialization failures are not the caller's fault and usually vanish on a second
+try, so the whole method is run again, a bounded number of times, before giving up with a
+ConflictException. Because the method runs from the top each time, it must build everything it
+changes inside itself (never mutate the caller's input).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from typing import Any
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,31 +34,77 @@ from app.services.exceptions import (
 
 logger = logging.getLogger(__name__)
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
-@asynccontextmanager
-async def transaction(db: AsyncSession) -> AsyncIterator[None]:
+RETRY_ATTEMPTS = 4
+# PostgreSQL: serialization_failure, deadlock_detected, lock_not_available.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+
+
+def transactional(
+    method: Callable[Concatenate[AsyncSession, P], Awaitable[R]],
+) -> Callable[Concatenate[AsyncSession, P], Awaitable[R]]:
+    @functools.wraps(method)
+    async def run(db: AsyncSession, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                result = await method(db, *args, **kwargs)
+                await db.commit()
+                return result
+            except CRMException:
+                await _rollback(db)
+                raise
+            except FieldValidationError as exc:
+                await _rollback(db)
+                raise ValidationException(str(exc), field=exc.field) from exc
+            except IntegrityError as exc:
+                await _rollback(db)
+                raise ConflictException(
+                    "The change conflicts with the data already stored (a referenced row is "
+                    "gone or a unique value is taken)."
+                ) from exc
+            except DBAPIError as exc:
+                await _rollback(db)
+                if not is_retryable(exc):
+                    logger.warning("database error in %s: %s", method.__qualname__, exc)
+                    raise DatabaseException("The database could not complete the request.") from exc
+                if attempt == RETRY_ATTEMPTS:
+                    raise ConflictException(
+                        "Other changes to the same records kept colliding with this one; "
+                        "please try again."
+                    ) from exc
+                logger.info("retrying %s after %s", method.__qualname__, sqlstate(exc))
+                await asyncio.sleep(random.uniform(0.005, 0.02) * 2**attempt)
+            except SQLAlchemyError as exc:
+                await _rollback(db)
+                logger.warning("database error in %s: %s", method.__qualname__, exc)
+                raise DatabaseException("The database could not complete the request.") from exc
+            except BaseException:
+                await _rollback(db)
+                raise
+        raise AssertionError("unreachable")
+
+    return run
+
+
+def sqlstate(exc: DBAPIError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+
+
+def is_retryable(exc: DBAPIError) -> bool:
+    if sqlstate(exc) in RETRYABLE_SQLSTATES:
+        return True
+    # SQLite: the busy timeout ran out while another writer held the lock.
+    return "database is locked" in str(exc.orig)
+
+
+async def _rollback(db: AsyncSession) -> None:
+    """Roll back, even over a connection that just died (the original error matters more)."""
     try:
-        yield
-        await db.commit()
-    except CRMException:
         await db.rollback()
-        raise
-    except FieldValidationError as exc:
-        await db.rollback()
-        raise ValidationException(str(exc), field=exc.field) from exc
-    except IntegrityError as exc:
-        await db.rollback()
-        raise ConflictException(
-            "The change conflicts with the data already stored (a referenced row is gone or a "
-            "unique value is taken)."
-        ) from exc
-    except (DBAPIError, SQLAlchemyError) as exc:
-        await db.rollback()
-        logger.warning("database error in service call: %s", exc)
-        raise DatabaseException("The database could not complete the request.") from exc
-    except BaseException:
-        await db.rollback()
-        raise
+    except Exception as exc:  # the connection is gone; the pool will replace it
+        logger.debug("rollback failed: %s", exc)
 
 
 async def get_acting_user(db: AsyncSession, user_id: int) -> User:

@@ -1,7 +1,7 @@
 """LeadService: every way a lead is read or changed.
 
 Rules every method keeps:
-- One call is one transaction (`transaction()`): it commits on success, rolls back on any error.
+- One call is one transaction (`@transactional`): it commits on success, rolls back on any error.
 - The acting user (`user_id`) is loaded and must exist and be active. Agents touch only leads
   assigned to them; superusers touch all. `user_id=None` on reads is a trusted internal call.
 - History is append-only: every change adds a `[YYYY-MM-DD HH:MM UTC] user N: ...` line to notes.
@@ -41,7 +41,7 @@ from app.services.base import (
     as_data,
     get_acting_user,
     reject_unknown_fields,
-    transaction,
+    transactional,
 )
 from app.services.exceptions import (
     ConflictException,
@@ -84,6 +84,7 @@ class LeadService:
     # ---------------------------------------------------------------------------------- reads
 
     @staticmethod
+    @transactional
     async def get_leads(
         db: AsyncSession,
         status: LeadStatus | str | Iterable[LeadStatus | str] | None = None,
@@ -110,37 +111,37 @@ class LeadService:
         `search` is a case-insensitive substring of name, email, phone or company. Agents see
         only their own leads; archived leads only with `include_archived`.
         """
-        async with transaction(db):
-            scope = await _scope_user_id(db, user_id)
-            where = lead_conditions(
-                status=status,
-                source=source,
-                assigned_to=assigned_to,
-                date_range_start=date_range_start,
-                date_range_end=date_range_end,
-                lead_score_min=lead_score_min,
-                lead_score_max=lead_score_max,
-                search=search,
-                is_hot_leads_only=is_hot_leads_only,
-                tags=tags,
-                include_archived=include_archived,
-                scope_user_id=scope,
-            )
-            ordering = order_by(sort_by, sort_order)
-            skip, limit = page_bounds(skip, limit, get_settings().page_max_limit)
+        scope = await _scope_user_id(db, user_id)
+        where = lead_conditions(
+            status=status,
+            source=source,
+            assigned_to=assigned_to,
+            date_range_start=date_range_start,
+            date_range_end=date_range_end,
+            lead_score_min=lead_score_min,
+            lead_score_max=lead_score_max,
+            search=search,
+            is_hot_leads_only=is_hot_leads_only,
+            tags=tags,
+            include_archived=include_archived,
+            scope_user_id=scope,
+        )
+        ordering = order_by(sort_by, sort_order)
+        skip, limit = page_bounds(skip, limit, get_settings().page_max_limit)
 
-            total = await db.scalar(select(func.count()).select_from(Lead).where(*where))
-            page = await db.scalars(
-                select(Lead)
-                .where(*where)
-                .order_by(*ordering)
-                .offset(skip)
-                .limit(limit)
-                .options(selectinload(Lead.assignee))
-            )
-            return list(page), int(total or 0)
+        total = await db.scalar(select(func.count()).select_from(Lead).where(*where))
+        page = await db.scalars(
+            select(Lead)
+            .where(*where)
+            .order_by(*ordering)
+            .offset(skip)
+            .limit(limit)
+            .options(selectinload(Lead.assignee))
+        )
+        return list(page), int(total or 0)
 
     @staticmethod
+    @transactional
     async def get_lead_by_id(
         db: AsyncSession,
         lead_id: int,
@@ -149,14 +150,14 @@ class LeadService:
     ) -> Lead:
         """The lead, archived or not. With `check_assignment`, only its assignee or a superuser
         may read it."""
-        async with transaction(db):
-            user = await get_acting_user(db, user_id) if user_id is not None else None
-            lead = await _load_lead(db, lead_id)
-            if check_assignment and user is not None:
-                _ensure_may_touch(user, lead)
-            return lead
+        user = await get_acting_user(db, user_id) if user_id is not None else None
+        lead = await _load_lead(db, lead_id)
+        if check_assignment and user is not None:
+            _ensure_may_touch(user, lead)
+        return lead
 
     @staticmethod
+    @transactional
     async def get_lead_statistics(
         db: AsyncSession, *, user_id: int | None = None
     ) -> dict[str, Any]:
@@ -165,43 +166,43 @@ class LeadService:
         One GROUP BY (status, source) query does all the counting; Python only adds up the at
         most 48 groups it returns.
         """
-        async with transaction(db):
-            scope = await _scope_user_id(db, user_id)
-            where = [Lead.archived_at.is_(None)]
-            if scope is not None:
-                where.append(Lead.assigned_to == scope)
-            rows = await db.execute(
-                select(
-                    Lead.status,
-                    Lead.source,
-                    func.count(),
-                    func.coalesce(func.sum(Lead.lead_score), 0),
-                    func.coalesce(func.sum(case((Lead.is_hot_lead, 1), else_=0)), 0),
-                )
-                .where(*where)
-                .group_by(Lead.status, Lead.source)
+        scope = await _scope_user_id(db, user_id)
+        where = [Lead.archived_at.is_(None)]
+        if scope is not None:
+            where.append(Lead.assigned_to == scope)
+        rows = await db.execute(
+            select(
+                Lead.status,
+                Lead.source,
+                func.count(),
+                func.coalesce(func.sum(Lead.lead_score), 0),
+                func.coalesce(func.sum(case((Lead.is_hot_lead, 1), else_=0)), 0),
             )
-            by_status = dict.fromkeys((s.value for s in LeadStatus), 0)
-            by_source = dict.fromkeys((s.value for s in LeadSource), 0)
-            total = score_sum = hot = 0
-            for status, source, count, scores, hot_count in rows:
-                by_status[LeadStatus(status).value] += count
-                by_source[LeadSource(source).value] += count
-                total += count
-                score_sum += int(scores)
-                hot += int(hot_count)
-            return {
-                "total_leads": total,
-                "leads_by_status": by_status,
-                "leads_by_source": by_source,
-                "average_lead_score": _ratio(score_sum, total, scale=1),
-                "hot_leads_count": hot,
-                "conversion_rate": _ratio(by_status[LeadStatus.WON.value], total, scale=100),
-            }
+            .where(*where)
+            .group_by(Lead.status, Lead.source)
+        )
+        by_status = dict.fromkeys((s.value for s in LeadStatus), 0)
+        by_source = dict.fromkeys((s.value for s in LeadSource), 0)
+        total = score_sum = hot = 0
+        for status, source, count, scores, hot_count in rows:
+            by_status[LeadStatus(status).value] += count
+            by_source[LeadSource(source).value] += count
+            total += count
+            score_sum += int(scores)
+            hot += int(hot_count)
+        return {
+            "total_leads": total,
+            "leads_by_status": by_status,
+            "leads_by_source": by_source,
+            "average_lead_score": _ratio(score_sum, total, scale=1),
+            "hot_leads_count": hot,
+            "conversion_rate": _ratio(by_status[LeadStatus.WON.value], total, scale=100),
+        }
 
     # --------------------------------------------------------------------------------- writes
 
     @staticmethod
+    @transactional
     async def create_lead(
         db: AsyncSession, lead_data: Mapping[str, Any] | Any, user_id: int
     ) -> Lead:
@@ -211,45 +212,43 @@ class LeadService:
         """
         data = as_data(lead_data)
         reject_unknown_fields(data, CREATE_FIELDS)
-        async with transaction(db):
-            user = await get_acting_user(db, user_id)
-            note = _note_text(data.pop("notes", None))
-            assignee = await _resolve_new_assignee(db, user, data.pop("assigned_to", None))
+        user = await get_acting_user(db, user_id)
+        note = _note_text(data.pop("notes", None))
+        assignee = await _resolve_new_assignee(db, user, data.pop("assigned_to", None))
 
-            lead = Lead()
-            errors = [
-                {"loc": [name], "msg": "is required"}
-                for name in REQUIRED_FIELDS
-                if name not in data
-            ]
-            for name, value in data.items():
-                if name == "lead_score" and value is None:
-                    continue
-                try:
-                    setattr(lead, name, value)
-                except FieldValidationError as exc:
-                    errors.append({"loc": [exc.field], "msg": exc.message})
-            if not errors and lead.email is None and lead.phone is None:
-                errors.append({"loc": ["email"], "msg": "a lead needs an email or a phone number"})
-            if errors:
-                raise ValidationException(_errors_sentence(errors), errors=errors)
+        lead = Lead()
+        errors = [
+            {"loc": [name], "msg": "is required"} for name in REQUIRED_FIELDS if name not in data
+        ]
+        for name, value in data.items():
+            if name == "lead_score" and value is None:
+                continue
+            try:
+                setattr(lead, name, value)
+            except FieldValidationError as exc:
+                errors.append({"loc": [exc.field], "msg": exc.message})
+        if not errors and lead.email is None and lead.phone is None:
+            errors.append({"loc": ["email"], "msg": "a lead needs an email or a phone number"})
+        if errors:
+            raise ValidationException(_errors_sentence(errors), errors=errors)
 
-            lead.score_is_manual = data.get("lead_score") is not None
-            if not lead.score_is_manual:
-                lead.lead_score = _auto_score(lead)
-            lead.assigned_to = assignee.id if assignee else None
-            lead.assignee = assignee
-            lead.created_by = user.id
-            now = utcnow()
-            lead.created_at = lead.updated_at = now
-            lead.add_note(f"Created (score {lead.lead_score})", author_id=user.id, at=now)
-            if note:
-                lead.add_note(note, author_id=user.id, at=now)
-            db.add(lead)
-            await db.flush()
-            return lead
+        lead.score_is_manual = data.get("lead_score") is not None
+        if not lead.score_is_manual:
+            lead.lead_score = _auto_score(lead)
+        lead.assigned_to = assignee.id if assignee else None
+        lead.assignee = assignee
+        lead.created_by = user.id
+        now = utcnow()
+        lead.created_at = lead.updated_at = now
+        lead.add_note(f"Created (score {lead.lead_score})", author_id=user.id, at=now)
+        if note:
+            lead.add_note(note, author_id=user.id, at=now)
+        db.add(lead)
+        await db.flush()
+        return lead
 
     @staticmethod
+    @transactional
     async def update_lead(
         db: AsyncSession, lead_id: int, lead_data: Mapping[str, Any] | Any, user_id: int
     ) -> Lead:
@@ -261,157 +260,156 @@ class LeadService:
         """
         data = as_data(lead_data)
         reject_unknown_fields(data, UPDATE_FIELDS)
-        async with transaction(db):
-            user = await get_acting_user(db, user_id)
-            lead = await _load_lead(db, lead_id, for_update=True)
-            _ensure_may_touch(user, lead)
-            _ensure_not_archived(lead)
-            note = _note_text(data.pop("notes", None))
-            if "assigned_to" in data:
-                await _check_reassignment(db, user, lead, data["assigned_to"])
+        user = await get_acting_user(db, user_id)
+        lead = await _load_lead(db, lead_id, for_update=True)
+        _ensure_may_touch(user, lead)
+        _ensure_not_archived(lead)
+        note = _note_text(data.pop("notes", None))
+        if "assigned_to" in data:
+            await _check_reassignment(db, user, lead, data["assigned_to"])
 
-            before = {name: _comparable(getattr(lead, name)) for name in TRACKED_FIELDS}
-            if "lead_score" in data:
-                manual = data["lead_score"] is not None
-                data.setdefault("score_is_manual", manual)
-                if not manual:
-                    del data["lead_score"]
-            errors = []
-            for name in TRACKED_FIELDS:
-                if name not in data:
-                    continue
-                try:
-                    if name == "tags" and set(tag_list("tags", data[name])) == set(lead.tags):
-                        continue  # same set in another order is no change
-                    setattr(lead, name, data[name])
-                except FieldValidationError as exc:
-                    errors.append({"loc": [exc.field], "msg": exc.message})
-            if lead.email is None and lead.phone is None:
-                errors.append({"loc": ["email"], "msg": "a lead needs an email or a phone number"})
-            if errors:
-                raise ValidationException(_errors_sentence(errors), errors=errors)
+        before = {name: _comparable(getattr(lead, name)) for name in TRACKED_FIELDS}
+        if "lead_score" in data:
+            manual = data["lead_score"] is not None
+            data.setdefault("score_is_manual", manual)
+            if not manual:
+                del data["lead_score"]
+        errors = []
+        for name in TRACKED_FIELDS:
+            if name not in data:
+                continue
+            try:
+                if name == "tags" and set(tag_list("tags", data[name])) == set(lead.tags):
+                    continue  # same set in another order is no change
+                setattr(lead, name, data[name])
+            except FieldValidationError as exc:
+                errors.append({"loc": [exc.field], "msg": exc.message})
+        if lead.email is None and lead.phone is None:
+            errors.append({"loc": ["email"], "msg": "a lead needs an email or a phone number"})
+        if errors:
+            raise ValidationException(_errors_sentence(errors), errors=errors)
 
-            changed = [n for n in TRACKED_FIELDS if _comparable(getattr(lead, n)) != before[n]]
-            rescore = not lead.score_is_manual and any(
-                n in changed for n in (*SCORING_FIELDS, "score_is_manual")
-            )
-            if rescore:
-                lead.lead_score = _auto_score(lead)
-                if lead.lead_score != before["lead_score"] and "lead_score" not in changed:
-                    changed.append("lead_score")
-                    changed.sort(key=TRACKED_FIELDS.index)
-            if "lead_score" in changed and "score_is_manual" in changed:
-                # The score's new value says it all (the reference's "lead_score: 50 → 85");
-                # the flag is listed only when it is the sole trace of a change.
-                changed.remove("score_is_manual")
-            if not changed and not note:
-                return await _with_assignee(db, lead)
-
-            now = utcnow()
-            lead.updated_at = now
-            if changed:
-                summary = "; ".join(
-                    f"{n}: {_show(before[n])} → {_show(_comparable(getattr(lead, n)))}"
-                    for n in changed
-                )
-                lead.add_note(f"Updated: {summary}", author_id=user.id, at=now)
-            if note:
-                lead.add_note(note, author_id=user.id, at=now)
-            await db.flush()
+        changed = [n for n in TRACKED_FIELDS if _comparable(getattr(lead, n)) != before[n]]
+        rescore = not lead.score_is_manual and any(
+            n in changed for n in (*SCORING_FIELDS, "score_is_manual")
+        )
+        if rescore:
+            lead.lead_score = _auto_score(lead)
+            if lead.lead_score != before["lead_score"] and "lead_score" not in changed:
+                changed.append("lead_score")
+                changed.sort(key=TRACKED_FIELDS.index)
+        if "lead_score" in changed and "score_is_manual" in changed:
+            # The score's new value says it all (the reference's "lead_score: 50 → 85");
+            # the flag is listed only when it is the sole trace of a change.
+            changed.remove("score_is_manual")
+        if not changed and not note:
             return await _with_assignee(db, lead)
 
+        now = utcnow()
+        lead.updated_at = now
+        if changed:
+            summary = "; ".join(
+                f"{n}: {_show(before[n])} → {_show(_comparable(getattr(lead, n)))}" for n in changed
+            )
+            lead.add_note(f"Updated: {summary}", author_id=user.id, at=now)
+        if note:
+            lead.add_note(note, author_id=user.id, at=now)
+        await db.flush()
+        return await _with_assignee(db, lead)
+
     @staticmethod
+    @transactional
     async def delete_lead(
         db: AsyncSession, lead_id: int, user_id: int, hard_delete: bool = False
     ) -> Lead | None:
         """Archive the lead (status LOST, tag `archived`, `archived_at` set, history kept), or
         with `hard_delete` (superusers only) remove the row. Archiving twice changes nothing.
         Returns the archived lead, or None after a hard delete."""
-        async with transaction(db):
-            user = await get_acting_user(db, user_id)
-            lead = await _load_lead(db, lead_id, for_update=True)
-            _ensure_may_touch(user, lead)
-            if hard_delete:
-                if not user.is_superuser:
-                    raise PermissionDeniedException(
-                        "Only a superuser may permanently delete a lead.", [lead.id]
-                    )
-                await db.delete(lead)
-                return None
-            if lead.archived_at is None:
-                now = utcnow()
-                lead.status_before_archive = lead.status
-                lead.status = LeadStatus.LOST
-                lead.add_tag(ARCHIVED_TAG)
-                lead.archived_at = lead.updated_at = now
-                lead.add_note(
-                    f"Archived (status was {lead.status_before_archive.value})",
-                    author_id=user.id,
-                    at=now,
+        user = await get_acting_user(db, user_id)
+        lead = await _load_lead(db, lead_id, for_update=True)
+        _ensure_may_touch(user, lead)
+        if hard_delete:
+            if not user.is_superuser:
+                raise PermissionDeniedException(
+                    "Only a superuser may permanently delete a lead.", [lead.id]
                 )
-            return await _with_assignee(db, lead)
+            await db.delete(lead)
+            return None
+        if lead.archived_at is None:
+            now = utcnow()
+            lead.status_before_archive = lead.status
+            lead.status = LeadStatus.LOST
+            lead.add_tag(ARCHIVED_TAG)
+            lead.archived_at = lead.updated_at = now
+            lead.add_note(
+                f"Archived (status was {lead.status_before_archive.value})",
+                author_id=user.id,
+                at=now,
+            )
+        return await _with_assignee(db, lead)
 
     @staticmethod
+    @transactional
     async def restore_lead(db: AsyncSession, lead_id: int, user_id: int) -> Lead:
         """Undo a soft delete: the status from before archiving comes back, the `archived` tag
         goes. Restoring a lead that is not archived changes nothing."""
-        async with transaction(db):
-            user = await get_acting_user(db, user_id)
-            lead = await _load_lead(db, lead_id, for_update=True)
-            _ensure_may_touch(user, lead)
-            if lead.archived_at is not None:
-                now = utcnow()
-                restored = lead.status_before_archive or LeadStatus.NEW
-                lead.add_note(
-                    f"Restored (status {lead.status.value} → {restored.value})",
-                    author_id=user.id,
-                    at=now,
-                )
-                lead.status = restored
-                lead.status_before_archive = None
-                lead.archived_at = None
-                lead.remove_tag(ARCHIVED_TAG)
-                lead.updated_at = now
-            return await _with_assignee(db, lead)
+        user = await get_acting_user(db, user_id)
+        lead = await _load_lead(db, lead_id, for_update=True)
+        _ensure_may_touch(user, lead)
+        if lead.archived_at is not None:
+            now = utcnow()
+            restored = lead.status_before_archive or LeadStatus.NEW
+            lead.add_note(
+                f"Restored (status {lead.status.value} → {restored.value})",
+                author_id=user.id,
+                at=now,
+            )
+            lead.status = restored
+            lead.status_before_archive = None
+            lead.archived_at = None
+            lead.remove_tag(ARCHIVED_TAG)
+            lead.updated_at = now
+        return await _with_assignee(db, lead)
 
     @staticmethod
+    @transactional
     async def add_lead_note(db: AsyncSession, lead_id: int, text: str, user_id: int) -> Lead:
         """Append one note line to the lead's history."""
-        async with transaction(db):
-            note = _note_text(text)
-            if note is None:
-                raise ValidationException("text must not be blank.", field="text")
-            user = await get_acting_user(db, user_id)
-            lead = await _load_lead(db, lead_id, for_update=True)
-            _ensure_may_touch(user, lead)
-            _ensure_not_archived(lead)
-            now = utcnow()
-            lead.add_note(note, author_id=user.id, at=now)
-            lead.updated_at = now
-            return await _with_assignee(db, lead)
+        note = _note_text(text)
+        if note is None:
+            raise ValidationException("text must not be blank.", field="text")
+        user = await get_acting_user(db, user_id)
+        lead = await _load_lead(db, lead_id, for_update=True)
+        _ensure_may_touch(user, lead)
+        _ensure_not_archived(lead)
+        now = utcnow()
+        lead.add_note(note, author_id=user.id, at=now)
+        lead.updated_at = now
+        return await _with_assignee(db, lead)
 
     @staticmethod
+    @transactional
     async def record_call_attempt(
         db: AsyncSession, lead_id: int, user_id: int, note: str | None = None
     ) -> Lead:
         """Count one call attempt, stamp `last_contact_date`, and note it."""
-        async with transaction(db):
-            text = _note_text(note)
-            user = await get_acting_user(db, user_id)
-            lead = await _load_lead(db, lead_id, for_update=True)
-            _ensure_may_touch(user, lead)
-            _ensure_not_archived(lead)
-            now = utcnow()
-            attempts = lead.increment_call_attempts(at=now)
-            lead.updated_at = now
-            lead.add_note(
-                f"Call attempt {attempts}" + (f": {text}" if text else ""),
-                author_id=user.id,
-                at=now,
-            )
-            return await _with_assignee(db, lead)
+        text = _note_text(note)
+        user = await get_acting_user(db, user_id)
+        lead = await _load_lead(db, lead_id, for_update=True)
+        _ensure_may_touch(user, lead)
+        _ensure_not_archived(lead)
+        now = utcnow()
+        attempts = lead.increment_call_attempts(at=now)
+        lead.updated_at = now
+        lead.add_note(
+            f"Call attempt {attempts}" + (f": {text}" if text else ""),
+            author_id=user.id,
+            at=now,
+        )
+        return await _with_assignee(db, lead)
 
     @staticmethod
+    @transactional
     async def bulk_update_status(
         db: AsyncSession,
         lead_ids: Sequence[int],
@@ -422,29 +420,29 @@ class LeadService:
     ) -> list[Lead]:
         """Set one status on many leads, all or nothing; each lead gets a note line saying what
         its status was. Returns the updated leads in id order."""
-        async with transaction(db):
-            ids = _checked_ids(lead_ids)
-            status = _coerce_status(new_status)
-            text = _note_text(note)
-            user = await get_acting_user(db, user_id)
-            await _lock_leads_for_bulk(db, ids, user)
+        ids = _checked_ids(lead_ids)
+        status = _coerce_status(new_status)
+        text = _note_text(note)
+        user = await get_acting_user(db, user_id)
+        await _lock_leads_for_bulk(db, ids, user)
 
-            now = utcnow()
-            prefix = f"{note_timestamp(now)} user {user.id}: Status "
-            line: ColumnElement[str] = (
-                literal(prefix) + cast(Lead.status, String) + literal(f" → {status.value} (bulk)")
-            )
-            if text:
-                line = line + literal("\n" + format_note_line(text, author_id=user.id, at=now))
-            await db.execute(
-                update(Lead)
-                .where(Lead.id.in_(ids))
-                .values(status=status, updated_at=now, notes=_appended(line))
-                .execution_options(synchronize_session=False)
-            )
-            return await _reload(db, ids)
+        now = utcnow()
+        prefix = f"{note_timestamp(now)} user {user.id}: Status "
+        line: ColumnElement[str] = (
+            literal(prefix) + cast(Lead.status, String) + literal(f" → {status.value} (bulk)")
+        )
+        if text:
+            line = line + literal("\n" + format_note_line(text, author_id=user.id, at=now))
+        await db.execute(
+            update(Lead)
+            .where(Lead.id.in_(ids))
+            .values(status=status, updated_at=now, notes=_appended(line))
+            .execution_options(synchronize_session=False)
+        )
+        return await _reload(db, ids)
 
     @staticmethod
+    @transactional
     async def assign_leads(
         db: AsyncSession,
         lead_ids: Sequence[int],
@@ -453,30 +451,29 @@ class LeadService:
     ) -> list[Lead]:
         """Assign many leads to one active agent, all or nothing (superusers only); each lead's
         note line records who assigned it and who had it before."""
-        async with transaction(db):
-            ids = _checked_ids(lead_ids)
-            user = await get_acting_user(db, assigned_by_user_id)
-            if not user.is_superuser:
-                raise PermissionDeniedException("Only a superuser may assign leads.", ids)
-            agent = await _active_user(db, agent_user_id, role="Agent")
-            await _lock_leads_for_bulk(db, ids, user)
+        ids = _checked_ids(lead_ids)
+        user = await get_acting_user(db, assigned_by_user_id)
+        if not user.is_superuser:
+            raise PermissionDeniedException("Only a superuser may assign leads.", ids)
+        agent = await _active_user(db, agent_user_id, role="Agent")
+        await _lock_leads_for_bulk(db, ids, user)
 
-            now = utcnow()
-            previous = func.coalesce(
-                literal("user ") + cast(Lead.assigned_to, String), literal("unassigned")
-            )
-            line = (
-                literal(f"{note_timestamp(now)} user {user.id}: Assigned to user {agent.id} (was ")
-                + previous
-                + literal(")")
-            )
-            await db.execute(
-                update(Lead)
-                .where(Lead.id.in_(ids))
-                .values(assigned_to=agent.id, updated_at=now, notes=_appended(line))
-                .execution_options(synchronize_session=False)
-            )
-            return await _reload(db, ids)
+        now = utcnow()
+        previous = func.coalesce(
+            literal("user ") + cast(Lead.assigned_to, String), literal("unassigned")
+        )
+        line = (
+            literal(f"{note_timestamp(now)} user {user.id}: Assigned to user {agent.id} (was ")
+            + previous
+            + literal(")")
+        )
+        await db.execute(
+            update(Lead)
+            .where(Lead.id.in_(ids))
+            .values(assigned_to=agent.id, updated_at=now, notes=_appended(line))
+            .execution_options(synchronize_session=False)
+        )
+        return await _reload(db, ids)
 
 
 # --------------------------------------------------------------------------------- helpers

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models import FieldValidationError, User
 from app.models.types import utcnow
 from app.models.validation import email_address
-from app.services.base import as_data, get_acting_user, reject_unknown_fields, transaction
+from app.services.base import as_data, get_acting_user, reject_unknown_fields, transactional
 from app.services.exceptions import (
     AuthenticationException,
     ConflictException,
@@ -40,126 +40,125 @@ SELF_UPDATE_FIELDS = frozenset({"full_name", "password", "current_password"})
 
 class UserService:
     @staticmethod
+    @transactional
     async def authenticate(db: AsyncSession, email: str, password: str) -> User:
         """The active user with these credentials. Every failure, unknown email, wrong password
         or inactive account alike, raises the same AuthenticationException."""
-        async with transaction(db):
-            try:
-                address = email_address("username", email, lowercase=True)
-            except FieldValidationError:
-                address = None
-            user = None
-            if address is not None:
-                user = await db.scalar(select(User).where(User.email == address))
-            valid = verify_password(password, user.hashed_password if user else None)
-            if user is None or not valid or not user.is_active:
-                raise AuthenticationException(LOGIN_FAILED)
-            return user
+        try:
+            address = email_address("username", email, lowercase=True)
+        except FieldValidationError:
+            address = None
+        user = None
+        if address is not None:
+            user = await db.scalar(select(User).where(User.email == address))
+        valid = verify_password(password, user.hashed_password if user else None)
+        if user is None or not valid or not user.is_active:
+            raise AuthenticationException(LOGIN_FAILED)
+        return user
 
     @staticmethod
+    @transactional
     async def get_user(db: AsyncSession, user_id: int, *, acting_user_id: int) -> User:
-        async with transaction(db):
-            actor = await get_acting_user(db, acting_user_id)
-            if actor.id != user_id and not actor.is_superuser:
-                raise PermissionDeniedException("Only a superuser may read other accounts.")
-            return await _load_user(db, user_id)
+        actor = await get_acting_user(db, acting_user_id)
+        if actor.id != user_id and not actor.is_superuser:
+            raise PermissionDeniedException("Only a superuser may read other accounts.")
+        return await _load_user(db, user_id)
 
     @staticmethod
+    @transactional
     async def list_users(
         db: AsyncSession, *, acting_user_id: int, skip: int = 0, limit: int = 100
     ) -> tuple[list[User], int]:
-        async with transaction(db):
-            await _require_superuser(db, acting_user_id)
-            total = await db.scalar(select(func.count()).select_from(User))
-            users = await db.scalars(select(User).order_by(User.id).offset(skip).limit(limit))
-            return list(users), int(total or 0)
+        await _require_superuser(db, acting_user_id)
+        total = await db.scalar(select(func.count()).select_from(User))
+        users = await db.scalars(select(User).order_by(User.id).offset(skip).limit(limit))
+        return list(users), int(total or 0)
 
     @staticmethod
+    @transactional
     async def create_user(
         db: AsyncSession, user_data: Mapping[str, Any] | Any, *, acting_user_id: int | None
     ) -> User:
         """A new account. `acting_user_id=None` is a trusted call (the command line)."""
         data = as_data(user_data)
         reject_unknown_fields(data, CREATE_FIELDS)
-        async with transaction(db):
-            if acting_user_id is not None:
-                await _require_superuser(db, acting_user_id)
-            missing = [f for f in ("email", "full_name", "password") if data.get(f) is None]
-            if missing:
-                raise ValidationException(
-                    f"Missing required field(s): {', '.join(missing)}.",
-                    errors=[{"loc": [f], "msg": "is required"} for f in missing],
-                )
-            user = User(
-                email=data["email"],
-                full_name=data["full_name"],
-                hashed_password=_new_hash(data["password"]),
-                is_superuser=bool(data.get("is_superuser", False)),
-                is_active=bool(data.get("is_active", True)),
+        if acting_user_id is not None:
+            await _require_superuser(db, acting_user_id)
+        missing = [f for f in ("email", "full_name", "password") if data.get(f) is None]
+        if missing:
+            raise ValidationException(
+                f"Missing required field(s): {', '.join(missing)}.",
+                errors=[{"loc": [f], "msg": "is required"} for f in missing],
             )
-            taken = await db.scalar(select(User.id).where(User.email == user.email))
-            if taken is not None:
-                raise _email_taken(user.email)
-            db.add(user)
-            try:
-                await db.flush()
-            except IntegrityError as exc:  # another request took the email in the meantime
-                raise _email_taken(user.email) from exc
-            return user
+        user = User(
+            email=data["email"],
+            full_name=data["full_name"],
+            hashed_password=_new_hash(data["password"]),
+            is_superuser=bool(data.get("is_superuser", False)),
+            is_active=bool(data.get("is_active", True)),
+        )
+        taken = await db.scalar(select(User.id).where(User.email == user.email))
+        if taken is not None:
+            raise _email_taken(user.email)
+        db.add(user)
+        try:
+            await db.flush()
+        except IntegrityError as exc:  # another request took the email in the meantime
+            raise _email_taken(user.email) from exc
+        return user
 
     @staticmethod
+    @transactional
     async def update_user(
         db: AsyncSession, user_id: int, user_data: Mapping[str, Any] | Any, *, acting_user_id: int
     ) -> User:
         """A superuser's change to any account (name, active, superuser, password)."""
         data = as_data(user_data)
         reject_unknown_fields(data, ADMIN_UPDATE_FIELDS)
-        async with transaction(db):
-            actor = await _require_superuser(db, acting_user_id)
-            user = await _load_user(db, user_id)
-            if user.id == actor.id and (
-                data.get("is_active") is False or data.get("is_superuser") is False
-            ):
-                raise ConflictException(
-                    "A superuser cannot deactivate or demote their own account; ask another "
-                    "superuser."
-                )
-            _apply(user, data)
-            return user
+        actor = await _require_superuser(db, acting_user_id)
+        user = await _load_user(db, user_id)
+        if user.id == actor.id and (
+            data.get("is_active") is False or data.get("is_superuser") is False
+        ):
+            raise ConflictException(
+                "A superuser cannot deactivate or demote their own account; ask another superuser."
+            )
+        _apply(user, data)
+        return user
 
     @staticmethod
+    @transactional
     async def update_me(db: AsyncSession, user_id: int, user_data: Mapping[str, Any] | Any) -> User:
         """A user's change to their own name or password; a new password needs the current one."""
         data = as_data(user_data)
         reject_unknown_fields(data, SELF_UPDATE_FIELDS)
-        async with transaction(db):
-            user = await get_acting_user(db, user_id)
-            current = data.pop("current_password", None)
-            if data.get("password") is not None and not (
-                isinstance(current, str) and verify_password(current, user.hashed_password)
-            ):
-                raise ValidationException(
-                    "current_password is missing or wrong.", field="current_password"
-                )
-            _apply(user, data)
-            return user
+        user = await get_acting_user(db, user_id)
+        current = data.pop("current_password", None)
+        if data.get("password") is not None and not (
+            isinstance(current, str) and verify_password(current, user.hashed_password)
+        ):
+            raise ValidationException(
+                "current_password is missing or wrong.", field="current_password"
+            )
+        _apply(user, data)
+        return user
 
     @staticmethod
+    @transactional
     async def ensure_superuser(db: AsyncSession, email: str, password: str) -> User | None:
         """Create a first superuser when the database has none; None when one exists."""
-        async with transaction(db):
-            exists = await db.scalar(select(User.id).where(User.is_superuser).limit(1))
-            if exists is not None:
-                return None
-            user = User(
-                email=email,
-                full_name="Administrator",
-                hashed_password=_new_hash(password),
-                is_superuser=True,
-            )
-            db.add(user)
-            await db.flush()
-            return user
+        exists = await db.scalar(select(User.id).where(User.is_superuser).limit(1))
+        if exists is not None:
+            return None
+        user = User(
+            email=email,
+            full_name="Administrator",
+            hashed_password=_new_hash(password),
+            is_superuser=True,
+        )
+        db.add(user)
+        await db.flush()
+        return user
 
 
 async def _load_user(db: AsyncSession, user_id: int) -> User:
