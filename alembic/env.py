@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_engine_from_config
 
 from app.config import get_settings, normalize_database_url
 from app.models import Base
+from app.models.base import include_in_autogenerate
 from app.models.types import TAG_MAX_LENGTH, TagList, UTCDateTime
 
 config = context.config
@@ -85,6 +86,7 @@ def _configure(dialect_name: str, **kwargs: Any) -> None:
         target_metadata=target_metadata,
         compare_type=True,
         render_item=render_item,
+        include_object=include_in_autogenerate,
         # SQLite's ALTER TABLE cannot change or drop most things; batch mode rebuilds the table
         # instead. PostgreSQL alters in place, so it gets plain operations.
         render_as_batch=dialect_name == "sqlite",

@@ -1,8 +1,9 @@
 """Shared fixtures: a real database per test, users of every kind, and a lead factory.
 
 Without `TEST_DATABASE_URL` every test gets a fresh in-memory SQLite database. With it (a
-PostgreSQL URL) the schema is built once per run and every test runs inside a transaction that
-is rolled back afterwards; the services' own commits only release a savepoint inside it.
+PostgreSQL URL) the schema is built once per run by the Alembic migrations and every test runs
+inside a transaction that is rolled back afterwards; the services' own commits only release a
+savepoint inside it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.api.deps import get_session
 from app.config import Settings, get_settings, normalize_database_url
-from app.database import create_engine, create_session_factory
+from app.database import create_engine, create_session_factory, upgrade_database
 from app.main import create_app
 from app.models import Base, Lead, User
 from app.services import LeadService
@@ -56,9 +57,11 @@ async def postgres_engine() -> AsyncIterator[AsyncEngine | None]:
         yield None
         return
     engine = create_engine(TEST_DATABASE_URL)
+    # Built by the migrations, as in production, so PostgreSQL-only indexes are there too.
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.drop_all)
-        await conn.run_sync(Base.metadata.create_all)
+        await conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    await upgrade_database(engine)
     yield engine
     await engine.dispose()
 

@@ -30,6 +30,7 @@ from sqlalchemy.pool import NullPool
 
 from app.config import get_settings, normalize_database_url
 from app.models import Base
+from app.models.base import MIGRATION_ONLY_INDEXES, include_in_autogenerate
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DATABASE_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", "").strip())
@@ -175,12 +176,15 @@ def declared_objects(dialect: str) -> set[tuple[str, str]]:
 
     SQLite writes an AUTOINCREMENT primary key inline, where it cannot carry a name, so there
     the primary keys are left out."""
-    return {
+    declared = {
         (table.name, str(item.name))
         for table in Base.metadata.tables.values()
         for item in (*table.constraints, *table.indexes)
         if not (dialect == "sqlite" and isinstance(item, PrimaryKeyConstraint))
     }
+    if dialect == "postgresql":
+        declared |= {("leads", name) for name in MIGRATION_ONLY_INDEXES}
+    return declared
 
 
 def create_all(conn: Connection) -> None:
@@ -189,7 +193,9 @@ def create_all(conn: Connection) -> None:
 
 
 def model_differences(conn: Connection) -> list[Any]:
-    context = MigrationContext.configure(conn, opts={"compare_type": True})
+    context = MigrationContext.configure(
+        conn, opts={"compare_type": True, "include_object": include_in_autogenerate}
+    )
     return compare_metadata(context, Base.metadata)
 
 

@@ -15,3 +15,15 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# PostgreSQL-only indexes (trigram search, GIN over the tag array) exist in the migrations but
+# not on the models: SQLite has no such index types, and autogenerate cannot compare them.
+MIGRATION_ONLY_INDEXES = frozenset({"ix_leads_search_trgm", "ix_leads_tags_gin"})
+
+
+def include_in_autogenerate(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """Alembic's `include_object` hook: leave the migration-only indexes out of comparisons."""
+    return not (type_ == "index" and name in MIGRATION_ONLY_INDEXES)

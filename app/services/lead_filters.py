@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import case, or_
+from sqlalchemy import case, func, literal_column, or_
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.models import FieldValidationError, Lead, LeadSource, LeadStatus
@@ -28,6 +28,7 @@ SORT_FIELDS = (
 SORT_ORDERS = ("asc", "desc")
 LIKE_ESCAPE = "\\"
 _PHONE_SEPARATORS = re.compile(r"[\s.\-()]")
+_PHONE_FRAGMENT = re.compile(r"\+?\d+")
 
 # Statuses sort in pipeline order, not alphabetically: it is how a sales team reads them.
 STATUS_ORDER = case(
@@ -169,19 +170,40 @@ def lead_conditions(
     return where
 
 
+def search_document() -> ColumnElement[str]:
+    """The text `search` looks in: "first last", email, phone and company, one per line.
+
+    It is spelled exactly like the trigram index in the migration
+    `postgres_search_and_tag_indexes`, so PostgreSQL answers it from that index. The constants
+    are literal SQL, not bound parameters, for the same reason.
+    """
+    space, newline, empty = (literal_column(f"'{c}'") for c in (" ", "\n", ""))
+    return (
+        Lead.first_name
+        + space
+        + Lead.last_name
+        + newline
+        + func.coalesce(Lead.email, empty)
+        + newline
+        + func.coalesce(Lead.phone, empty)
+        + newline
+        + func.coalesce(Lead.company, empty)
+    )
+
+
 def _search(term: str) -> ColumnElement[bool]:
-    pattern = f"%{escape_like(term)}%"
-    full_name = Lead.first_name + " " + Lead.last_name
-    matches = [
-        column.ilike(pattern, escape=LIKE_ESCAPE)
-        for column in (Lead.first_name, Lead.last_name, full_name, Lead.email, Lead.company)
-    ]
-    # Phones are stored without separators, so "+1 (555) 010" must find "+1555010...".
+    # A field never holds a newline, so none in the term can match; dropping them also keeps a
+    # match from spanning two fields of the document.
+    term = term.replace("\n", " ").replace("\r", " ")
+    document = search_document()
+    condition = document.ilike(f"%{escape_like(term)}%", escape=LIKE_ESCAPE)
+    # Phones are stored without separators, so "+1 (555) 010" must also find "+1555010...".
     phone_term = _PHONE_SEPARATORS.sub("", term)
-    if phone_term:
-        phone_pattern = f"%{escape_like(phone_term)}%"
-        matches.append(Lead.phone.like(phone_pattern, escape=LIKE_ESCAPE))
-    return or_(*matches)
+    if phone_term != term and _PHONE_FRAGMENT.fullmatch(phone_term):
+        condition = or_(
+            condition, document.ilike(f"%{escape_like(phone_term)}%", escape=LIKE_ESCAPE)
+        )
+    return condition
 
 
 def order_by(sort_by: str, sort_order: str) -> list[ColumnElement[Any]]:
