@@ -84,10 +84,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _prepare(settings: Settings, db: Any, engine: Any) -> None:
     from app.bootstrap import ensure_first_superuser
-    from app.database import upgrade_database
+    from app.database import startup_lock, upgrade_database
 
-    await upgrade_database(engine)
-    generated = await ensure_first_superuser(db, settings)
+    async with startup_lock(engine):
+        await upgrade_database(engine)
+        generated = await ensure_first_superuser(db, settings)
     if generated:
         email, password = generated
         print(

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import AppEnv, Settings
 from app.database import is_memory_sqlite
+from app.services.exceptions import DuplicateException
 from app.services.user_service import UserService
 
 DEFAULT_SECRET_FILE = ".crm_secret_key"
@@ -72,7 +73,10 @@ async def ensure_first_superuser(db: AsyncSession, settings: Settings) -> tuple[
     a password was generated, so the caller can show it once; None otherwise."""
     given = settings.admin_password.get_secret_value() if settings.admin_password else None
     password = given or secrets.token_urlsafe(12)
-    created = await UserService.ensure_superuser(db, settings.admin_email, password)
+    try:
+        created = await UserService.ensure_superuser(db, settings.admin_email, password)
+    except DuplicateException:  # a process starting beside this one made it first
+        return None
     if created is None or given:
         return None
     return created.email, password

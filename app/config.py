@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=5, ge=0, le=200)
     db_pool_recycle_seconds: int = Field(default=1800, ge=30)
     db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    # PostgreSQL cancels any statement (lock waits included) running longer than this; the
+    # request then gets 503 instead of holding a connection indefinitely. 0 turns it off.
+    db_statement_timeout_ms: int = Field(default=15000, ge=0)
     # SQLite waits this long for the write lock before giving up.
     sqlite_busy_timeout_ms: int = Field(default=15000, ge=0)
 

@@ -5,18 +5,22 @@
 - In-memory SQLite (testing): one shared connection (StaticPool), so every session sees the same
   database for as long as the engine lives.
 - PostgreSQL (production): a sized pool per process, pre-ping so a restarted database does not
-  cost failed requests, and recycling so long-lived connections do not go stale.
+  cost failed requests, recycling so long-lived connections do not go stale, and a statement
+  timeout so no request can hold a connection for ever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -54,6 +58,9 @@ def create_engine(url: str | None = None, settings: Settings | None = None) -> A
             pool_pre_ping=True,
             pool_recycle=settings.db_pool_recycle_seconds,
             pool_timeout=settings.db_pool_timeout_seconds,
+            connect_args={
+                "server_settings": {"statement_timeout": str(settings.db_statement_timeout_ms)}
+            },
         )
 
     engine = create_async_engine(url, **kwargs)
@@ -119,3 +126,38 @@ async def upgrade_database(engine: AsyncEngine, revision: str = "head") -> None:
     a worker thread."""
     url = engine.url.render_as_string(hide_password=False)
     await asyncio.to_thread(command.upgrade, alembic_config(url), revision)
+
+
+STARTUP_LOCK_KEY = 4_711_2026  # any constant; identifies this app's start-up lock
+
+
+@asynccontextmanager
+async def startup_lock(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Let one process at a time migrate and bootstrap, so several starting together (workers,
+    replicas) neither race the migrations nor create the first superuser twice.
+
+    PostgreSQL: a session advisory lock, released when the block ends or the process dies.
+    SQLite file: an exclusive lock on a file beside the database. In-memory SQLite: nothing to
+    share, nothing to lock.
+    """
+    url = engine.url
+    if url.get_backend_name() == "postgresql":
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": STARTUP_LOCK_KEY})
+            try:
+                yield
+            finally:
+                await conn.execute(
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": STARTUP_LOCK_KEY}
+                )
+        return
+    if url.get_backend_name() == "sqlite" and not is_memory_sqlite(str(url)):
+        with open(f"{url.database}.lock", "a") as handle:  # noqa: ASYNC230 - once, at start-up
+            await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    yield

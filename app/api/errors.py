@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.schemas.common import ErrorResponse
@@ -125,6 +126,15 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, detail, code, headers=getattr(exc, "headers", None))
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database failed outside a service call (e.g. while checking the caller's token):
+    not the client's fault, and usually over in a moment."""
+    logger.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
+    return error_response(
+        503, "The database is not available right now; please retry.", "database_unavailable"
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, "An unexpected error occurred.", "internal_error")
@@ -134,4 +144,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CRMException, _crm_exception)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(SQLAlchemyError, _database_unavailable)
+    app.add_exception_handler(ConnectionError, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)

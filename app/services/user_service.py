@@ -157,7 +157,10 @@ class UserService:
             is_superuser=True,
         )
         db.add(user)
-        await db.flush()
+        try:
+            await db.flush()
+        except IntegrityError as exc:  # another process created it a moment ago
+            raise _email_taken(user.email) from exc
         return user
 
 
