@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.models import User
+from app.schemas.lead import MAX_ID
 from app.services.exceptions import AuthenticationException
 from app.services.security import InvalidToken, decode_access_token
 
@@ -47,6 +48,8 @@ async def get_current_user(
         user_id = decode_access_token(token, settings)
     except InvalidToken:
         raise AuthenticationException("The access token is invalid or has expired.") from None
+    if not 1 <= user_id <= MAX_ID:  # no such row, and PostgreSQL refuses to even look it up
+        raise AuthenticationException("The access token is invalid or has expired.")
     user = await db.get(User, user_id, populate_existing=True)
     if user is None or not user.is_active:
         raise AuthenticationException("The access token is invalid or has expired.")

@@ -17,11 +17,15 @@ from app.models import LeadSource, LeadStatus
 from app.models.lead import COMPANY_MAX_LENGTH, JOB_TITLE_MAX_LENGTH
 from app.models.types import TAG_MAX_LENGTH
 from app.models.validation import EMAIL_MAX_LENGTH, NAME_MAX_LENGTH
+from app.schemas.common import RequestBody, UtcDateTime
 
 MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
 NOTE_MAX_LENGTH = 10_000
 TAGS_MAX = 50
 BULK_MAX_IDS = 10_000
+# Far beyond any real lead, and far enough below the 32-bit column limit that recording calls
+# one by one can never overflow it.
+CALL_ATTEMPTS_MAX = 1_000_000
 
 DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
 Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX_LENGTH)]
@@ -45,7 +49,7 @@ LeadIds = Annotated[
 ]
 
 
-class LeadFields(BaseModel):
+class LeadFields(RequestBody):
     """Fields a client may send, all optional here; LeadCreate makes the names required."""
 
     model_config = ConfigDict(extra="forbid")
@@ -66,9 +70,9 @@ class LeadFields(BaseModel):
     estimated_value: Money | None = None
     tags: Annotated[list[Tag], Field(max_length=TAGS_MAX)] | None = None
     notes: NoteText | None = None
-    call_attempts: Annotated[int, Field(ge=0, le=MAX_ID)] | None = None
-    last_contact_date: datetime | None = None
-    next_follow_up_date: datetime | None = None
+    call_attempts: Annotated[int, Field(ge=0, le=CALL_ATTEMPTS_MAX)] | None = None
+    last_contact_date: UtcDateTime | None = None
+    next_follow_up_date: UtcDateTime | None = None
 
 
 class LeadCreate(LeadFields):
@@ -145,7 +149,7 @@ class LeadPage(BaseModel):
     limit: int
 
 
-class NoteCreate(BaseModel):
+class NoteCreate(RequestBody):
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"text": "Sent the price list."}]}
     )
@@ -153,7 +157,7 @@ class NoteCreate(BaseModel):
     text: NoteText
 
 
-class CallCreate(BaseModel):
+class CallCreate(RequestBody):
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"note": "Left a voicemail."}]}
     )
@@ -161,7 +165,7 @@ class CallCreate(BaseModel):
     note: NoteText | None = None
 
 
-class BulkStatusUpdate(BaseModel):
+class BulkStatusUpdate(RequestBody):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -174,7 +178,7 @@ class BulkStatusUpdate(BaseModel):
     note: NoteText | None = None
 
 
-class BulkAssign(BaseModel):
+class BulkAssign(RequestBody):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [{"lead_ids": [101, 102], "agent_user_id": 7}]},

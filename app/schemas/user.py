@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.models.user import FULL_NAME_MAX_LENGTH
 from app.models.validation import EMAIL_MAX_LENGTH
+from app.schemas.common import RequestBody
 from app.services.security import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
 Password = Annotated[str, Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)]
@@ -34,7 +35,7 @@ class UserPage(BaseModel):
     limit: int
 
 
-class UserCreate(BaseModel):
+class UserCreate(RequestBody):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -55,7 +56,7 @@ class UserCreate(BaseModel):
     is_superuser: bool = False
 
 
-class UserUpdate(BaseModel):
+class UserUpdate(RequestBody):
     """A superuser's change to an account."""
 
     model_config = ConfigDict(
@@ -68,7 +69,7 @@ class UserUpdate(BaseModel):
     password: Password | None = None
 
 
-class UserSelfUpdate(BaseModel):
+class UserSelfUpdate(RequestBody):
     """A user's change to their own account; a new password needs the current one."""
 
     model_config = ConfigDict(

@@ -21,7 +21,16 @@ router = APIRouter(prefix="/auth", tags=["auth"])
     summary="Log in",
     response_model=Token,
     status_code=status.HTTP_200_OK,
-    responses=error_responses(401, 422),
+    responses=error_responses(401, 413, 422),
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "example": {"username": "admin@example.com", "password": "a long passphrase"}
+                }
+            }
+        }
+    },
 )
 async def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()], db: SessionDep, settings: SettingsDep

@@ -7,11 +7,12 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 
 from app.api.deps import CurrentUser, SessionDep
 from app.api.errors import error_responses
 from app.models import LeadSource, LeadStatus
+from app.schemas.common import no_nul, to_utc
 from app.schemas.lead import (
     MAX_ID,
     BulkAssign,
@@ -42,7 +43,18 @@ def _date_or_datetime(value: Any) -> Any:
     return value
 
 
-DateBound = Annotated[datetime | date, BeforeValidator(_date_or_datetime)]
+def _bound_in_range(value: datetime | date) -> datetime | date:
+    """A datetime must exist in UTC; a date must have a next day (an end date covers it whole)."""
+    if isinstance(value, datetime):
+        return to_utc(value)
+    if value >= date.max:
+        raise ValueError(f"must be before {date.max.isoformat()}")
+    return value
+
+
+DateBound = Annotated[
+    datetime | date, BeforeValidator(_date_or_datetime), AfterValidator(_bound_in_range)
+]
 SortField = Literal[SORT_FIELDS]  # type: ignore[valid-type]
 
 LIST_PARAMS = frozenset(
@@ -80,7 +92,7 @@ def _no_unknown_params(request: Request, user: CurrentUser) -> None:
 
 
 LEAD_ERRORS = error_responses(401, 403, 404, 422)
-WRITE_ERRORS = error_responses(401, 403, 404, 409, 422)
+WRITE_ERRORS = error_responses(401, 403, 404, 409, 413, 422)  # 413: the body is over the limit
 
 
 @router.get(
@@ -101,9 +113,9 @@ async def list_leads(
     date_range_end: Annotated[DateBound | None, Query()] = None,
     lead_score_min: Annotated[int | None, Query(ge=0, le=100)] = None,
     lead_score_max: Annotated[int | None, Query(ge=0, le=100)] = None,
-    search: Annotated[str | None, Query(max_length=200)] = None,
+    search: Annotated[str | None, Query(max_length=200), AfterValidator(no_nul)] = None,
     is_hot_leads_only: bool = False,
-    tags: Annotated[list[str] | None, Query(max_length=50)] = None,
+    tags: Annotated[list[str] | None, Query(max_length=50), AfterValidator(no_nul)] = None,
     include_archived: bool = False,
     skip: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -141,7 +153,7 @@ async def list_leads(
     summary="Create a lead",
     response_model=LeadRead,
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(401, 403, 404, 409, 422),
+    responses=WRITE_ERRORS,
 )
 async def create_lead(
     body: LeadCreate, db: SessionDep, user: CurrentUser, request: Request, response: Response

@@ -33,7 +33,7 @@ async def read_me(user: CurrentUser) -> UserRead:
     summary="Change your name or password",
     response_model=UserRead,
     status_code=status.HTTP_200_OK,
-    responses=error_responses(401, 422),
+    responses=error_responses(401, 413, 422),
 )
 async def update_me(body: UserSelfUpdate, db: SessionDep, user: CurrentUser) -> UserRead:
     """A new `password` needs `current_password`."""
@@ -64,7 +64,7 @@ async def list_users(
     summary="Create a user",
     response_model=UserRead,
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(401, 403, 409, 422),
+    responses=error_responses(401, 403, 409, 413, 422),
 )
 async def create_user(
     body: UserCreate, db: SessionDep, user: CurrentUser, request: Request, response: Response
@@ -93,7 +93,7 @@ async def get_user(user_id: UserId, db: SessionDep, user: CurrentUser) -> UserRe
     summary="Change a user",
     response_model=UserRead,
     status_code=status.HTTP_200_OK,
-    responses=error_responses(401, 403, 404, 409, 422),
+    responses=error_responses(401, 403, 404, 409, 413, 422),
 )
 async def update_user(
     user_id: UserId, body: UserUpdate, db: SessionDep, user: CurrentUser

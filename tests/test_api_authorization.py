@@ -1,0 +1,1126 @@
+"""The authorization table of the HTTP API: every endpoint against every kind of caller.
+
+Two tables:
+
+- `REJECTED_CREDENTIALS` x `ENDPOINTS`: callers without valid credentials (no header, an
+  inactive account, an expired, forged, malformed or wrongly-schemed token, a user deactivated
+  after the token was issued, ...) get 401 `not_authenticated` with `WWW-Authenticate: Bearer`
+  on every endpoint, and the database stays exactly as it was. Each request targets what the
+  token's subject (the agent) could otherwise touch, so a missing check shows up as a 2xx.
+- `CASES`: authenticated callers. An agent on their own leads and account (2xx), an agent on
+  another agent's lead or on another account (403 `permission_denied`, or simply not visible
+  for lists and statistics), and a superuser (2xx) on everyone's. Denied calls change nothing.
+
+"Nothing changed" is checked by re-reading both tables with Core selects (no ORM identity map
+in the way) before and after the request. Ids are kept as plain ints in `World`, because a
+failed service call rolls back the shared session and expires every ORM object.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.models import Lead, LeadStatus, User
+from app.services import LeadService
+from app.services.security import JWT_ALGORITHM, create_access_token
+from tests.conftest import PASSWORD, LeadFactory
+
+API = "/api/v1"
+LEADS = Lead.__table__
+USERS = User.__table__
+OTHER_SECRET = "an-entirely-different-secret-key-of-decent-length"
+USER_FIELDS = {"id", "email", "full_name", "is_active", "is_superuser", "created_at"}
+
+
+# --- the world every test starts from -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class World:
+    """Plain ids of the users and leads every test starts with."""
+
+    superuser: int
+    agent: int
+    other_agent: int
+    inactive: int
+    agent_email: str
+    inactive_email: str
+    own: int  # the agent's
+    own2: int  # the agent's, CONTACTED
+    own_archived: int  # the agent's, archived
+    other: int  # the other agent's, WON, company Globex
+    other_archived: int  # the other agent's, archived
+    unassigned: int  # nobody's
+
+
+@pytest.fixture
+async def world(
+    db: AsyncSession,
+    superuser: User,
+    agent: User,
+    other_agent: User,
+    inactive_user: User,
+    make_lead: LeadFactory,
+) -> World:
+    boss = superuser.id
+    w = World(
+        superuser=boss,
+        agent=agent.id,
+        other_agent=other_agent.id,
+        inactive=inactive_user.id,
+        agent_email=agent.email,
+        inactive_email=inactive_user.email,
+        own=(await make_lead(owner=agent)).id,
+        own2=(await make_lead(owner=agent, status=LeadStatus.CONTACTED)).id,
+        own_archived=(await make_lead(owner=agent)).id,
+        other=(await make_lead(owner=other_agent, status=LeadStatus.WON, company="Globex")).id,
+        other_archived=(await make_lead(owner=other_agent)).id,
+        unassigned=(await make_lead()).id,
+    )
+    await LeadService.delete_lead(db, w.own_archived, user_id=boss)
+    await LeadService.delete_lead(db, w.other_archived, user_id=boss)
+    return w
+
+
+# --- reading the database afresh ------------------------------------------------------------
+
+
+async def snapshot(db: AsyncSession) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Every column of every lead and user, read from the database now."""
+    leads = (await db.execute(select(LEADS).order_by(LEADS.c.id))).all()
+    users = (await db.execute(select(USERS).order_by(USERS.c.id))).all()
+    return [tuple(row) for row in leads], [tuple(row) for row in users]
+
+
+async def lead_row(db: AsyncSession, lead_id: int) -> Any:
+    return (await db.execute(select(LEADS).where(LEADS.c.id == lead_id))).mappings().one_or_none()
+
+
+async def user_row(db: AsyncSession, user_id: int) -> Any:
+    return (await db.execute(select(USERS).where(USERS.c.id == user_id))).mappings().one()
+
+
+async def lead_ids_of(db: AsyncSession, **where: Any) -> set[int]:
+    query = select(LEADS.c.id).where(*(LEADS.c[name] == value for name, value in where.items()))
+    return set((await db.scalars(query)).all())
+
+
+# --- tokens ---------------------------------------------------------------------------------
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def token_for(user_id: int, settings: Settings) -> str:
+    return create_access_token(user_id, settings)[0]
+
+
+def secret(settings: Settings) -> str:
+    assert settings.secret_key is not None
+    return settings.secret_key.get_secret_value()
+
+
+def claims(
+    user_id: int,
+    *,
+    issued: timedelta = timedelta(0),
+    expires: timedelta = timedelta(minutes=30),
+    **extra: Any,
+) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {"sub": str(user_id), "iat": now + issued, "exp": now + expires, "type": "access"} | (
+        extra
+    )
+
+
+def sign(payload: dict[str, Any], key: str) -> str:
+    return jwt.encode(payload, key, algorithm=JWT_ALGORITHM)
+
+
+def _b64(data: dict[str, Any]) -> str:
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def tampered(w: World, s: Settings) -> str:
+    """The agent's genuine token with the payload swapped for the superuser's id."""
+    header, _, signature = token_for(w.agent, s).split(".")
+    now = int(datetime.now(UTC).timestamp())
+    payload = {"sub": str(w.superuser), "iat": now, "exp": now + 1800, "type": "access"}
+    return f"{header}.{_b64(payload)}.{signature}"
+
+
+def without(payload: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {k: v for k, v in payload.items() if k not in names}
+
+
+@dataclass(frozen=True)
+class BadCredentials:
+    headers: Callable[[World, Settings], dict[str, str]]
+    deactivate_agent: bool = False  # after the token is made, before the request
+
+
+REJECTED_CREDENTIALS: dict[str, BadCredentials] = {
+    "anonymous": BadCredentials(lambda w, s: {}),
+    "inactive_user": BadCredentials(lambda w, s: bearer(token_for(w.inactive, s))),
+    "expired_token": BadCredentials(
+        lambda w, s: bearer(
+            sign(
+                claims(w.agent, issued=-timedelta(hours=2), expires=-timedelta(hours=1)), secret(s)
+            )
+        )
+    ),
+    "other_key": BadCredentials(lambda w, s: bearer(sign(claims(w.agent), OTHER_SECRET))),
+    "malformed_token": BadCredentials(lambda w, s: bearer("not-a-jwt")),
+    "empty_bearer": BadCredentials(lambda w, s: {"Authorization": "Bearer "}),
+    "wrong_scheme": BadCredentials(
+        lambda w, s: {"Authorization": f"Token {token_for(w.agent, s)}"}
+    ),
+    "basic_auth": BadCredentials(
+        lambda w, s: {
+            "Authorization": "Basic "
+            + base64.b64encode(f"{w.agent_email}:{PASSWORD}".encode()).decode()
+        }
+    ),
+    "no_scheme": BadCredentials(lambda w, s: {"Authorization": token_for(w.agent, s)}),
+    "tampered_payload": BadCredentials(lambda w, s: bearer(tampered(w, s))),
+    "alg_none": BadCredentials(
+        lambda w, s: bearer(jwt.encode(claims(w.superuser), None, algorithm="none"))
+    ),
+    "no_expiry": BadCredentials(
+        lambda w, s: bearer(sign(without(claims(w.agent), "exp"), secret(s)))
+    ),
+    "not_access_type": BadCredentials(
+        lambda w, s: bearer(sign(claims(w.agent, type="refresh"), secret(s)))
+    ),
+    "unknown_user": BadCredentials(lambda w, s: bearer(sign(claims(987_654), secret(s)))),
+    "deactivated_after_issue": BadCredentials(
+        lambda w, s: bearer(token_for(w.agent, s)), deactivate_agent=True
+    ),
+}
+
+
+# --- endpoints ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    body: Any = None
+    params: dict[str, Any] | None = None
+
+
+async def send(client: httpx.AsyncClient, call: Call, headers: dict[str, str]) -> httpx.Response:
+    return await client.request(
+        call.method, API + call.path, json=call.body, params=call.params, headers=headers
+    )
+
+
+NEW_USER = {"email": "new.hire@crm.example.com", "full_name": "New Hire", "password": "long pw 123"}
+NEW_LEAD = {"first_name": "Ann", "last_name": "Lee", "email": "ann.lee@acme.com"}
+
+# Each endpoint, called the way the agent could call it successfully (own lead, own account),
+# so a caller whose credentials are ignored would get a 2xx instead of 401.
+ENDPOINTS: dict[str, Callable[[World], Call]] = {
+    "GET /users/me": lambda w: Call("GET", "/users/me"),
+    "PATCH /users/me": lambda w: Call("PATCH", "/users/me", {"full_name": "Renamed"}),
+    "GET /users": lambda w: Call("GET", "/users"),
+    "POST /users": lambda w: Call("POST", "/users", NEW_USER),
+    "GET /users/{id}": lambda w: Call("GET", f"/users/{w.agent}"),
+    "PATCH /users/{id}": lambda w: Call("PATCH", f"/users/{w.agent}", {"full_name": "Renamed"}),
+    "GET /leads": lambda w: Call("GET", "/leads"),
+    "POST /leads": lambda w: Call("POST", "/leads", NEW_LEAD),
+    "GET /leads/statistics": lambda w: Call("GET", "/leads/statistics"),
+    "POST /leads/bulk/status": lambda w: Call(
+        "POST", "/leads/bulk/status", {"lead_ids": [w.own, w.own2], "status": "QUALIFIED"}
+    ),
+    "POST /leads/bulk/assign": lambda w: Call(
+        "POST", "/leads/bulk/assign", {"lead_ids": [w.own], "agent_user_id": w.other_agent}
+    ),
+    "GET /leads/{id}": lambda w: Call("GET", f"/leads/{w.own}"),
+    "PATCH /leads/{id}": lambda w: Call("PATCH", f"/leads/{w.own}", {"status": "QUALIFIED"}),
+    "DELETE /leads/{id}": lambda w: Call("DELETE", f"/leads/{w.own}"),
+    "DELETE /leads/{id}?hard_delete=true": lambda w: Call(
+        "DELETE", f"/leads/{w.own}", params={"hard_delete": "true"}
+    ),
+    "POST /leads/{id}/restore": lambda w: Call("POST", f"/leads/{w.own_archived}/restore"),
+    "POST /leads/{id}/notes": lambda w: Call("POST", f"/leads/{w.own}/notes", {"text": "Hi."}),
+    "POST /leads/{id}/calls": lambda w: Call("POST", f"/leads/{w.own}/calls", {"note": "Busy."}),
+}
+
+
+# --- table 1: no valid credentials ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "caller"),
+    [
+        pytest.param(endpoint, caller, id=f"{endpoint}-{caller}")
+        for endpoint in ENDPOINTS
+        for caller in REJECTED_CREDENTIALS
+    ],
+)
+async def test_rejected_credentials_get_401_and_change_nothing(
+    client: httpx.AsyncClient,
+    db: AsyncSession,
+    world: World,
+    settings: Settings,
+    endpoint: str,
+    caller: str,
+) -> None:
+    credentials = REJECTED_CREDENTIALS[caller]
+    headers = credentials.headers(world, settings)
+    if credentials.deactivate_agent:
+        await db.execute(update(USERS).where(USERS.c.id == world.agent).values(is_active=False))
+        await db.commit()
+    before = await snapshot(db)
+
+    response = await send(client, ENDPOINTS[endpoint](world), headers)
+
+    assert response.status_code == 401, response.text
+    assert response.json()["code"] == "not_authenticated"
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert await snapshot(db) == before
+
+
+# --- table 2: authenticated callers ---------------------------------------------------------
+
+Check = Callable[[AsyncSession, World, httpx.Response], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Case:
+    endpoint: str
+    caller: str  # names the row: agent (own things), other_agent (another's), superuser, ...
+    acting: str  # "agent" or "superuser": whose token is sent
+    call: Callable[[World], Call]
+    status: int
+    check: Check | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.endpoint}-{self.caller}"
+
+
+def _ids(response: httpx.Response) -> set[int]:
+    return {item["id"] for item in response.json()["items"]}
+
+
+# users ---------------------------------------------------------------------------------------
+
+
+async def reads_self(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert set(r.json()) == USER_FIELDS  # never a password hash
+    assert r.json()["id"] == w.agent
+
+
+async def renamed_self(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert r.json()["full_name"] == "Renamed"
+    assert (await user_row(db, w.agent))["full_name"] == "Renamed"
+
+
+async def superuser_renamed_self(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert (await user_row(db, w.superuser))["full_name"] == "Renamed"
+
+
+async def lists_all_users(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert r.json()["total"] == 4
+    assert _ids(r) == {w.superuser, w.agent, w.other_agent, w.inactive}
+
+
+async def created_user(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert r.headers["Location"] == f"{API}/users/{r.json()['id']}"
+    assert (await user_row(db, r.json()["id"]))["email"] == NEW_USER["email"]
+
+
+def reads_user(attr: str) -> Check:
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        assert set(r.json()) == USER_FIELDS
+        assert r.json()["id"] == getattr(w, attr)
+
+    return check
+
+
+async def deactivated_other_agent(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert r.json()["is_active"] is False
+    assert (await user_row(db, w.other_agent))["is_active"] is False
+
+
+# leads ---------------------------------------------------------------------------------------
+
+
+async def lists_own_leads(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert r.json()["total"] == 2
+    assert _ids(r) == {w.own, w.own2}
+
+
+async def lists_own_leads_with_archived(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert r.json()["total"] == 3
+    assert _ids(r) == {w.own, w.own2, w.own_archived}
+
+
+async def sees_nothing(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert r.json()["total"] == 0
+    assert r.json()["items"] == []
+
+
+async def lists_all_leads(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert r.json()["total"] == 4
+    assert _ids(r) == {w.own, w.own2, w.other, w.unassigned}
+
+
+async def lists_all_leads_with_archived(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert r.json()["total"] == 6
+
+
+async def lists_other_agents_leads(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert r.json()["total"] == 1
+    assert _ids(r) == {w.other}
+
+
+def created_lead_for(attr: str) -> Check:
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        lead_id = r.json()["id"]
+        assert r.headers["Location"] == f"{API}/leads/{lead_id}"
+        assert r.json()["assigned_to"] == getattr(w, attr)
+        assert (await lead_row(db, lead_id))["assigned_to"] == getattr(w, attr)
+
+    return check
+
+
+async def own_statistics(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    stats = r.json()
+    assert stats["total_leads"] == 2
+    assert sum(stats["leads_by_status"].values()) == 2
+    assert sum(stats["leads_by_source"].values()) == 2
+    assert stats["leads_by_status"]["NEW"] == 1
+    assert stats["leads_by_status"]["CONTACTED"] == 1
+    assert stats["leads_by_status"]["WON"] == 0  # the other agent's deal is not theirs
+    assert stats["conversion_rate"] == 0.0
+
+
+async def all_statistics(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    stats = r.json()
+    assert stats["total_leads"] == 4
+    assert stats["leads_by_status"]["WON"] == 1
+    assert stats["conversion_rate"] == 25.0
+
+
+def bulk_set_status(*attrs: str) -> Check:
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        ids = sorted(getattr(w, a) for a in attrs)
+        assert r.json() == {"updated_count": len(ids), "lead_ids": ids}
+        for lead_id in ids:
+            assert (await lead_row(db, lead_id))["status"] == LeadStatus.QUALIFIED
+
+    return check
+
+
+async def bulk_assigned_to_other_agent(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert r.json() == {"updated_count": 2, "lead_ids": sorted([w.own, w.other])}
+    assert await lead_ids_of(db, assigned_to=w.other_agent) == {w.own, w.other, w.other_archived}
+
+
+def reads_lead(attr: str) -> Check:
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        assert r.json()["id"] == getattr(w, attr)
+
+    return check
+
+
+def qualified(attr: str) -> Check:
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        assert r.json()["status"] == "QUALIFIED"
+        assert (await lead_row(db, getattr(w, attr)))["status"] == LeadStatus.QUALIFIED
+
+    return check
+
+
+def archived(attr: str) -> Check:
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        row = await lead_row(db, getattr(w, attr))
+        assert row["archived_at"] is not None
+        assert row["status"] == LeadStatus.LOST
+
+    return check
+
+
+def gone(attr: str) -> Check:
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        assert await lead_row(db, getattr(w, attr)) is None
+
+    return check
+
+
+def restored(attr: str) -> Check:
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        assert r.json()["archived_at"] is None
+        assert (await lead_row(db, getattr(w, attr)))["archived_at"] is None
+
+    return check
+
+
+def noted(attr: str) -> Check:
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        notes = (await lead_row(db, getattr(w, attr)))["notes"]
+        assert notes.splitlines()[-1].endswith(": Hi.")
+
+    return check
+
+
+def called(attr: str) -> Check:
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        assert r.json()["call_attempts"] == 1
+        row = await lead_row(db, getattr(w, attr))
+        assert row["call_attempts"] == 1
+        assert row["last_contact_date"] is not None
+
+    return check
+
+
+QUALIFY = {"status": "QUALIFIED"}
+
+CASES = [
+    # /users/me: everyone's own account
+    Case("GET /users/me", "agent", "agent", lambda w: Call("GET", "/users/me"), 200, reads_self),
+    Case(
+        "GET /users/me",
+        "superuser",
+        "superuser",
+        lambda w: Call("GET", "/users/me"),
+        200,
+        reads_user("superuser"),
+    ),
+    Case(
+        "PATCH /users/me",
+        "agent",
+        "agent",
+        lambda w: Call("PATCH", "/users/me", {"full_name": "Renamed"}),
+        200,
+        renamed_self,
+    ),
+    Case(
+        "PATCH /users/me",
+        "agent_makes_self_superuser",
+        "agent",
+        lambda w: Call("PATCH", "/users/me", {"is_superuser": True}),
+        422,
+    ),
+    Case(
+        "PATCH /users/me",
+        "superuser",
+        "superuser",
+        lambda w: Call("PATCH", "/users/me", {"full_name": "Renamed"}),
+        200,
+        superuser_renamed_self,
+    ),
+    # user management: superusers only, except reading your own account
+    Case("GET /users", "agent", "agent", lambda w: Call("GET", "/users"), 403),
+    Case(
+        "GET /users",
+        "superuser",
+        "superuser",
+        lambda w: Call("GET", "/users"),
+        200,
+        lists_all_users,
+    ),
+    Case("POST /users", "agent", "agent", lambda w: Call("POST", "/users", NEW_USER), 403),
+    Case(
+        "POST /users",
+        "agent_creates_superuser",
+        "agent",
+        lambda w: Call("POST", "/users", {**NEW_USER, "is_superuser": True}),
+        403,
+    ),
+    Case(
+        "POST /users",
+        "superuser",
+        "superuser",
+        lambda w: Call("POST", "/users", NEW_USER),
+        201,
+        created_user,
+    ),
+    Case(
+        "GET /users/{id}",
+        "agent",
+        "agent",
+        lambda w: Call("GET", f"/users/{w.agent}"),
+        200,
+        reads_self,
+    ),
+    Case(
+        "GET /users/{id}",
+        "other_agent",
+        "agent",
+        lambda w: Call("GET", f"/users/{w.other_agent}"),
+        403,
+    ),
+    Case(
+        "GET /users/{id}",
+        "agent_on_missing_user",  # 403, not 404: agents cannot probe which ids exist
+        "agent",
+        lambda w: Call("GET", "/users/987654"),
+        403,
+    ),
+    Case(
+        "GET /users/{id}",
+        "superuser",
+        "superuser",
+        lambda w: Call("GET", f"/users/{w.other_agent}"),
+        200,
+        reads_user("other_agent"),
+    ),
+    Case(
+        "PATCH /users/{id}",
+        "agent",  # not even on their own account: that would let them make themselves superuser
+        "agent",
+        lambda w: Call("PATCH", f"/users/{w.agent}", {"is_superuser": True}),
+        403,
+    ),
+    Case(
+        "PATCH /users/{id}",
+        "other_agent",
+        "agent",
+        lambda w: Call("PATCH", f"/users/{w.other_agent}", {"is_active": False}),
+        403,
+    ),
+    Case(
+        "PATCH /users/{id}",
+        "superuser",
+        "superuser",
+        lambda w: Call("PATCH", f"/users/{w.other_agent}", {"is_active": False}),
+        200,
+        deactivated_other_agent,
+    ),
+    # GET /leads: another agent's leads are simply not there
+    Case("GET /leads", "agent", "agent", lambda w: Call("GET", "/leads"), 200, lists_own_leads),
+    Case(
+        "GET /leads",
+        "agent_include_archived",
+        "agent",
+        lambda w: Call("GET", "/leads", params={"include_archived": "true"}),
+        200,
+        lists_own_leads_with_archived,
+    ),
+    Case(
+        "GET /leads",
+        "other_agent",
+        "agent",
+        lambda w: Call(
+            "GET", "/leads", params={"assigned_to": w.other_agent, "include_archived": "true"}
+        ),
+        200,
+        sees_nothing,
+    ),
+    Case(
+        "GET /leads",
+        "other_agent_searched_by_name",
+        "agent",
+        lambda w: Call("GET", "/leads", params={"search": "Globex"}),  # the other agent's lead
+        200,
+        sees_nothing,
+    ),
+    Case(
+        "GET /leads",
+        "superuser",
+        "superuser",
+        lambda w: Call("GET", "/leads"),
+        200,
+        lists_all_leads,
+    ),
+    Case(
+        "GET /leads",
+        "superuser_include_archived",
+        "superuser",
+        lambda w: Call("GET", "/leads", params={"include_archived": "true"}),
+        200,
+        lists_all_leads_with_archived,
+    ),
+    Case(
+        "GET /leads",
+        "superuser_on_other_agent",
+        "superuser",
+        lambda w: Call("GET", "/leads", params={"assigned_to": w.other_agent}),
+        200,
+        lists_other_agents_leads,
+    ),
+    # POST /leads: an agent's lead is theirs; only a superuser gives one to someone else
+    Case(
+        "POST /leads",
+        "agent",
+        "agent",
+        lambda w: Call("POST", "/leads", NEW_LEAD),
+        201,
+        created_lead_for("agent"),
+    ),
+    Case(
+        "POST /leads",
+        "agent_assigns_self",
+        "agent",
+        lambda w: Call("POST", "/leads", {**NEW_LEAD, "assigned_to": w.agent}),
+        201,
+        created_lead_for("agent"),
+    ),
+    Case(
+        "POST /leads",
+        "other_agent",
+        "agent",
+        lambda w: Call("POST", "/leads", {**NEW_LEAD, "assigned_to": w.other_agent}),
+        403,
+    ),
+    Case(
+        "POST /leads",
+        "superuser",
+        "superuser",
+        lambda w: Call("POST", "/leads", {**NEW_LEAD, "assigned_to": w.other_agent}),
+        201,
+        created_lead_for("other_agent"),
+    ),
+    # statistics: over the leads the caller may see
+    Case(
+        "GET /leads/statistics",
+        "agent",
+        "agent",
+        lambda w: Call("GET", "/leads/statistics"),
+        200,
+        own_statistics,
+    ),
+    Case(
+        "GET /leads/statistics",
+        "superuser",
+        "superuser",
+        lambda w: Call("GET", "/leads/statistics"),
+        200,
+        all_statistics,
+    ),
+    # bulk status: all the agent's own, or nothing
+    Case(
+        "POST /leads/bulk/status",
+        "agent",
+        "agent",
+        lambda w: Call(
+            "POST", "/leads/bulk/status", {"lead_ids": [w.own, w.own2], "status": "QUALIFIED"}
+        ),
+        200,
+        bulk_set_status("own", "own2"),
+    ),
+    Case(
+        "POST /leads/bulk/status",
+        "other_agent",
+        "agent",
+        lambda w: Call(
+            "POST", "/leads/bulk/status", {"lead_ids": [w.own, w.other], "status": "QUALIFIED"}
+        ),
+        403,
+    ),
+    Case(
+        "POST /leads/bulk/status",
+        "unassigned_lead",
+        "agent",
+        lambda w: Call(
+            "POST",
+            "/leads/bulk/status",
+            {"lead_ids": [w.own, w.unassigned], "status": "QUALIFIED"},
+        ),
+        403,
+    ),
+    Case(
+        "POST /leads/bulk/status",
+        "superuser",
+        "superuser",
+        lambda w: Call(
+            "POST", "/leads/bulk/status", {"lead_ids": [w.own, w.other], "status": "QUALIFIED"}
+        ),
+        200,
+        bulk_set_status("own", "other"),
+    ),
+    # bulk assign: superusers only, even for the agent's own leads
+    Case(
+        "POST /leads/bulk/assign",
+        "agent",
+        "agent",
+        lambda w: Call(
+            "POST",
+            "/leads/bulk/assign",
+            {"lead_ids": [w.own, w.own2], "agent_user_id": w.other_agent},
+        ),
+        403,
+    ),
+    Case(
+        "POST /leads/bulk/assign",
+        "other_agent",  # taking another agent's lead
+        "agent",
+        lambda w: Call(
+            "POST", "/leads/bulk/assign", {"lead_ids": [w.own, w.other], "agent_user_id": w.agent}
+        ),
+        403,
+    ),
+    Case(
+        "POST /leads/bulk/assign",
+        "superuser",
+        "superuser",
+        lambda w: Call(
+            "POST",
+            "/leads/bulk/assign",
+            {"lead_ids": [w.own, w.other], "agent_user_id": w.other_agent},
+        ),
+        200,
+        bulk_assigned_to_other_agent,
+    ),
+    # one lead
+    Case(
+        "GET /leads/{id}",
+        "agent",
+        "agent",
+        lambda w: Call("GET", f"/leads/{w.own}"),
+        200,
+        reads_lead("own"),
+    ),
+    Case(
+        "GET /leads/{id}",
+        "agent_archived",
+        "agent",
+        lambda w: Call("GET", f"/leads/{w.own_archived}"),
+        200,
+        reads_lead("own_archived"),
+    ),
+    Case(
+        "GET /leads/{id}", "other_agent", "agent", lambda w: Call("GET", f"/leads/{w.other}"), 403
+    ),
+    Case(
+        "GET /leads/{id}",
+        "other_agent_archived",
+        "agent",
+        lambda w: Call("GET", f"/leads/{w.other_archived}"),
+        403,
+    ),
+    Case(
+        "GET /leads/{id}",
+        "unassigned_lead",
+        "agent",
+        lambda w: Call("GET", f"/leads/{w.unassigned}"),
+        403,
+    ),
+    Case(
+        "GET /leads/{id}",
+        "superuser",
+        "superuser",
+        lambda w: Call("GET", f"/leads/{w.other}"),
+        200,
+        reads_lead("other"),
+    ),
+    Case(
+        "PATCH /leads/{id}",
+        "agent",
+        "agent",
+        lambda w: Call("PATCH", f"/leads/{w.own}", QUALIFY),
+        200,
+        qualified("own"),
+    ),
+    Case(
+        "PATCH /leads/{id}",
+        "agent_gives_lead_away",
+        "agent",
+        lambda w: Call("PATCH", f"/leads/{w.own}", {"assigned_to": w.other_agent}),
+        403,
+    ),
+    Case(
+        "PATCH /leads/{id}",
+        "other_agent",
+        "agent",
+        lambda w: Call("PATCH", f"/leads/{w.other}", QUALIFY),
+        403,
+    ),
+    Case(
+        "PATCH /leads/{id}",
+        "other_agent_takes_lead",
+        "agent",
+        lambda w: Call("PATCH", f"/leads/{w.other}", {"assigned_to": w.agent}),
+        403,
+    ),
+    Case(
+        "PATCH /leads/{id}",
+        "unassigned_lead",
+        "agent",
+        lambda w: Call("PATCH", f"/leads/{w.unassigned}", {"assigned_to": w.agent}),
+        403,
+    ),
+    Case(
+        "PATCH /leads/{id}",
+        "superuser",
+        "superuser",
+        lambda w: Call("PATCH", f"/leads/{w.other}", QUALIFY),
+        200,
+        qualified("other"),
+    ),
+    Case(
+        "DELETE /leads/{id}",
+        "agent",
+        "agent",
+        lambda w: Call("DELETE", f"/leads/{w.own}"),
+        204,
+        archived("own"),
+    ),
+    Case(
+        "DELETE /leads/{id}",
+        "other_agent",
+        "agent",
+        lambda w: Call("DELETE", f"/leads/{w.other}"),
+        403,
+    ),
+    Case(
+        "DELETE /leads/{id}",
+        "superuser",
+        "superuser",
+        lambda w: Call("DELETE", f"/leads/{w.other}"),
+        204,
+        archived("other"),
+    ),
+    Case(
+        "DELETE /leads/{id}?hard_delete=true",
+        "agent",  # their own lead, but removing rows is for superusers
+        "agent",
+        lambda w: Call("DELETE", f"/leads/{w.own}", params={"hard_delete": "true"}),
+        403,
+    ),
+    Case(
+        "DELETE /leads/{id}?hard_delete=true",
+        "other_agent",
+        "agent",
+        lambda w: Call("DELETE", f"/leads/{w.other}", params={"hard_delete": "true"}),
+        403,
+    ),
+    Case(
+        "DELETE /leads/{id}?hard_delete=true",
+        "superuser",
+        "superuser",
+        lambda w: Call("DELETE", f"/leads/{w.other}", params={"hard_delete": "true"}),
+        204,
+        gone("other"),
+    ),
+    Case(
+        "POST /leads/{id}/restore",
+        "agent",
+        "agent",
+        lambda w: Call("POST", f"/leads/{w.own_archived}/restore"),
+        200,
+        restored("own_archived"),
+    ),
+    Case(
+        "POST /leads/{id}/restore",
+        "other_agent",
+        "agent",
+        lambda w: Call("POST", f"/leads/{w.other_archived}/restore"),
+        403,
+    ),
+    Case(
+        "POST /leads/{id}/restore",
+        "superuser",
+        "superuser",
+        lambda w: Call("POST", f"/leads/{w.other_archived}/restore"),
+        200,
+        restored("other_archived"),
+    ),
+    Case(
+        "POST /leads/{id}/notes",
+        "agent",
+        "agent",
+        lambda w: Call("POST", f"/leads/{w.own}/notes", {"text": "Hi."}),
+        200,
+        noted("own"),
+    ),
+    Case(
+        "POST /leads/{id}/notes",
+        "other_agent",
+        "agent",
+        lambda w: Call("POST", f"/leads/{w.other}/notes", {"text": "Hi."}),
+        403,
+    ),
+    Case(
+        "POST /leads/{id}/notes",
+        "superuser",
+        "superuser",
+        lambda w: Call("POST", f"/leads/{w.other}/notes", {"text": "Hi."}),
+        200,
+        noted("other"),
+    ),
+    Case(
+        "POST /leads/{id}/calls",
+        "agent",
+        "agent",
+        lambda w: Call("POST", f"/leads/{w.own}/calls", {"note": "Busy."}),
+        200,
+        called("own"),
+    ),
+    Case(
+        "POST /leads/{id}/calls",
+        "agent_without_body",
+        "agent",
+        lambda w: Call("POST", f"/leads/{w.own}/calls"),
+        200,
+        called("own"),
+    ),
+    Case(
+        "POST /leads/{id}/calls",
+        "other_agent",
+        "agent",
+        lambda w: Call("POST", f"/leads/{w.other}/calls", {"note": "Busy."}),
+        403,
+    ),
+    Case(
+        "POST /leads/{id}/calls",
+        "superuser",
+        "superuser",
+        lambda w: Call("POST", f"/leads/{w.other}/calls", {"note": "Busy."}),
+        200,
+        called("other"),
+    ),
+]
+
+ERROR_CODES = {403: "permission_denied", 422: "validation_error"}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
+async def test_authenticated_callers(
+    client: httpx.AsyncClient, db: AsyncSession, world: World, settings: Settings, case: Case
+) -> None:
+    headers = bearer(token_for(getattr(world, case.acting), settings))
+    before = await snapshot(db)
+
+    response = await send(client, case.call(world), headers)
+
+    assert response.status_code == case.status, response.text
+    if case.status >= 400:
+        assert response.json()["code"] == ERROR_CODES[case.status]
+        assert await snapshot(db) == before
+    elif case.status == 204:
+        assert response.content == b""
+    if case.check is not None:
+        await case.check(db, world, response)
+
+
+def test_every_endpoint_is_in_both_tables(app: Any) -> None:
+    """A new route must get rows here: the tables cover every operation the API serves."""
+    served = {
+        f"{method.upper()} {re.sub(r'{[^}]+}', '{id}', path.removeprefix(API))}"
+        for path, operations in app.openapi()["paths"].items()
+        if path.startswith(API)
+        for method in operations
+    }
+    tabled = {name.split("?")[0] for name in ENDPOINTS} | {"POST /auth/token"}
+    assert served == tabled
+    with_agent_rows = {c.endpoint for c in CASES if c.acting == "agent"}
+    with_superuser_rows = {c.endpoint for c in CASES if c.acting == "superuser"}
+    assert with_agent_rows == with_superuser_rows == set(ENDPOINTS)
+
+
+@pytest.mark.parametrize("sub", ["0", "-1", str(2**31), str(2**40)])
+async def test_token_naming_an_impossible_user_id_gets_401(
+    client: httpx.AsyncClient, db: AsyncSession, world: World, settings: Settings, sub: str
+) -> None:
+    """Correctly signed, but no user can have this id (ids are positive 32-bit integers)."""
+    token = sign({**claims(world.agent), "sub": sub}, secret(settings))
+
+    response = await client.get(f"{API}/users/me", headers=bearer(token))
+
+    assert response.status_code == 401, response.text
+    assert response.json()["code"] == "not_authenticated"
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+# --- logging in, and accounts changing under a live token -----------------------------------
+
+
+async def login(client: httpx.AsyncClient, email: str, password: str) -> httpx.Response:
+    return await client.post(f"{API}/auth/token", data={"username": email, "password": password})
+
+
+async def test_login_with_an_inactive_users_credentials_gets_401(
+    client: httpx.AsyncClient, db: AsyncSession, world: World
+) -> None:
+    works = await login(client, world.agent_email, PASSWORD)
+    assert works.status_code == 200, works.text
+    me = await client.get(f"{API}/users/me", headers=bearer(works.json()["access_token"]))
+    assert me.json()["id"] == world.agent
+
+    wrong_password = await login(client, world.agent_email, "not the password")
+    inactive = await login(client, world.inactive_email, PASSWORD)
+
+    assert wrong_password.status_code == 401
+    assert inactive.status_code == 401, inactive.text
+    assert inactive.json()["code"] == "not_authenticated"
+    assert inactive.headers["WWW-Authenticate"] == "Bearer"
+    assert inactive.json() == wrong_password.json()  # no hint that the password was right
+    assert "access_token" not in inactive.json()
+
+
+async def test_user_deactivated_after_token_was_issued_is_locked_out_at_once(
+    client: httpx.AsyncClient, db: AsyncSession, world: World, settings: Settings
+) -> None:
+    agent = bearer(token_for(world.agent, settings))
+    boss = bearer(token_for(world.superuser, settings))
+    assert (await client.get(f"{API}/leads/{world.own}", headers=agent)).status_code == 200
+
+    off = await client.patch(f"{API}/users/{world.agent}", json={"is_active": False}, headers=boss)
+    assert off.status_code == 200, off.text
+
+    before = await snapshot(db)
+    for call in (
+        Call("GET", "/users/me"),
+        Call("GET", f"/leads/{world.own}"),
+        Call("PATCH", f"/leads/{world.own}", QUALIFY),
+        Call("POST", f"/leads/{world.own}/notes", {"text": "Still here?"}),
+    ):
+        response = await send(client, call, agent)
+        assert response.status_code == 401, (call, response.text)
+        assert response.json()["code"] == "not_authenticated"
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert await snapshot(db) == before
+    assert (await login(client, world.agent_email, PASSWORD)).status_code == 401
+
+    on = await client.patch(f"{API}/users/{world.agent}", json={"is_active": True}, headers=boss)
+    assert on.status_code == 200, on.text
+    assert (await client.get(f"{API}/leads/{world.own}", headers=agent)).status_code == 200
+
+
+async def test_superuser_demoted_after_token_was_issued_loses_powers_at_once(
+    client: httpx.AsyncClient, db: AsyncSession, world: World, settings: Settings, make_user: Any
+) -> None:
+    second_id = (await make_user(superuser=True)).id
+    second = bearer(token_for(second_id, settings))
+    boss = bearer(token_for(world.superuser, settings))
+    assert (await client.get(f"{API}/leads/{world.other}", headers=second)).status_code == 200
+
+    demoted = await client.patch(
+        f"{API}/users/{second_id}", json={"is_superuser": False}, headers=boss
+    )
+    assert demoted.status_code == 200, demoted.text
+
+    before = await snapshot(db)
+    for call in (
+        Call("GET", "/users"),
+        Call("GET", f"/leads/{world.other}"),
+        Call("DELETE", f"/leads/{world.other}", params={"hard_delete": "true"}),
+        Call("POST", "/leads/bulk/assign", {"lead_ids": [world.other], "agent_user_id": second_id}),
+    ):
+        response = await send(client, call, second)
+        assert response.status_code == 403, (call, response.text)
+        assert response.json()["code"] == "permission_denied"
+    assert await snapshot(db) == before
+    listed = await client.get(f"{API}/leads", headers=second)
+    assert listed.json()["total"] == 0
