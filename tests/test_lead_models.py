@@ -476,3 +476,35 @@ async def test_user_email_is_unique_ignoring_case(db: AsyncSession, make_user: U
         await make_user(email="DUP@crm.Example.COM")
     await db.rollback()
     assert await count_rows(db, "users") == 1
+
+
+# --- hostile values refused at the model, whatever the path -----------------------------------
+
+
+@pytest.mark.parametrize("field", ["first_name", "company", "job_title"])
+def test_text_with_a_nul_character_is_refused_naming_the_field(field: str) -> None:
+    lead = Lead(first_name="Ann", last_name="Lee", email="ann@example.com")
+    with pytest.raises(FieldValidationError) as caught:
+        setattr(lead, field, "bad\x00value")
+    assert caught.value.field == field
+
+
+def test_a_tag_with_a_nul_character_is_refused() -> None:
+    lead = Lead(first_name="Ann", last_name="Lee", email="ann@example.com")
+    with pytest.raises(FieldValidationError) as caught:
+        lead.tags = ["ok", "b\x00d"]
+    assert caught.value.field == "tags"
+
+
+def test_a_datetime_outside_the_utc_range_is_refused() -> None:
+    lead = Lead(first_name="Ann", last_name="Lee", email="ann@example.com")
+    far = datetime(9999, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-5)))
+    with pytest.raises(FieldValidationError) as caught:
+        lead.next_follow_up_date = far
+    assert caught.value.field == "next_follow_up_date"
+
+
+def test_call_attempts_above_the_32_bit_column_limit_are_refused() -> None:
+    lead = Lead(first_name="Ann", last_name="Lee", email="ann@example.com")
+    with pytest.raises(FieldValidationError):
+        lead.call_attempts = 2**31

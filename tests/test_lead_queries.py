@@ -944,3 +944,15 @@ async def test_inactive_user_is_refused(
 async def test_unknown_user_is_refused(db: AsyncSession, owned: dict[str, list[int]]) -> None:
     with pytest.raises(UserNotFoundException):
         await LeadService.get_leads(db, user_id=987654)
+
+
+async def test_a_search_with_a_nul_character_is_refused_naming_search(db: AsyncSession) -> None:
+    with pytest.raises(ValidationException) as caught:
+        await LeadService.get_leads(db, search="a\x00b")
+    assert caught.value.field == "search"
+
+
+async def test_a_date_bound_past_the_last_representable_day_is_refused(db: AsyncSession) -> None:
+    with pytest.raises(ValidationException) as caught:
+        await LeadService.get_leads(db, date_range_end=date(9999, 12, 31))
+    assert caught.value.field == "date_range_end"

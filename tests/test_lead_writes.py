@@ -1263,3 +1263,23 @@ async def test_a_deactivated_user_may_not_read_even_their_own_lead(
     await deactivate(db, agent)
     with pytest.raises(InactiveUserException):
         await LeadService.get_lead_by_id(db, lead.id, user_id=agent.id, check_assignment=True)
+
+
+async def test_a_note_with_a_nul_character_is_refused_and_nothing_is_written(
+    db: AsyncSession, lead: Lead, agent: User
+) -> None:
+    lead_id, agent_id = lead.id, agent.id
+    before = (await reload(db, lead)).notes
+    with pytest.raises(ValidationException):
+        await LeadService.add_lead_note(db, lead_id, "bad\x00note", user_id=agent_id)
+    assert (await db.get(Lead, lead_id, populate_existing=True)).notes == before
+
+
+async def test_a_call_attempt_past_the_counter_limit_is_a_conflict(
+    db: AsyncSession, lead: Lead, agent: User
+) -> None:
+    lead_id, agent_id = lead.id, agent.id
+    await LeadService.update_lead(db, lead_id, {"call_attempts": 2**31 - 1}, user_id=agent_id)
+    with pytest.raises(ConflictException):
+        await LeadService.record_call_attempt(db, lead_id, user_id=agent_id)
+    assert (await db.get(Lead, lead_id, populate_existing=True)).call_attempts == 2**31 - 1

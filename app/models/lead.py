@@ -189,7 +189,7 @@ class Lead(Base):
 
     @validates("assigned_to", "created_by")
     def _validate_user_ref(self, key: str, value: object) -> int | None:
-        return None if value is None else v.integer_in_range(key, value, 1)
+        return None if value is None else v.integer_in_range(key, value, 1, v.MAX_INT32)
 
     @validates("lead_score")
     def _validate_score(self, key: str, value: object) -> int:
@@ -197,7 +197,7 @@ class Lead(Base):
 
     @validates("call_attempts")
     def _validate_call_attempts(self, key: str, value: object) -> int:
-        return v.integer_in_range(key, value, 0)
+        return v.integer_in_range(key, value, 0, v.MAX_INT32)
 
     @validates("probability")
     def _validate_probability(self, key: str, value: object) -> float | None:

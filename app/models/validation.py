@@ -30,10 +30,17 @@ class FieldValidationError(ValueError):
         self.message = message
 
 
+def _no_nul(field: str, value: str) -> str:
+    # PostgreSQL cannot store NUL in text; refusing it everywhere keeps both databases alike.
+    if "\x00" in value:
+        raise FieldValidationError(field, "must not contain NUL characters")
+    return value
+
+
 def required_text(field: str, value: object, max_length: int = NAME_MAX_LENGTH) -> str:
     if not isinstance(value, str):
         raise FieldValidationError(field, "is required and must be text")
-    value = value.strip()
+    value = _no_nul(field, value).strip()
     if not value:
         raise FieldValidationError(field, "must not be blank")
     if len(value) > max_length:
@@ -47,7 +54,7 @@ def optional_text(field: str, value: object, max_length: int) -> str | None:
         return None
     if not isinstance(value, str):
         raise FieldValidationError(field, "must be text")
-    value = value.strip()
+    value = _no_nul(field, value).strip()
     if len(value) > max_length:
         raise FieldValidationError(field, f"must be at most {max_length} characters")
     return value or None
@@ -81,6 +88,9 @@ def phone_number(field: str, value: object) -> str | None:
             field, f"must have {PHONE_MIN_DIGITS} to {PHONE_MAX_DIGITS} digits, not {digits}"
         )
     return compact
+
+
+MAX_INT32 = 2**31 - 1
 
 
 def integer_in_range(field: str, value: object, low: int, high: int | None = None) -> int:
@@ -136,13 +146,16 @@ def aware_datetime(field: str, value: object) -> datetime | None:
         raise FieldValidationError(field, "must be a date-time")
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00-05:00 is in the year 10000 in UTC
+        raise FieldValidationError(field, "is outside the range of dates") from None
 
 
 def normalize_tag(field: str, value: object) -> str:
     if not isinstance(value, str):
         raise FieldValidationError(field, "each tag must be text")
-    tag = value.strip().lower()
+    tag = _no_nul(field, value).strip().lower()
     if not tag:
         raise FieldValidationError(field, "tags must not be blank")
     if len(tag) > TAG_MAX_LENGTH:

@@ -71,11 +71,16 @@ def _as_bound(field_name: str, value: datetime | date | None, *, end: bool) -> d
     """A datetime bound as given (naive = UTC); a plain date covers that whole UTC day."""
     if value is None:
         return None
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    if isinstance(value, date):
-        day = datetime.combine(value, time.min, tzinfo=UTC)
-        return day + timedelta(days=1) if end else day
+    try:
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if isinstance(value, date):
+            day = datetime.combine(value, time.min, tzinfo=UTC)
+            return day + timedelta(days=1) if end else day
+    except OverflowError:
+        raise ValidationException(
+            f"{field_name} is outside the range of dates.", field=field_name
+        ) from None
     raise ValidationException(f"{field_name} must be a date or date-time.", field=field_name)
 
 
@@ -146,8 +151,8 @@ def lead_conditions(
         where.append(Lead.lead_score <= high)
 
     if search is not None:
-        if not isinstance(search, str):
-            raise ValidationException("search must be text.", field="search")
+        if not isinstance(search, str) or "\x00" in search:
+            raise ValidationException("search must be text without NUL characters.", field="search")
         term = search.strip()
         if term:
             where.append(_search(term))

@@ -36,7 +36,7 @@ from app.models import (
 )
 from app.models.lead import note_timestamp
 from app.models.types import utcnow
-from app.models.validation import tag_list
+from app.models.validation import MAX_INT32, tag_list
 from app.services.base import (
     as_data,
     get_acting_user,
@@ -399,6 +399,8 @@ class LeadService:
         _ensure_may_touch(user, lead)
         _ensure_not_archived(lead)
         now = utcnow()
+        if lead.call_attempts >= MAX_INT32:
+            raise ConflictException(f"Lead {lead.id} cannot count any more call attempts.")
         attempts = lead.increment_call_attempts(at=now)
         lead.updated_at = now
         lead.add_note(
@@ -629,8 +631,8 @@ def _coerce_status(value: Any) -> LeadStatus:
 def _note_text(text: Any) -> str | None:
     if text is None:
         return None
-    if not isinstance(text, str):
-        raise ValidationException("notes must be text.", field="notes")
+    if not isinstance(text, str) or "\x00" in text:
+        raise ValidationException("notes must be text without NUL characters.", field="notes")
     return text if text.strip() else None
 
 
