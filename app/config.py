@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     # Limits on what one call may ask for.
     bulk_max_ids: int = Field(default=10_000, ge=1, le=100_000)
     page_max_limit: int = Field(default=1000, ge=1, le=10_000)
+    # A list's `total` is counted up to this many (then it reads "10,000+"); an exact count of a
+    # huge match costs a scan of all of it. `exact_total=true` asks for the exact figure.
+    total_count_cap: int = Field(default=10_000, ge=1)
 
     # Lead scoring (see app/services/scoring.py).
     free_email_domains: CommaList = DEFAULT_FREE_EMAIL_DOMAINS

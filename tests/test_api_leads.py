@@ -166,8 +166,9 @@ async def test_list_answers_a_page_envelope_of_full_leads(
     response = await client.get(LEADS, headers=h)
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"items", "total", "skip", "limit"}
+    assert set(body) == {"items", "total", "total_is_exact", "skip", "limit", "next_cursor"}
     assert (body["total"], body["skip"], body["limit"]) == (2, 0, 100)
+    assert (body["total_is_exact"], body["next_cursor"]) == (True, None)
     assert ids(body) == [second, first]  # newest first by default
     for item in body["items"]:
         assert_lead(item)

@@ -144,9 +144,17 @@ class LeadRead(BaseModel):
 
 class LeadPage(BaseModel):
     items: list[LeadRead]
-    total: int = Field(description="How many leads match the filters in all.")
+    total: int = Field(
+        description="How many leads match, counted up to a cap (10,000 by default): when "
+        "`total_is_exact` is false there are more, so show it as '10,000+'."
+    )
+    total_is_exact: bool
     skip: int
     limit: int
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page (same filters and sort); null on "
+        "the last page. The way to walk a large result."
+    )
 
 
 class NoteCreate(RequestBody):

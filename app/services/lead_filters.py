@@ -31,12 +31,13 @@ _PHONE_SEPARATORS = re.compile(r"[\s.\-()]")
 _PHONE_FRAGMENT = re.compile(r"\+?\d+")
 
 # Statuses sort in pipeline order, not alphabetically: it is how a sales team reads them.
+STATUS_POSITION = {status: position for position, status in enumerate(LeadStatus)}
 STATUS_ORDER = case(
-    {status.value: position for position, status in enumerate(LeadStatus)}, value=Lead.status
+    {status.value: position for status, position in STATUS_POSITION.items()}, value=Lead.status
 )
 
 
-def _sort_column(sort_by: str) -> ColumnElement[Any]:
+def sort_column(sort_by: str) -> ColumnElement[Any]:
     if sort_by == "status":
         return STATUS_ORDER
     return getattr(Lead, sort_by)
@@ -221,7 +222,7 @@ def order_by(sort_by: str, sort_order: str) -> list[ColumnElement[Any]]:
         raise ValidationException(
             f"sort_order must be 'asc' or 'desc', not {sort_order!r}.", field="sort_order"
         )
-    column = _sort_column(sort_by)
+    column = sort_column(sort_by)
     if direction == "asc":
         # NULLs last in both directions, the same on SQLite and PostgreSQL; id breaks ties so a
         # page boundary never repeats or skips a row.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -53,6 +54,7 @@ from app.services.exceptions import (
     id_list,
 )
 from app.services.lead_filters import lead_conditions, order_by, page_bounds
+from app.services.pagination import after, decode_cursor, encode_cursor
 from app.services.scoring import SCORING_FIELDS, calculate_lead_score
 
 # Fields a caller may set, in the order changes are reported in the "Updated:" note line.
@@ -104,41 +106,48 @@ class LeadService:
         *,
         user_id: int | None = None,
         include_archived: bool = False,
+        cursor: str | None = None,
+        exact_total: bool = False,
     ) -> tuple[list[Lead], int]:
         """One page of leads matching every filter given, and how many match in all.
 
         `status`/`source` take one value or several; `tags` matches leads with any of them;
         `search` is a case-insensitive substring of name, email, phone or company. Agents see
-        only their own leads; archived leads only with `include_archived`.
+        only their own leads; archived leads only with `include_archived`. `total` is counted
+        up to TOTAL_COUNT_CAP (then it is the cap) unless `exact_total`; `list_leads` also says
+        whether it is exact and gives the cursor for the next page.
         """
-        scope = await _scope_user_id(db, user_id)
-        where = lead_conditions(
-            status=status,
-            source=source,
-            assigned_to=assigned_to,
-            date_range_start=date_range_start,
-            date_range_end=date_range_end,
-            lead_score_min=lead_score_min,
-            lead_score_max=lead_score_max,
-            search=search,
-            is_hot_leads_only=is_hot_leads_only,
-            tags=tags,
-            include_archived=include_archived,
-            scope_user_id=scope,
-        )
-        ordering = order_by(sort_by, sort_order)
-        skip, limit = page_bounds(skip, limit, get_settings().page_max_limit)
+        page = await _list_page(db, **_list_arguments(locals()))
+        return page.items, page.total
 
-        total = await db.scalar(select(func.count()).select_from(Lead).where(*where))
-        page = await db.scalars(
-            select(Lead)
-            .where(*where)
-            .order_by(*ordering)
-            .offset(skip)
-            .limit(limit)
-            .options(selectinload(Lead.assignee))
-        )
-        return list(page), int(total or 0)
+    @staticmethod
+    @transactional
+    async def list_leads(
+        db: AsyncSession,
+        *,
+        status: LeadStatus | str | Iterable[LeadStatus | str] | None = None,
+        source: LeadSource | str | Iterable[LeadSource | str] | None = None,
+        assigned_to: int | None = None,
+        date_range_start: datetime | date | None = None,
+        date_range_end: datetime | date | None = None,
+        lead_score_min: int | None = None,
+        lead_score_max: int | None = None,
+        search: str | None = None,
+        is_hot_leads_only: bool = False,
+        tags: Iterable[str] | str | None = None,
+        skip: int = 0,
+        limit: int = 100,
+        sort_by: str = "created_at",
+        sort_order: str = "desc",
+        user_id: int | None = None,
+        include_archived: bool = False,
+        cursor: str | None = None,
+        exact_total: bool = False,
+    ) -> LeadPageResult:
+        """`get_leads` with everything a page needs: whether `total` is exact, and the cursor
+        of the next page (None on the last one). Walk a large result with `cursor`, not
+        `skip`: every page then costs the same, and inserts cannot shift the pages."""
+        return await _list_page(db, **_list_arguments(locals()))
 
     @staticmethod
     @transactional
@@ -479,6 +488,73 @@ class LeadService:
 
 
 # --------------------------------------------------------------------------------- helpers
+
+
+@dataclass
+class LeadPageResult:
+    items: list[Lead]
+    total: int
+    total_is_exact: bool
+    next_cursor: str | None
+
+
+def _list_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in arguments.items() if name != "db"}
+
+
+async def _list_page(
+    db: AsyncSession,
+    *,
+    user_id: int | None,
+    skip: int,
+    limit: int,
+    sort_by: str,
+    sort_order: str,
+    cursor: str | None,
+    exact_total: bool,
+    **filters: Any,
+) -> LeadPageResult:
+    settings = get_settings()
+    scope = await _scope_user_id(db, user_id)
+    where = lead_conditions(**filters, scope_user_id=scope)
+    ordering = order_by(sort_by, sort_order)
+    skip, limit = page_bounds(skip, limit, settings.page_max_limit)
+
+    cap = None if exact_total else settings.total_count_cap
+    total, total_is_exact = await _count(db, where, cap)
+    page_where = list(where)
+    if cursor is not None:
+        if skip:
+            raise ValidationException("Use either skip or cursor, not both.", field="skip")
+        page_where.append(after(decode_cursor(cursor, sort_by, sort_order.lower())))
+    rows = list(
+        await db.scalars(
+            select(Lead)
+            .where(*page_where)
+            .order_by(*ordering)
+            .offset(skip)
+            .limit(limit + 1)  # one more than asked: is there a next page?
+            .options(selectinload(Lead.assignee))
+        )
+    )
+    items = rows[:limit]
+    next_cursor = (
+        encode_cursor(items[-1], sort_by, sort_order.lower()) if len(rows) > limit else None
+    )
+    return LeadPageResult(items, total, total_is_exact, next_cursor)
+
+
+async def _count(
+    db: AsyncSession, where: list[ColumnElement[bool]], cap: int | None
+) -> tuple[int, bool]:
+    """How many rows match, counting at most `cap` + 1 of them (an exact count of a huge match
+    costs a scan of all of it). Returns (count, exact); past the cap, (cap, False)."""
+    if cap is None:
+        exact = await db.scalar(select(func.count()).select_from(Lead).where(*where))
+        return int(exact or 0), True
+    limited = select(literal(1)).select_from(Lead).where(*where).limit(cap + 1).subquery()
+    counted = int(await db.scalar(select(func.count()).select_from(limited)) or 0)
+    return (cap, False) if counted > cap else (counted, True)
 
 
 async def _scope_user_id(db: AsyncSession, user_id: int | None) -> int | None:

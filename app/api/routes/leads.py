@@ -74,6 +74,8 @@ LIST_PARAMS = frozenset(
         "limit",
         "sort_by",
         "sort_order",
+        "cursor",
+        "exact_total",
     }
 )
 
@@ -121,11 +123,17 @@ async def list_leads(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     sort_by: SortField = "created_at",
     sort_order: Literal["asc", "desc"] = "desc",
+    cursor: Annotated[
+        str | None, Query(max_length=500, description="`next_cursor` of the previous page.")
+    ] = None,
+    exact_total: Annotated[
+        bool, Query(description="Count every match, however many (slow on huge results).")
+    ] = False,
 ) -> LeadPage:
     """Leads matching every filter given. `status`, `source` and `tags` may repeat
     (`?status=NEW&status=CONTACTED`); tags match leads having any of them. Agents see only
-    their own leads."""
-    leads, total = await LeadService.get_leads(
+    their own leads. Walk a large result with `cursor` (from `next_cursor`), not `skip`."""
+    page = await LeadService.list_leads(
         db,
         status=status_,
         source=source,
@@ -143,9 +151,17 @@ async def list_leads(
         sort_order=sort_order,
         user_id=user.id,
         include_archived=include_archived,
+        cursor=cursor,
+        exact_total=exact_total,
     )
-    items = [LeadRead.model_validate(lead) for lead in leads]
-    return LeadPage(items=items, total=total, skip=skip, limit=limit)
+    return LeadPage(
+        items=[LeadRead.model_validate(lead) for lead in page.items],
+        total=page.total,
+        total_is_exact=page.total_is_exact,
+        skip=skip,
+        limit=limit,
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.post(
