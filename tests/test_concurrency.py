@@ -1,0 +1,644 @@
+"""Real concurrency: many writers at once, and nothing is lost.
+
+The PostgreSQL tests need committed data that other connections and processes can see, so they
+do not use the rolled-back `db` fixture: the module makes its own throw-away database (migrated
+by Alembic, dropped WITH (FORCE) at the end) and every writer uses a session of its own. Writers
+are released together by a barrier once each holds its own connection, so they really do
+collide in the database.
+
+Each history line names the call that wrote it, so the order of the lines in `notes` is the
+order the writers committed in; the tests use that order to work out which value must have won
+and to check that every writer saw the writes committed before its own (each "before" in a
+change line is the previous writer's "after").
+
+The SQLite test runs without PostgreSQL too: a real server on a SQLite file takes 20 writing
+requests at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.database import create_engine, create_session_factory, upgrade_database
+from app.main import create_app
+from app.models import Lead, LeadStatus, User
+from app.services import LeadService
+from app.services.security import create_access_token
+from tests.conftest import (
+    ON_POSTGRES,
+    PASSWORD,
+    PASSWORD_HASH,
+    TEST_DATABASE_URL,
+    TEST_SECRET,
+    postgres_only,
+)
+from tests.test_cli import Server, cli_env, free_port, sqlite_rows, stop, wait_ready
+
+ADMIN_EMAIL = "chief@concurrency.example.com"
+BARRIER_SECONDS = 30.0
+CALLS_SECONDS = 60.0
+
+# A writer's history line: "[2026-11-25 17:52 UTC] user 5: text".
+NOTE_LINE = re.compile(r"^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC\] (?:user \d+|system): (.*)$")
+
+
+def note_text(line: str) -> str:
+    match = NOTE_LINE.match(line)
+    assert match, f"not a history line: {line!r}"
+    return match.group(1)
+
+
+def history(notes: str | None) -> list[str]:
+    """The texts of a lead's history lines, oldest first."""
+    return [note_text(line) for line in (notes or "").splitlines()]
+
+
+# --- the throw-away PostgreSQL database ---------------------------------------------------------
+
+
+@dataclass
+class ThrowAwayDatabase:
+    url: str  # asyncpg URL, password included
+    sessions: async_sessionmaker[AsyncSession]
+    admin_id: int
+
+
+def engine_settings(url: str, pool_size: int) -> Settings:
+    return Settings(
+        _env_file=None,
+        app_env="testing",
+        database_url=url,
+        secret_key=SecretStr(TEST_SECRET),
+        db_pool_size=pool_size,
+        db_max_overflow=0,
+        db_pool_timeout_seconds=30.0,
+    )
+
+
+def own_engine(url: str, pool_size: int) -> AsyncEngine:
+    """An engine with a connection for every writer, so none of them waits for the pool."""
+    return create_engine(url, settings=engine_settings(url, pool_size))
+
+
+async def on_postgres_server(statement: str) -> None:
+    """Run one statement in the `postgres` database, outside any transaction."""
+    import asyncpg
+
+    url = make_url(TEST_DATABASE_URL)
+    connection = await asyncpg.connect(
+        host=url.host or "127.0.0.1",
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database="postgres",
+    )
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="module")
+async def pg() -> AsyncIterator[ThrowAwayDatabase]:
+    if not ON_POSTGRES:
+        pytest.skip("needs TEST_DATABASE_URL (PostgreSQL)")
+    name = f"crm_concurrency_{secrets.token_hex(6)}"
+    url = make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+    await on_postgres_server(f'CREATE DATABASE "{name}"')
+    engine: AsyncEngine | None = None
+    try:
+        engine = own_engine(url, pool_size=5)
+        await upgrade_database(engine)
+        sessions = create_session_factory(engine)
+        # The superuser every test acts as; a server started on this database finds it and
+        # creates no bootstrap admin of its own, whatever order the tests run in.
+        async with sessions() as session:
+            admin = User(
+                email=ADMIN_EMAIL,
+                full_name="Chief",
+                hashed_password=PASSWORD_HASH,
+                is_superuser=True,
+            )
+            session.add(admin)
+            await session.commit()
+            admin_id = admin.id
+        yield ThrowAwayDatabase(url, sessions, admin_id)
+    finally:
+        if engine is not None:
+            await engine.dispose()
+        await on_postgres_server(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def new_lead(pg: ThrowAwayDatabase, **fields: Any) -> Lead:
+    data = {"first_name": "Grace", "last_name": "Hopper", "email": "grace@navy.example.com"}
+    data.update(fields)
+    async with pg.sessions() as session:
+        return await LeadService.create_lead(session, data, user_id=pg.admin_id)
+
+
+async def read_lead(pg: ThrowAwayDatabase, lead_id: int) -> Lead:
+    async with pg.sessions() as session:
+        lead = await session.get(Lead, lead_id)
+        assert lead is not None
+        return lead
+
+
+async def run_together(
+    pg: ThrowAwayDatabase, calls: list[Callable[[AsyncSession], Any]]
+) -> list[Any]:
+    """Run every call in a session of its own (over an engine with a connection for each),
+    released together by a barrier once every session holds its connection; results (or the
+    exception raised) in the order of `calls`."""
+    engine = own_engine(pg.url, pool_size=len(calls))
+    sessions = create_session_factory(engine)
+    barrier = asyncio.Barrier(len(calls))
+
+    async def run(call: Callable[[AsyncSession], Any]) -> Any:
+        async with sessions() as session:
+            await session.connection()
+            async with asyncio.timeout(BARRIER_SECONDS):
+                await barrier.wait()
+            return await call(session)
+
+    try:
+        async with asyncio.timeout(CALLS_SECONDS):
+            return await asyncio.gather(*(run(call) for call in calls), return_exceptions=True)
+    finally:
+        await engine.dispose()
+
+
+def failures(results: list[Any]) -> list[str]:
+    return [f"call {n}: {r!r}" for n, r in enumerate(results) if isinstance(r, BaseException)]
+
+
+# --- 1. concurrent update_lead on one lead ------------------------------------------------------
+
+WRITERS = 50
+START = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
+# The field each writer changes (writer i: FIELDS[i % 6]) and the value it sends.
+FIELDS: tuple[tuple[str, Callable[[int], Any]], ...] = (
+    ("company", lambda i: f"Company {i:02d}"),
+    ("job_title", lambda i: f"Title {i:02d}"),
+    ("phone", lambda i: f"+1555000{i:04d}"),
+    ("probability", lambda i: i / 100),
+    ("estimated_value", lambda i: Decimal(f"{1000 + i}.50")),
+    ("next_follow_up_date", lambda i: START + timedelta(hours=i)),
+)
+
+
+def writer_note(i: int) -> str:
+    return f"writer {i:02d} was here"
+
+
+def changes(line: str) -> dict[str, tuple[str, str]]:
+    """`Updated: a: x → y; b: u → v` as {field: (before, after)}."""
+    assert line.startswith("Updated: "), line
+    found = {}
+    for part in line.removeprefix("Updated: ").split("; "):
+        name, values = part.split(": ", 1)
+        before, after = values.split(" → ")
+        found[name] = (before, after)
+    return found
+
+
+@postgres_only
+async def test_concurrent_updates_of_one_lead_lose_no_note_and_last_writer_wins(
+    pg: ThrowAwayDatabase,
+) -> None:
+    lead_id = (await new_lead(pg)).id
+
+    def update(i: int) -> Callable[[AsyncSession], Any]:
+        name, value = FIELDS[i % len(FIELDS)]
+        data = {"notes": writer_note(i), name: value(i)}
+        return lambda session: LeadService.update_lead(session, lead_id, data, user_id=pg.admin_id)
+
+    results = await run_together(pg, [update(i) for i in range(WRITERS)])
+
+    assert not failures(results), failures(results)
+    lead = await read_lead(pg, lead_id)
+    texts = history(lead.notes)
+    counts = Counter(texts)
+    missing = [i for i in range(WRITERS) if counts[writer_note(i)] != 1]
+    assert not missing, f"note lines lost or doubled for writers {missing}:\n{lead.notes}"
+    assert len(texts) == 1 + 2 * WRITERS, lead.notes  # "Created", then a change and a note each
+
+    # Commit order, from the order of the note lines; each writer's change line comes just
+    # before its note line (one transaction appends both).
+    position = {i: texts.index(writer_note(i)) for i in range(WRITERS)}
+    order = sorted(range(WRITERS), key=position.__getitem__)
+    last_after: dict[str, str] = {}
+    for i in order:
+        name, _ = FIELDS[i % len(FIELDS)]
+        changed = changes(texts[position[i] - 1])
+        assert name in changed, f"writer {i} changed {name}: {texts[position[i] - 1]}"
+        before, after = changed[name]
+        # Every writer saw the value the previous writer of that field committed.
+        assert before == last_after.get(name, "(none)"), (
+            f"writer {i} overwrote {name} unseen: {before!r} != {last_after.get(name)!r}\n"
+            f"{lead.notes}"
+        )
+        last_after[name] = after
+    for index, (name, value) in enumerate(FIELDS):
+        writers = [i for i in order if i % len(FIELDS) == index]
+        last = writers[-1]
+        assert getattr(lead, name) == value(last), (
+            f"{name} is {getattr(lead, name)!r}, but writer {last} (the last of {writers}) sent "
+            f"{value(last)!r}"
+        )
+
+
+# --- 2. concurrent POST /leads/{id}/notes on a two-worker server --------------------------------
+
+
+def start_server(folder: Path, *args: str, **settings: str) -> Server:
+    """`python -m app` in `folder` on a free port, ready to serve; the caller stops it."""
+    port = free_port()
+    log = folder / "server.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "--port", str(port), *args],
+            cwd=folder,
+            env=cli_env(**settings),
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(process, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_ready(server)
+    except BaseException:
+        stop(process)
+        raise
+    return server
+
+
+@pytest.fixture
+def pg_server(pg: ThrowAwayDatabase, tmp_path: Path) -> Iterator[Server]:
+    server = start_server(
+        tmp_path,
+        "--workers",
+        "2",
+        DATABASE_URL=pg.url,
+        ADMIN_EMAIL=ADMIN_EMAIL,
+        ADMIN_PASSWORD=PASSWORD,
+        SECRET_KEY=TEST_SECRET,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while server.output().count("Started server process") < 2:
+            assert time.monotonic() < deadline, f"two workers expected:\n{server.output()}"
+            time.sleep(0.1)
+        yield server
+    finally:
+        stop(server.process)
+
+
+@pytest.fixture
+def sqlite_server(tmp_path: Path) -> Iterator[Server]:
+    server = start_server(
+        tmp_path, ADMIN_EMAIL=ADMIN_EMAIL, ADMIN_PASSWORD=PASSWORD, SECRET_KEY=TEST_SECRET
+    )
+    try:
+        yield server
+    finally:
+        stop(server.process)
+
+
+def http_client(server: Server) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=server.base_url,
+        timeout=60.0,
+        limits=httpx.Limits(max_connections=25, max_keepalive_connections=25),
+    )
+
+
+async def log_in(client: httpx.AsyncClient) -> dict[str, str]:
+    response = await client.post(
+        "/api/v1/auth/token", data={"username": ADMIN_EMAIL, "password": PASSWORD}
+    )
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def describe(responses: list[httpx.Response], server: Server) -> str:
+    bad = [f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text}" for r in responses]
+    return "\n".join(bad) + f"\n--- server output\n{server.output()[-4000:]}"
+
+
+NOTES_BY_HTTP = 50
+
+
+@postgres_only
+async def test_concurrent_notes_through_a_two_worker_server_are_all_kept(
+    pg_server: Server,
+) -> None:
+    async with http_client(pg_server) as client:
+        headers = await log_in(client)
+        created = await client.post(
+            "/api/v1/leads",
+            headers=headers,
+            json={"first_name": "Alan", "last_name": "Turing", "email": "alan@bletchley.example"},
+        )
+        assert created.status_code == 201, created.text
+        lead_id = created.json()["id"]
+        texts = [f"http note {i:02d} of {NOTES_BY_HTTP}" for i in range(NOTES_BY_HTTP)]
+
+        responses = await asyncio.gather(
+            *(
+                client.post(f"/api/v1/leads/{lead_id}/notes", headers=headers, json={"text": t})
+                for t in texts
+            )
+        )
+
+        bad = [r for r in responses if r.status_code != 200]
+        assert not bad, describe(bad, pg_server)
+        for text, response in zip(texts, responses, strict=True):
+            assert text in history(response.json()["notes"]), response.text
+        read = await client.get(f"/api/v1/leads/{lead_id}", headers=headers)
+    assert read.status_code == 200, read.text
+    counts = Counter(history(read.json()["notes"]))
+    lost = [t for t in texts if counts[t] != 1]
+    assert not lost, f"lost or doubled: {lost}\n{read.json()['notes']}"
+    assert "Traceback" not in pg_server.output(), pg_server.output()
+
+
+# --- 3. concurrent bulk status changes and assignments over overlapping ids ---------------------
+
+BULK_LEADS = 300
+BULK_CALLS = 12
+BULK_SIZE = 100
+STATUS_LINE = re.compile(r"^Status (\w+) → (\w+) \(bulk\)$")
+ASSIGN_LINE = re.compile(r"^Assigned to user (\d+) \(was (unassigned|user \d+)\)$")
+
+
+@dataclass
+class BulkCall:
+    number: int
+    ids: list[int]  # in the (random) order given
+    status: LeadStatus | None = None  # a status call
+    agent_id: int | None = None  # an assign call
+
+    @property
+    def marker(self) -> str:
+        if self.status is not None:
+            return f"bulk status call {self.number:02d}"
+        return f"Assigned to user {self.agent_id} (was "
+
+    def run(self, session: AsyncSession, admin_id: int) -> Any:
+        if self.status is not None:
+            return LeadService.bulk_update_status(
+                session, self.ids, self.status, user_id=admin_id, note=self.marker
+            )
+        assert self.agent_id is not None
+        return LeadService.assign_leads(
+            session, self.ids, agent_user_id=self.agent_id, assigned_by_user_id=admin_id
+        )
+
+
+@postgres_only
+async def test_concurrent_bulk_status_and_assign_leave_one_line_per_call(
+    pg: ThrowAwayDatabase,
+) -> None:
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    tag = secrets.token_hex(4)
+    async with pg.sessions() as session:
+        agents = [
+            User(
+                email=f"agent{n}-{tag}@concurrency.example.com",
+                full_name=f"Agent {n}",
+                hashed_password=PASSWORD_HASH,
+            )
+            for n in range(BULK_CALLS // 2)
+        ]
+        leads = [
+            Lead(first_name=f"Bulk{n}", last_name=tag, email=f"bulk{n}-{tag}@example.com")
+            for n in range(BULK_LEADS)
+        ]
+        session.add_all([*agents, *leads])
+        await session.commit()
+        agent_ids = [agent.id for agent in agents]
+        lead_ids = [lead.id for lead in leads]
+
+    calls = []
+    for number in range(BULK_CALLS):
+        ids = rng.sample(lead_ids, BULK_SIZE)  # a random subset, in random order
+        if number % 2 == 0:
+            status = rng.choice([s for s in LeadStatus if s is not LeadStatus.NEW])
+            calls.append(BulkCall(number, ids, status=status))
+        else:
+            calls.append(BulkCall(number, ids, agent_id=agent_ids[number // 2]))
+
+    results = await run_together(
+        pg, [lambda s, call=call: call.run(s, pg.admin_id) for call in calls]
+    )
+
+    assert not failures(results), f"seed {seed}: {failures(results)}"
+    for call, result in zip(calls, results, strict=True):
+        assert sorted(lead.id for lead in result) == sorted(call.ids), f"seed {seed}"
+
+    async with pg.sessions() as session:
+        rows = (
+            await session.execute(
+                select(Lead.id, Lead.notes, Lead.status, Lead.assigned_to).where(
+                    Lead.id.in_(lead_ids)
+                )
+            )
+        ).all()
+    assert len(rows) == BULK_LEADS
+    problems = []
+    for row in rows:
+        texts = history(row.notes)
+        for call in calls:
+            expected = 1 if row.id in call.ids else 0
+            found = sum(text.startswith(call.marker) for text in texts)
+            if found != expected:
+                problems.append(
+                    f"lead {row.id}: {found} lines of call {call.number}, not {expected}"
+                )
+        # Replaying the lines in order must reproduce the row: every call saw the previous one.
+        status, assignee = LeadStatus.NEW.value, "unassigned"
+        for n, text in enumerate(texts):
+            if match := STATUS_LINE.match(text):
+                if match.group(1) != status:
+                    problems.append(f"lead {row.id}: {text!r} after status {status}")
+                status = match.group(2)
+                marker = texts[n + 1] if n + 1 < len(texts) else ""
+                if not marker.startswith("bulk status call "):
+                    problems.append(f"lead {row.id}: {text!r} not followed by its note")
+            elif match := ASSIGN_LINE.match(text):
+                if match.group(2) != assignee:
+                    problems.append(f"lead {row.id}: {text!r} after {assignee}")
+                assignee = f"user {match.group(1)}"
+        if row.status.value != status:
+            problems.append(f"lead {row.id}: status {row.status.value}, its history says {status}")
+        actual = f"user {row.assigned_to}" if row.assigned_to is not None else "unassigned"
+        if actual != assignee:
+            problems.append(f"lead {row.id}: assigned to {actual}, its history says {assignee}")
+    assert not problems, f"seed {seed}:\n" + "\n".join(problems[:40])
+
+
+# --- 4. concurrent POST /users with one email ---------------------------------------------------
+
+SAME_EMAIL_REQUESTS = 4
+
+
+async def waiting_inserts(watcher: Any, database: str) -> int:
+    """How many sessions wait for a lock at an INSERT into users. (The watcher is outside any
+    transaction: inside one, pg_stat_activity would be a snapshot that never changes.)"""
+    return int(
+        await watcher.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 "
+            "AND wait_event_type = 'Lock' AND query ILIKE 'INSERT INTO users%'",
+            database,
+        )
+    )
+
+
+async def until_all_wait(watcher: Any, database: str, requests: list[asyncio.Task]) -> str | None:
+    """None once every request waits at its INSERT; else what went wrong. (Within the
+    statement timeout, after which the waiting INSERTs are cancelled.)"""
+    deadline = time.monotonic() + 10
+    while await waiting_inserts(watcher, database) < len(requests):
+        done = [task for task in requests if task.done()]
+        if done:
+            return "requests finished before all of them reached their INSERT: " + "; ".join(
+                repr(task.exception())
+                if task.exception()
+                else f"{task.result().status_code} {task.result().text}"
+                for task in done
+            )
+        if time.monotonic() > deadline:
+            return "the requests did not all reach their INSERT within 10 s"
+        await asyncio.sleep(0.05)
+    return None
+
+
+@postgres_only
+async def test_concurrent_user_creations_with_one_email_make_one_user(
+    pg: ThrowAwayDatabase,
+) -> None:
+    """Every request passes the "is the email taken?" check before any of them inserts (the
+    users table is held in SHARE ROW EXCLUSIVE mode, which lets reads through and makes inserts
+    wait, until all of them wait there): the unique index decides, and the losers must hear
+    409 "duplicate", not a 500 or a generic conflict."""
+    import asyncpg
+
+    settings = engine_settings(pg.url, pool_size=SAME_EMAIL_REQUESTS + 2)
+    engine = create_engine(pg.url, settings=settings)
+    app = create_app(settings, engine=engine)
+    token, _ = create_access_token(pg.admin_id, settings)
+    headers = {"Authorization": f"Bearer {token}"}
+    email = f"twin-{secrets.token_hex(4)}@concurrency.example.com"
+    body = {"email": email, "full_name": "Twin", "password": "a long passphrase"}
+    url = make_url(pg.url)
+    plain_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    gate = await asyncpg.connect(plain_url)
+    watcher = await asyncpg.connect(plain_url)
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            held = gate.transaction()
+            await held.start()
+            await gate.execute("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+            requests: list[asyncio.Task] = []
+            try:
+                requests = [
+                    asyncio.create_task(client.post("/api/v1/users", headers=headers, json=body))
+                    for _ in range(SAME_EMAIL_REQUESTS)
+                ]
+                problem = await until_all_wait(watcher, str(url.database), requests)
+            finally:
+                await held.rollback()
+                async with asyncio.timeout(CALLS_SECONDS):
+                    outcomes = await asyncio.gather(*requests, return_exceptions=True)
+    finally:
+        await gate.close()
+        await watcher.close()
+        await engine.dispose()
+
+    assert problem is None, problem
+    assert not failures(outcomes), failures(outcomes)
+    responses: list[httpx.Response] = outcomes
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] + [409] * (SAME_EMAIL_REQUESTS - 1), [
+        f"{r.status_code} {r.text}" for r in responses
+    ]
+    for response in responses:
+        if response.status_code == 409:
+            assert response.json()["code"] == "duplicate", response.text
+    async with pg.sessions() as session:
+        count = await session.scalar(select(func.count()).where(User.email == email))
+    assert count == 1
+
+
+# --- 5. SQLite: concurrent writers do not hit "database is locked" ------------------------------
+
+SQLITE_EACH = 10
+
+
+async def test_sqlite_server_takes_twenty_concurrent_writes(
+    sqlite_server: Server, tmp_path: Path
+) -> None:
+    async with http_client(sqlite_server) as client:
+        headers = await log_in(client)
+        created = await client.post(
+            "/api/v1/leads",
+            headers=headers,
+            json={"first_name": "Ada", "last_name": "Lovelace", "email": "ada@engine.example"},
+        )
+        assert created.status_code == 201, created.text
+        lead_id = created.json()["id"]
+        names = [f"Concurrent{i:02d}" for i in range(SQLITE_EACH)]
+        texts = [f"sqlite note {i:02d}" for i in range(SQLITE_EACH)]
+        writes = [
+            client.post(
+                "/api/v1/leads",
+                headers=headers,
+                json={"first_name": name, "last_name": "Writer", "email": f"{name}@example.com"},
+            )
+            for name in names
+        ] + [
+            client.post(f"/api/v1/leads/{lead_id}/notes", headers=headers, json={"text": text})
+            for text in texts
+        ]
+        rng = random.Random()
+        rng.shuffle(writes)
+
+        responses = await asyncio.gather(*writes)
+
+    bad = [r for r in responses if not 200 <= r.status_code < 300]
+    assert not bad, describe(bad, sqlite_server)
+    output = sqlite_server.output()
+    assert "database is locked" not in output, output
+    assert "Traceback" not in output, output
+
+    database = tmp_path / "crm.db"
+    stored = {row[0] for row in sqlite_rows(database, "SELECT first_name FROM leads")}
+    assert stored == {"Ada", *names}
+    [(notes,)] = sqlite_rows(database, f"SELECT notes FROM leads WHERE id = {int(lead_id)}")
+    counts = Counter(history(notes))
+    lost = [t for t in texts if counts[t] != 1]
+    assert not lost, f"lost or doubled: {lost}\n{notes}"
