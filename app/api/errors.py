@@ -145,5 +145,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(SQLAlchemyError, _database_unavailable)
-    app.add_exception_handler(ConnectionError, _database_unavailable)
+    # Refused, reset, unresolvable host, connect time-out: all OSError from the driver.
+    app.add_exception_handler(OSError, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)
