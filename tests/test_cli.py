@@ -10,56 +10,39 @@ The tests are sync on purpose: they only talk to subprocesses and HTTP.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import re
 import secrets
-import signal
-import socket
-import sqlite3
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from app.config import Settings, normalize_database_url
 from app.services.security import verify_password
+from tests.conftest import TEST_DATABASE_URL, postgres_only
+from tests.support import (
+    PASSWORD_LINE,
+    READY_DEADLINE_SECONDS,
+    Server,
+    cli_env,
+    free_port,
+    postgres_fetch,
+    run_async,
+    server_launcher,
+    sqlite_rows,
+    stop,
+    throwaway_database_sync,
+    wait_for_workers,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-TEST_DATABASE_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", "").strip())
-ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
-
-READY_DEADLINE_SECONDS = 30.0
-STOP_DEADLINE_SECONDS = 15.0
 COMMAND_TIMEOUT_SECONDS = 120.0
 DEFAULT_ADMIN = "admin@example.com"
-PASSWORD_LINE = re.compile(r"^\s*password:\s*(\S+)\s*$", re.MULTILINE)
-SETTING_NAMES = {name.lower() for name in Settings.model_fields}
 
 
 # --- running the command line ------------------------------------------------------------------
-
-
-def cli_env(**settings: str) -> dict[str, str]:
-    """The current environment minus every app setting (and TEST_DATABASE_URL), plus
-    `settings`, with the repository on PYTHONPATH so `-m app` resolves from any folder."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key.lower() not in SETTING_NAMES and key != "TEST_DATABASE_URL"
-    }
-    env["PYTHONPATH"] = str(ROOT)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(settings)
-    return env
 
 
 def run_cli(
@@ -89,103 +72,15 @@ def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in output, describe(result)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def sqlite_rows(database: Path, query: str) -> list[tuple]:
-    connection = sqlite3.connect(database)
-    try:
-        return connection.execute(query).fetchall()
-    finally:
-        connection.close()
-
-
 # --- serving -----------------------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    base_url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=10.0)
-
-
-def wait_ready(server: Server) -> None:
-    """Poll /health/ready until it answers 200; fail after the deadline or if the process
-    exits first, showing what it printed."""
-    deadline = time.monotonic() + READY_DEADLINE_SECONDS
-    last = "no answer"
-    with server.client() as client:
-        while time.monotonic() < deadline:
-            if server.process.poll() is not None:
-                pytest.fail(
-                    f"the server exited with {server.process.returncode} before it was ready:\n"
-                    f"{server.output()}"
-                )
-            try:
-                response = client.get("/health/ready", timeout=2.0)
-            except httpx.TransportError as exc:
-                last = repr(exc)
-            else:
-                if response.status_code == 200:
-                    return
-                last = f"{response.status_code} {response.text}"
-            time.sleep(0.1)
-    pytest.fail(
-        f"/health/ready not 200 within {READY_DEADLINE_SECONDS:.0f}s (last: {last}):\n"
-        f"{server.output()}"
-    )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, wait, then SIGKILL the process group it leads (its workers, if any)."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=STOP_DEADLINE_SECONDS)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # stray workers; the group is ours alone
-    process.wait(timeout=STOP_DEADLINE_SECONDS)
-
-
 @pytest.fixture
-def serve() -> Iterator:
+def serve() -> Iterator[Callable[..., Server]]:
     """`serve(folder, *args, **settings)` starts `python -m app` there and waits until it is
     ready; every server started is stopped when the test ends, pass or fail."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(folder: Path, *args: str, **settings: str) -> Server:
-        port = free_port()
-        log = folder / f"server-{len(started) + 1}.log"
-        with log.open("wb") as sink:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "app", "--port", str(port), *args],
-                cwd=folder,
-                env=cli_env(**settings),
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        started.append(process)
-        server = Server(process, f"http://127.0.0.1:{port}", log)
-        wait_ready(server)
-        return server
-
-    try:
+    with server_launcher(wait_until_ready=True) as start:
         yield start
-    finally:
-        for process in started:
-            stop(process)
 
 
 def generated_password(server: Server) -> str:
@@ -418,10 +313,7 @@ def test_production_refuses_to_start_without_a_secret_key(tmp_path: Path) -> Non
 
 def test_several_workers_serve_and_share_the_signing_key(tmp_path: Path, serve) -> None:
     server = serve(tmp_path, "--workers", "2")
-    deadline = time.monotonic() + READY_DEADLINE_SECONDS
-    while server.output().count("Started server process") < 2:
-        assert time.monotonic() < deadline, f"two worker processes expected:\n{server.output()}"
-        time.sleep(0.1)
+    wait_for_workers(server, 2)
 
     with server.client() as client:
         token = log_in(client, DEFAULT_ADMIN, generated_password(server))
@@ -436,39 +328,9 @@ def test_several_workers_serve_and_share_the_signing_key(tmp_path: Path, serve) 
 # --- PostgreSQL --------------------------------------------------------------------------------
 
 
-async def _on_postgres_server(statement: str) -> None:
-    import asyncpg
-
-    url = make_url(TEST_DATABASE_URL)
-    connection = await asyncpg.connect(
-        host=url.host or "127.0.0.1",
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        database="postgres",
-    )
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-async def _postgres_tables(url: str) -> set[str]:
-    import asyncpg
-
-    connection = await asyncpg.connect(url)
-    try:
-        rows = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-    finally:
-        await connection.close()
-    return {row["tablename"] for row in rows}
-
-
-@pytest.mark.skipif(not ON_POSTGRES, reason="needs TEST_DATABASE_URL (PostgreSQL)")
+@postgres_only
 def test_migrate_accepts_a_plain_postgres_url(tmp_path: Path) -> None:
-    name = f"crm_cli_{secrets.token_hex(6)}"
-    asyncio.run(_on_postgres_server(f'CREATE DATABASE "{name}"'))
-    try:
+    with throwaway_database_sync("crm_cli") as name:
         url = make_url(TEST_DATABASE_URL).set(drivername="postgres", database=name)
         plain = url.render_as_string(hide_password=False)
         assert plain.startswith("postgres://")
@@ -476,9 +338,11 @@ def test_migrate_accepts_a_plain_postgres_url(tmp_path: Path) -> None:
         result = run_cli("migrate", cwd=tmp_path, env=cli_env(DATABASE_URL=plain))
 
         assert result.returncode == 0, describe(result)
-        asyncpg_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        tables = asyncio.run(_postgres_tables(asyncpg_url))
+        rows = run_async(
+            lambda: postgres_fetch(
+                name, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            )
+        )
+        tables = {row["tablename"] for row in rows}
         assert {"users", "leads", "alembic_version"} <= tables
         assert not (tmp_path / "crm.db").exists()
-    finally:
-        asyncio.run(_on_postgres_server(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -21,8 +21,6 @@ import asyncio
 import random
 import re
 import secrets
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -49,11 +47,17 @@ from tests.conftest import (
     ON_POSTGRES,
     PASSWORD,
     PASSWORD_HASH,
-    TEST_DATABASE_URL,
     TEST_SECRET,
     postgres_only,
 )
-from tests.test_cli import Server, cli_env, free_port, sqlite_rows, stop, wait_ready
+from tests.support import (
+    Server,
+    postgres_url,
+    server_launcher,
+    sqlite_rows,
+    throwaway_database,
+    wait_for_workers,
+)
 
 ADMIN_EMAIL = "chief@concurrency.example.com"
 BARRIER_SECONDS = 30.0
@@ -101,53 +105,31 @@ def own_engine(url: str, pool_size: int) -> AsyncEngine:
     return create_engine(url, settings=engine_settings(url, pool_size))
 
 
-async def on_postgres_server(statement: str) -> None:
-    """Run one statement in the `postgres` database, outside any transaction."""
-    import asyncpg
-
-    url = make_url(TEST_DATABASE_URL)
-    connection = await asyncpg.connect(
-        host=url.host or "127.0.0.1",
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        database="postgres",
-    )
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 @pytest.fixture(scope="module")
 async def pg() -> AsyncIterator[ThrowAwayDatabase]:
     if not ON_POSTGRES:
         pytest.skip("needs TEST_DATABASE_URL (PostgreSQL)")
-    name = f"crm_concurrency_{secrets.token_hex(6)}"
-    url = make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
-    await on_postgres_server(f'CREATE DATABASE "{name}"')
-    engine: AsyncEngine | None = None
-    try:
+    async with throwaway_database("crm_concurrency") as name:
+        url = postgres_url(name)
         engine = own_engine(url, pool_size=5)
-        await upgrade_database(engine)
-        sessions = create_session_factory(engine)
-        # The superuser every test acts as; a server started on this database finds it and
-        # creates no bootstrap admin of its own, whatever order the tests run in.
-        async with sessions() as session:
-            admin = User(
-                email=ADMIN_EMAIL,
-                full_name="Chief",
-                hashed_password=PASSWORD_HASH,
-                is_superuser=True,
-            )
-            session.add(admin)
-            await session.commit()
-            admin_id = admin.id
-        yield ThrowAwayDatabase(url, sessions, admin_id)
-    finally:
-        if engine is not None:
+        try:
+            await upgrade_database(engine)
+            sessions = create_session_factory(engine)
+            # The superuser every test acts as; a server started on this database finds it and
+            # creates no bootstrap admin of its own, whatever order the tests run in.
+            async with sessions() as session:
+                admin = User(
+                    email=ADMIN_EMAIL,
+                    full_name="Chief",
+                    hashed_password=PASSWORD_HASH,
+                    is_superuser=True,
+                )
+                session.add(admin)
+                await session.commit()
+                admin_id = admin.id
+            yield ThrowAwayDatabase(url, sessions, admin_id)
+        finally:
             await engine.dispose()
-        await on_postgres_server(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def new_lead(pg: ThrowAwayDatabase, **fields: Any) -> Lead:
@@ -271,59 +253,28 @@ async def test_concurrent_updates_of_one_lead_lose_no_note_and_last_writer_wins(
 # --- 2. concurrent POST /leads/{id}/notes on a two-worker server --------------------------------
 
 
-def start_server(folder: Path, *args: str, **settings: str) -> Server:
-    """`python -m app` in `folder` on a free port, ready to serve; the caller stops it."""
-    port = free_port()
-    log = folder / "server.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app", "--port", str(port), *args],
-            cwd=folder,
-            env=cli_env(**settings),
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    try:
-        wait_ready(server)
-    except BaseException:
-        stop(process)
-        raise
-    return server
-
-
 @pytest.fixture
 def pg_server(pg: ThrowAwayDatabase, tmp_path: Path) -> Iterator[Server]:
-    server = start_server(
-        tmp_path,
-        "--workers",
-        "2",
-        DATABASE_URL=pg.url,
-        ADMIN_EMAIL=ADMIN_EMAIL,
-        ADMIN_PASSWORD=PASSWORD,
-        SECRET_KEY=TEST_SECRET,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while server.output().count("Started server process") < 2:
-            assert time.monotonic() < deadline, f"two workers expected:\n{server.output()}"
-            time.sleep(0.1)
+    with server_launcher(wait_until_ready=True) as start:
+        server = start(
+            tmp_path,
+            "--workers",
+            "2",
+            DATABASE_URL=pg.url,
+            ADMIN_EMAIL=ADMIN_EMAIL,
+            ADMIN_PASSWORD=PASSWORD,
+            SECRET_KEY=TEST_SECRET,
+        )
+        wait_for_workers(server, 2)
         yield server
-    finally:
-        stop(server.process)
 
 
 @pytest.fixture
 def sqlite_server(tmp_path: Path) -> Iterator[Server]:
-    server = start_server(
-        tmp_path, ADMIN_EMAIL=ADMIN_EMAIL, ADMIN_PASSWORD=PASSWORD, SECRET_KEY=TEST_SECRET
-    )
-    try:
-        yield server
-    finally:
-        stop(server.process)
+    with server_launcher(wait_until_ready=True) as start:
+        yield start(
+            tmp_path, ADMIN_EMAIL=ADMIN_EMAIL, ADMIN_PASSWORD=PASSWORD, SECRET_KEY=TEST_SECRET
+        )
 
 
 def http_client(server: Server) -> httpx.AsyncClient:

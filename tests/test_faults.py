@@ -14,20 +14,14 @@ control connection, a closed port, a host name that does not resolve).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import os
-import re
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import httpx
@@ -44,14 +38,24 @@ from app.database import (
     alembic_config,
     create_engine,
     create_session_factory,
-    upgrade_database,
 )
 from app.main import create_app
 from app.services.security import create_access_token
 from app.services.user_service import UserService
 from tests.conftest import MEMORY_SQLITE_URL, ON_POSTGRES, TEST_DATABASE_URL, postgres_only
+from tests.support import (
+    PASSWORD_LINE,
+    Server,
+    postgres_dsn,
+    postgres_fetch,
+    postgres_url,
+    run_async,
+    server_launcher,
+    throwaway_database_sync,
+    wait_for_workers,
+    wait_ready,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 SECRET = "fault-test-secret-key-long-enough-for-hs256-signing"
 PASSWORD = "fault-tolerant-passphrase"
 # Where no database answers: a closed port (the server is down), and a host name that does not
@@ -66,84 +70,23 @@ unreachable = pytest.mark.parametrize(
 )
 
 REQUEST_DEADLINE = 10.0  # a request that has not answered by then is taken to hang
-READY_DEADLINE = 30.0
-STOP_DEADLINE = 15.0
-PASSWORD_LINE = re.compile(r"^\s*password:\s*(\S+)\s*$", re.MULTILINE)
-WORKER_STARTED = re.compile(r"Started server process \[(\d+)\]")
-SETTING_NAMES = {name.lower() for name in Settings.model_fields}
-
-T = TypeVar("T")
 
 
 # --- PostgreSQL plumbing -------------------------------------------------------------------------
 
 
-def run_async(make: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine to completion from sync code, on a thread of its own so the test
-    session's event loop is left alone."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, make()).result()  # type: ignore[arg-type]
-
-
-def app_url(database: str) -> str:
-    """The app's (SQLAlchemy, asyncpg) URL of a database on the test PostgreSQL server."""
-    url = make_url(TEST_DATABASE_URL).set(database=database)
-    return url.render_as_string(hide_password=False)
-
-
-def dsn(database: str) -> str:
-    """A plain libpq-style URL for asyncpg control connections."""
-    url = make_url(TEST_DATABASE_URL).set(drivername="postgresql", database=database)
-    return url.render_as_string(hide_password=False)
-
-
-async def on_server(statement: str) -> None:
-    """Run one statement on the `postgres` database (asyncpg is autocommit outside a
-    transaction, as CREATE/DROP DATABASE need)."""
-    connection = await asyncpg.connect(dsn("postgres"))
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def create_database() -> str:
-    name = f"crm_faults_{secrets.token_hex(6)}"
-    run_async(lambda: on_server(f'CREATE DATABASE "{name}"'))
-    return name
-
-
-def drop_database(name: str) -> None:
-    run_async(lambda: on_server(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-async def migrate(name: str) -> None:
-    engine = create_async_engine(app_url(name), poolclass=NullPool)
-    try:
-        await upgrade_database(engine)
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(scope="module")
 def pg_database() -> Iterator[str]:
     """This module's migrated throw-away database (its name)."""
-    name = create_database()
-    try:
-        run_async(lambda: migrate(name))
+    with throwaway_database_sync("crm_faults", migrated=True) as name:
         yield name
-    finally:
-        drop_database(name)
 
 
 @pytest.fixture
 def fresh_pg_database() -> Iterator[str]:
     """An empty throw-away database (not migrated) for one test."""
-    name = create_database()
-    try:
+    with throwaway_database_sync("crm_faults") as name:
         yield name
-    finally:
-        drop_database(name)
 
 
 @pytest.fixture
@@ -153,7 +96,7 @@ async def control(pg_database: str) -> AsyncIterator[Callable[[], Awaitable[asyn
     opened: list[asyncpg.Connection] = []
 
     async def connect() -> asyncpg.Connection:
-        connection = await asyncpg.connect(dsn(pg_database))
+        connection = await asyncpg.connect(postgres_dsn(pg_database))
         opened.append(connection)
         return connection
 
@@ -374,7 +317,7 @@ async def cancel(request: asyncio.Task) -> None:
 async def test_request_in_flight_when_connections_are_killed_gets_503_then_app_recovers(
     pg_database: str, control: Callable[[], Awaitable[asyncpg.Connection]], blocker: Blocker
 ) -> None:
-    url = app_url(pg_database)
+    url = postgres_url(pg_database)
     email = await create_superuser(url)
     holder, observer = await control(), await control()
     spare = await control_pids([holder, observer])
@@ -421,7 +364,7 @@ async def test_pooled_connections_killed_while_idle_cost_no_failed_request(
 ) -> None:
     """Pre-ping: after every pooled connection was terminated (with no request in flight to
     notice), the very next requests already succeed."""
-    url = app_url(pg_database)
+    url = postgres_url(pg_database)
     email = await create_superuser(url)
     observer = await control()
     spare = await control_pids([observer])
@@ -500,7 +443,7 @@ async def test_api_requests_against_an_unreachable_database_get_503_not_500(
 async def test_statement_outliving_the_timeout_is_cancelled_in_the_database_and_answered_503(
     pg_database: str, control: Callable[[], Awaitable[asyncpg.Connection]], blocker: Blocker
 ) -> None:
-    url = app_url(pg_database)
+    url = postgres_url(pg_database)
     email = await create_superuser(url)
     holder, observer = await control(), await control()
     spare = await control_pids([holder, observer])
@@ -547,114 +490,19 @@ async def test_statement_outliving_the_timeout_is_cancelled_in_the_database_and_
 # --- 4 and 5. several processes ------------------------------------------------------------------
 
 
-def cli_env(**settings: str) -> dict[str, str]:
-    """The environment minus every app setting (and TEST_DATABASE_URL), plus `settings`."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key.lower() not in SETTING_NAMES and key != "TEST_DATABASE_URL"
-    }
-    env["PYTHONPATH"] = str(ROOT)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(settings)
-    return env
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    base_url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def client(self) -> httpx.Client:
-        # A new client is a new connection, which the kernel hands to whichever worker accepts.
-        return httpx.Client(base_url=self.base_url, timeout=REQUEST_DEADLINE)
-
-
-def wait_ready(server: Server) -> None:
-    deadline = time.monotonic() + READY_DEADLINE
-    last = "no answer"
-    with server.client() as client:
-        while time.monotonic() < deadline:
-            if server.process.poll() is not None:
-                pytest.fail(
-                    f"the server exited with {server.process.returncode} before it was ready:\n"
-                    f"{server.output()}"
-                )
-            try:
-                response = client.get("/health/ready", timeout=2.0)
-            except httpx.TransportError as exc:
-                last = repr(exc)
-            else:
-                if response.status_code == 200:
-                    return
-                last = f"{response.status_code} {response.text}"
-            time.sleep(0.1)
-    pytest.fail(f"/health/ready not 200 within {READY_DEADLINE:.0f}s ({last}):\n{server.output()}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, wait, then SIGKILL the process group it leads (its workers, if any)."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=STOP_DEADLINE)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=STOP_DEADLINE)
-
-
 @pytest.fixture
 def launch() -> Iterator[Callable[..., Server]]:
     """`launch(folder, *args, **settings)` starts `python -m app` (without waiting); every
     process started is stopped when the test ends, pass or fail."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(folder: Path, *args: str, **settings: str) -> Server:
-        port = free_port()
-        log = folder / f"server-{len(started) + 1}.log"
-        with log.open("wb") as sink:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "app", "--port", str(port), *args],
-                cwd=folder,
-                env=cli_env(**settings),
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        started.append(process)
-        return Server(process, f"http://127.0.0.1:{port}", log)
-
-    try:
+    with server_launcher(wait_until_ready=False, client_timeout=REQUEST_DEADLINE) as start:
         yield start
-    finally:
-        for process in started:
-            stop(process)
-
-
-async def fetch(database: str, query: str) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(dsn(database))
-    try:
-        return await connection.fetch(query)
-    finally:
-        await connection.close()
 
 
 @postgres_only
 def test_two_processes_starting_together_migrate_once_and_create_one_superuser(
     fresh_pg_database: str, tmp_path: Path, launch: Callable[..., Server]
 ) -> None:
-    url = app_url(fresh_pg_database)
+    url = postgres_url(fresh_pg_database)
     folders = [tmp_path / "one", tmp_path / "two"]
     for folder in folders:
         folder.mkdir()
@@ -666,11 +514,11 @@ def test_two_processes_starting_together_migrate_once_and_create_one_superuser(
     passwords = [PASSWORD_LINE.findall(output) for output in outputs]
     assert sorted(len(found) for found in passwords) == [0, 1], outputs
     superusers = run_async(
-        lambda: fetch(fresh_pg_database, "SELECT email FROM users WHERE is_superuser")
+        lambda: postgres_fetch(fresh_pg_database, "SELECT email FROM users WHERE is_superuser")
     )
     assert [row["email"] for row in superusers] == ["admin@example.com"]
     versions = run_async(
-        lambda: fetch(fresh_pg_database, "SELECT version_num FROM alembic_version")
+        lambda: postgres_fetch(fresh_pg_database, "SELECT version_num FROM alembic_version")
     )
     heads = ScriptDirectory.from_config(alembic_config()).get_heads()
     assert sorted(row["version_num"] for row in versions) == sorted(heads)
@@ -716,17 +564,13 @@ def test_two_workers_serve_postgres_correctly(
         tmp_path,
         "--workers",
         "2",
-        DATABASE_URL=app_url(fresh_pg_database),
+        DATABASE_URL=postgres_url(fresh_pg_database),
         SECRET_KEY=SECRET,
         ADMIN_EMAIL=admin,
         ADMIN_PASSWORD=admin_password,
     )
     wait_ready(server)
-    deadline = time.monotonic() + READY_DEADLINE
-    while len(WORKER_STARTED.findall(server.output())) < 2:
-        assert time.monotonic() < deadline, f"two workers expected:\n{server.output()}"
-        time.sleep(0.1)
-    workers = [int(pid) for pid in WORKER_STARTED.findall(server.output())]
+    workers = wait_for_workers(server, 2)
     pg_port = make_url(TEST_DATABASE_URL).port or 5432
 
     statuses: list[int] = []

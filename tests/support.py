@@ -1,0 +1,285 @@
+"""Support code shared by the tests that run the app for real (test_cli, test_faults,
+test_concurrency): `python -m app` servers in subprocesses, and throw-away PostgreSQL databases.
+
+It lives here, not in one of those test modules, so that there is one version of each helper
+and no test module imports from another. Nothing here is a test or a fixture; the modules build
+their fixtures from these pieces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import re
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from app.config import Settings
+from app.database import upgrade_database
+from tests.conftest import TEST_DATABASE_URL
+
+ROOT = Path(__file__).resolve().parents[1]
+READY_DEADLINE_SECONDS = 30.0  # for /health/ready to answer 200, and for workers to start
+STOP_DEADLINE_SECONDS = 15.0  # for a server to exit after SIGTERM, and again after SIGKILL
+CLIENT_TIMEOUT_SECONDS = 10.0  # a request to a served app that has not answered by then hangs
+# The line in which a server shows the bootstrap admin's generated password.
+PASSWORD_LINE = re.compile(r"^\s*password:\s*(\S+)\s*$", re.MULTILINE)
+WORKER_STARTED = re.compile(r"Started server process \[(\d+)\]")
+SETTING_NAMES = {name.lower() for name in Settings.model_fields}
+
+T = TypeVar("T")
+
+
+# --- subprocesses ------------------------------------------------------------------------------
+
+
+def cli_env(**settings: str) -> dict[str, str]:
+    """The current environment minus every app setting (and TEST_DATABASE_URL), plus
+    `settings`, with the repository on PYTHONPATH so `-m app` resolves from any folder: a
+    subprocess sees the zero-configuration defaults unless the test sets something."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key.lower() not in SETTING_NAMES and key != "TEST_DATABASE_URL"
+    }
+    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(settings)
+    return env
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now, so servers of parallel tests do not collide."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def sqlite_rows(database: Path, query: str) -> list[tuple]:
+    """Rows of a query on a SQLite file, read behind the app's back to check what it stored."""
+    connection = sqlite3.connect(database)
+    try:
+        return connection.execute(query).fetchall()
+    finally:
+        connection.close()
+
+
+# --- servers -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A `python -m app` subprocess, where it listens, and the file its output goes to."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log: Path
+    timeout: float = CLIENT_TIMEOUT_SECONDS
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def client(self) -> httpx.Client:
+        # A new client is a new connection, which the kernel hands to whichever worker accepts.
+        return httpx.Client(base_url=self.base_url, timeout=self.timeout)
+
+
+def spawn_server(
+    folder: Path,
+    *args: str,
+    log: Path,
+    client_timeout: float = CLIENT_TIMEOUT_SECONDS,
+    **settings: str,
+) -> Server:
+    """Start `python -m app` in `folder` on a free port (without waiting for it), in a session
+    of its own so that `stop` can kill its workers too; its output goes to `log`."""
+    port = free_port()
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "--port", str(port), *args],
+            cwd=folder,
+            env=cli_env(**settings),
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Server(process, f"http://127.0.0.1:{port}", log, client_timeout)
+
+
+def wait_ready(server: Server) -> None:
+    """Poll /health/ready until it answers 200; fail after the deadline or if the process
+    exits first, showing what it printed."""
+    deadline = time.monotonic() + READY_DEADLINE_SECONDS
+    last = "no answer"
+    with server.client() as client:
+        while time.monotonic() < deadline:
+            if server.process.poll() is not None:
+                pytest.fail(
+                    f"the server exited with {server.process.returncode} before it was ready:\n"
+                    f"{server.output()}"
+                )
+            try:
+                response = client.get("/health/ready", timeout=2.0)
+            except httpx.TransportError as exc:
+                last = repr(exc)
+            else:
+                if response.status_code == 200:
+                    return
+                last = f"{response.status_code} {response.text}"
+            time.sleep(0.1)
+    pytest.fail(
+        f"/health/ready not 200 within {READY_DEADLINE_SECONDS:.0f}s (last: {last}):\n"
+        f"{server.output()}"
+    )
+
+
+def wait_for_workers(server: Server, count: int) -> list[int]:
+    """Wait (within the ready deadline) until `count` worker processes have started; their
+    pids. /health/ready answering proves only one of them is up."""
+    deadline = time.monotonic() + READY_DEADLINE_SECONDS
+    while len(WORKER_STARTED.findall(server.output())) < count:
+        assert time.monotonic() < deadline, f"{count} worker processes expected:\n{server.output()}"
+        time.sleep(0.1)
+    return [int(pid) for pid in WORKER_STARTED.findall(server.output())]
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, wait, then SIGKILL the process group it leads (its workers, if any)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=STOP_DEADLINE_SECONDS)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # stray workers; the group is ours alone
+    process.wait(timeout=STOP_DEADLINE_SECONDS)
+
+
+@contextlib.contextmanager
+def server_launcher(
+    *, wait_until_ready: bool, client_timeout: float = CLIENT_TIMEOUT_SECONDS
+) -> Iterator[Callable[..., Server]]:
+    """`start(folder, *args, **settings)` starts `python -m app` there (logging to
+    `server-N.log`), and waits until it is ready if `wait_until_ready`; every server started is
+    stopped on leaving the block, pass or fail, so no test leaves a process behind."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(folder: Path, *args: str, **settings: str) -> Server:
+        log = folder / f"server-{len(started) + 1}.log"
+        server = spawn_server(folder, *args, log=log, client_timeout=client_timeout, **settings)
+        started.append(server.process)
+        if wait_until_ready:
+            wait_ready(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            stop(process)
+
+
+# --- throw-away PostgreSQL databases -----------------------------------------------------------
+#
+# Tests that need committed data, kill connections or start servers of their own cannot use the
+# shared, rolled-back test database: they get a database of their own on the same server, which
+# is dropped WITH (FORCE) at the end, pass or fail.
+
+
+def run_async(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from sync code, on a thread of its own so the test
+    session's event loop is left alone."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, make()).result()  # type: ignore[arg-type]
+
+
+def postgres_url(database: str) -> str:
+    """The app's (SQLAlchemy, asyncpg) URL of a database on the test PostgreSQL server."""
+    url = make_url(TEST_DATABASE_URL).set(database=database)
+    return url.render_as_string(hide_password=False)
+
+
+def postgres_dsn(database: str) -> str:
+    """A plain libpq-style URL of a database on the test server, for asyncpg connections."""
+    url = make_url(TEST_DATABASE_URL).set(drivername="postgresql", database=database)
+    return url.render_as_string(hide_password=False)
+
+
+async def on_postgres_server(statement: str) -> None:
+    """Run one statement on the `postgres` database (asyncpg is autocommit outside a
+    transaction, as CREATE/DROP DATABASE need)."""
+    connection = await asyncpg.connect(postgres_dsn("postgres"))
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def postgres_fetch(database: str, query: str) -> list[asyncpg.Record]:
+    """The rows of one query on a database of the test server, on a connection of its own."""
+    connection = await asyncpg.connect(postgres_dsn(database))
+    try:
+        return await connection.fetch(query)
+    finally:
+        await connection.close()
+
+
+async def migrate(database: str) -> None:
+    """Bring a database on the test server to the latest revision with the app's migrations."""
+    engine = create_async_engine(postgres_url(database), poolclass=NullPool)
+    try:
+        await upgrade_database(engine)
+    finally:
+        await engine.dispose()
+
+
+async def create_database(prefix: str) -> str:
+    """CREATE an empty database `<prefix>_<random>` on the test server; its name."""
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    await on_postgres_server(f'CREATE DATABASE "{name}"')
+    return name
+
+
+async def drop_database(name: str) -> None:
+    """DROP a throw-away database, even with connections still open to it."""
+    await on_postgres_server(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.asynccontextmanager
+async def throwaway_database(prefix: str) -> AsyncIterator[str]:
+    """An empty database of its own (its name), dropped on leaving the block: for async code."""
+    name = await create_database(prefix)
+    try:
+        yield name
+    finally:
+        await drop_database(name)
+
+
+@contextlib.contextmanager
+def throwaway_database_sync(prefix: str, *, migrated: bool = False) -> Iterator[str]:
+    """The same for sync tests and fixtures, migrated first if `migrated`."""
+    name = run_async(lambda: create_database(prefix))
+    try:
+        if migrated:
+            run_async(lambda: migrate(name))
+        yield name
+    finally:
+        run_async(lambda: drop_database(name))
