@@ -26,6 +26,7 @@ SORT_FIELDS = (
     "last_contact_date",
 )
 SORT_ORDERS = ("asc", "desc")
+NULLABLE_SORTS = frozenset({"company", "last_contact_date"})
 LIKE_ESCAPE = "\\"
 _PHONE_SEPARATORS = re.compile(r"[\s.\-()]")
 _PHONE_FRAGMENT = re.compile(r"\+?\d+")
@@ -223,11 +224,14 @@ def order_by(sort_by: str, sort_order: str) -> list[ColumnElement[Any]]:
             f"sort_order must be 'asc' or 'desc', not {sort_order!r}.", field="sort_order"
         )
     column = sort_column(sort_by)
-    if direction == "asc":
-        # NULLs last in both directions, the same on SQLite and PostgreSQL; id breaks ties so a
-        # page boundary never repeats or skips a row.
-        return [column.asc().nulls_last(), Lead.id.asc()]
-    return [column.desc().nulls_last(), Lead.id.desc()]
+    ordered = column.asc() if direction == "asc" else column.desc()
+    if sort_by in NULLABLE_SORTS:
+        # Empty values last in both directions, the same on SQLite and PostgreSQL. Only where
+        # there can be any: PostgreSQL cannot read a plain btree index backwards for
+        # "DESC NULLS LAST", so on a NOT NULL column it would sort the whole match instead.
+        ordered = ordered.nulls_last()
+    # id breaks ties, so a page boundary never repeats or skips a row.
+    return [ordered, Lead.id.asc() if direction == "asc" else Lead.id.desc()]
 
 
 def page_bounds(skip: Any, limit: Any, max_limit: int) -> tuple[int, int]:

@@ -24,9 +24,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.models import Lead, LeadStatus
 from app.services.exceptions import ValidationException
-from app.services.lead_filters import STATUS_POSITION, sort_column
+from app.services.lead_filters import NULLABLE_SORTS, STATUS_POSITION, sort_column
 
-NULLABLE_SORTS = frozenset({"company", "last_contact_date"})
 DATETIME_SORTS = frozenset({"created_at", "updated_at", "last_contact_date"})
 
 

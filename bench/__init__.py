@@ -1,0 +1,1 @@
+"""Load benchmark of the leads API: see bench/README.md."""
