@@ -19,8 +19,8 @@ NAME_MAX_LENGTH = 100
 EMAIL_MAX_LENGTH = 254
 PHONE_MIN_DIGITS = 7
 PHONE_MAX_DIGITS = 15
-_PHONE_SEPARATORS = re.compile(r"[\s.\-()]")
-_PHONE_SHAPE = re.compile(r"\+?\d+")
+PHONE_SEPARATORS = re.compile(r"[\s.\-()]")
+PHONE_SHAPE = re.compile(r"\+?\d+")
 
 
 class FieldValidationError(ValueError):
@@ -77,8 +77,8 @@ def phone_number(field: str, value: object) -> str | None:
     text = optional_text(field, value, 40)
     if text is None:
         return None
-    compact = _PHONE_SEPARATORS.sub("", text)
-    if not _PHONE_SHAPE.fullmatch(compact):
+    compact = PHONE_SEPARATORS.sub("", text)
+    if not PHONE_SHAPE.fullmatch(compact):
         raise FieldValidationError(
             field, "must be digits with an optional leading + (spaces, dots, dashes, () allowed)"
         )

@@ -3,7 +3,6 @@ ORDER BY. Kept apart from the service so the list query can be read (and tuned) 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -13,7 +12,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.models import FieldValidationError, Lead, LeadSource, LeadStatus
 from app.models.types import tags_overlap
-from app.models.validation import normalize_tag
+from app.models.validation import PHONE_SEPARATORS, PHONE_SHAPE, normalize_tag
 from app.services.exceptions import ValidationException
 
 SORT_FIELDS = (
@@ -28,8 +27,6 @@ SORT_FIELDS = (
 SORT_ORDERS = ("asc", "desc")
 NULLABLE_SORTS = frozenset({"company", "last_contact_date"})
 LIKE_ESCAPE = "\\"
-_PHONE_SEPARATORS = re.compile(r"[\s.\-()]")
-_PHONE_FRAGMENT = re.compile(r"\+?\d+")
 
 # Statuses sort in pipeline order, not alphabetically: it is how a sales team reads them.
 STATUS_POSITION = {status: position for position, status in enumerate(LeadStatus)}
@@ -205,8 +202,8 @@ def _search(term: str) -> ColumnElement[bool]:
     document = search_document()
     condition = document.ilike(f"%{escape_like(term)}%", escape=LIKE_ESCAPE)
     # Phones are stored without separators, so "+1 (555) 010" must also find "+1555010...".
-    phone_term = _PHONE_SEPARATORS.sub("", term)
-    if phone_term != term and _PHONE_FRAGMENT.fullmatch(phone_term):
+    phone_term = PHONE_SEPARATORS.sub("", term)
+    if phone_term != term and PHONE_SHAPE.fullmatch(phone_term):
         condition = or_(
             condition, document.ilike(f"%{escape_like(phone_term)}%", escape=LIKE_ESCAPE)
         )
