@@ -175,12 +175,16 @@ def declared_objects(dialect: str) -> set[tuple[str, str]]:
     """(table, name) of every constraint and index on the models, named by the convention.
 
     SQLite writes an AUTOINCREMENT primary key inline, where it cannot carry a name, so there
-    the primary keys are left out."""
+    the primary keys of the AUTOINCREMENT tables are left out."""
     declared = {
         (table.name, str(item.name))
         for table in Base.metadata.tables.values()
         for item in (*table.constraints, *table.indexes)
-        if not (dialect == "sqlite" and isinstance(item, PrimaryKeyConstraint))
+        if not (
+            dialect == "sqlite"
+            and isinstance(item, PrimaryKeyConstraint)
+            and table.dialect_options["sqlite"]["autoincrement"]
+        )
     }
     if dialect == "postgresql":
         declared |= {("leads", name) for name in MIGRATION_ONLY_INDEXES}

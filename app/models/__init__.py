@@ -10,6 +10,7 @@ from app.models.lead import (
     LeadStatus,
     format_note_line,
 )
+from app.models.lead_stats import UNASSIGNED, LeadStats
 from app.models.user import User
 from app.models.validation import FieldValidationError
 
@@ -17,10 +18,12 @@ __all__ = [
     "ARCHIVED_TAG",
     "CLOSED_STATUSES",
     "HOT_LEAD_MIN_SCORE",
+    "UNASSIGNED",
     "Base",
     "FieldValidationError",
     "Lead",
     "LeadSource",
+    "LeadStats",
     "LeadStatus",
     "User",
     "format_note_line",
