@@ -42,6 +42,7 @@ from app.database import create_engine, create_session_factory, upgrade_database
 from app.main import create_app
 from app.models import Lead, LeadStatus, User
 from app.services import LeadService
+from app.services.exceptions import ConflictException
 from app.services.security import create_access_token
 from tests.conftest import (
     ON_POSTGRES,
@@ -449,6 +450,102 @@ async def test_concurrent_bulk_status_and_assign_leave_one_line_per_call(
         if actual != assignee:
             problems.append(f"lead {row.id}: assigned to {actual}, its history says {assignee}")
     assert not problems, f"seed {seed}:\n" + "\n".join(problems[:40])
+
+
+async def sessions_waiting_for_a_lock(watcher: Any, database: str) -> int:
+    return int(
+        await watcher.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+            database,
+        )
+    )
+
+
+async def bulk_call_racing_a_held_change(
+    pg: ThrowAwayDatabase, lead_ids: list[int], held_change: str, held_id: int
+) -> Any:
+    """Run a bulk status call (ids only) while another transaction holds `held_change` (SQL on
+    lead `held_id`) uncommitted; commit that change once the bulk call waits for its lock.
+    The call's result, or the exception it raised."""
+    import asyncpg
+
+    url = make_url(pg.url)
+    plain_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    gate = await asyncpg.connect(plain_url)
+    watcher = await asyncpg.connect(plain_url)
+    try:
+        held = gate.transaction()
+        await held.start()
+        await gate.execute(held_change, held_id)
+
+        async def bulk() -> Any:
+            async with pg.sessions() as session:
+                return await LeadService.bulk_update_status(
+                    session, lead_ids, LeadStatus.WON, pg.admin_id, ids_only=True
+                )
+
+        call = asyncio.create_task(bulk())
+        try:
+            deadline = time.monotonic() + 10
+            while not await sessions_waiting_for_a_lock(watcher, str(url.database)):
+                assert not call.done(), f"the bulk call did not wait: {call.result()!r}"
+                assert time.monotonic() < deadline, "the bulk call never waited for the lock"
+                await asyncio.sleep(0.02)
+        finally:
+            await held.commit()
+        async with asyncio.timeout(CALLS_SECONDS):
+            return (await asyncio.gather(call, return_exceptions=True))[0]
+    finally:
+        await gate.close()
+        await watcher.close()
+
+
+@postgres_only
+async def test_bulk_call_includes_a_lead_restored_while_it_runs(pg: ThrowAwayDatabase) -> None:
+    """The lead is archived when the bulk UPDATE runs (so it is left out) and restored, by a
+    transaction that commits meanwhile, when the call looks at what was left out: the call
+    waits for that transaction and changes the restored lead too, as if it had come after."""
+    leads = [await new_lead(pg, email=f"restored{n}@example.com") for n in range(3)]
+    ids = sorted(lead.id for lead in leads)
+    async with pg.sessions() as session:
+        await LeadService.delete_lead(session, ids[1], pg.admin_id)
+
+    result = await bulk_call_racing_a_held_change(
+        pg,
+        ids,
+        "UPDATE leads SET archived_at = NULL, status = status_before_archive, "
+        "status_before_archive = NULL WHERE id = $1",
+        ids[1],
+    )
+
+    assert result == ids
+    for lead_id in ids:
+        lead = await read_lead(pg, lead_id)
+        assert lead.status == LeadStatus.WON
+        assert sum(text.endswith("→ WON (bulk)") for text in history(lead.notes)) == 1
+
+
+@postgres_only
+async def test_bulk_call_refuses_a_lead_archived_while_it_waits(pg: ThrowAwayDatabase) -> None:
+    """The bulk UPDATE waits for a transaction archiving one of its leads; once that commits,
+    the lead no longer qualifies: the call is refused and changes none of the leads."""
+    leads = [await new_lead(pg, email=f"archived{n}@example.com") for n in range(3)]
+    ids = sorted(lead.id for lead in leads)
+
+    result = await bulk_call_racing_a_held_change(
+        pg,
+        ids,
+        "UPDATE leads SET archived_at = now(), status_before_archive = status, "
+        "status = 'LOST' WHERE id = $1",
+        ids[2],
+    )
+
+    assert isinstance(result, ConflictException), result
+    assert str(ids[2]) in str(result)
+    for lead_id in ids:
+        lead = await read_lead(pg, lead_id)
+        assert lead.status != LeadStatus.WON
+        assert not any(text.endswith("(bulk)") for text in history(lead.notes))
 
 
 # --- 4. concurrent POST /users with one email ---------------------------------------------------

@@ -575,3 +575,187 @@ async def test_assign_leads_handles_10000_ids_in_one_call(
         f"seed 0\n{stamp(sample.updated_at)} user {superuser.id}: "
         f"Assigned to user {agent.id} (was unassigned)"
     )
+
+
+# ================================================================== ids_only, one UPDATE per call
+
+
+def is_update(statement: str) -> bool:
+    return statement.lstrip().upper().startswith("UPDATE")
+
+
+def reads_leads(statement: str) -> bool:
+    return statement.lstrip().upper().startswith("SELECT") and "FROM leads" in statement
+
+
+async def test_bulk_status_ids_only_returns_the_ids_and_changes_the_rows_the_same_way(
+    db: AsyncSession, make_lead: LeadFactory, agent: User
+) -> None:
+    statuses = (LeadStatus.NEW, LeadStatus.CONTACTED, LeadStatus.CALLBACK)
+    full = [(await make_lead(owner=agent, status=s)).id for s in statuses]
+    short = [(await make_lead(owner=agent, status=s)).id for s in statuses]
+    bystander = (await make_lead(owner=agent)).id
+    before = {row[0]: row for row in await snapshot(db, [*full, *short, bystander])}
+
+    leads = await LeadService.bulk_update_status(
+        db, list(reversed(full)), LeadStatus.PROPOSAL, agent.id, note="Spring campaign"
+    )
+    ids = await LeadService.bulk_update_status(
+        db, list(reversed(short)), "PROPOSAL", agent.id, note="Spring campaign", ids_only=True
+    )
+
+    assert ids == short
+    assert all(type(i) is int for i in ids)
+    after = {row[0]: row for row in await snapshot(db, [*full, *short, bystander])}
+    assert after[bystander] == before[bystander]
+    for lead_ids in (full, short):
+        for lead_id, old in zip(lead_ids, statuses, strict=True):
+            _, status, assigned_to, notes, updated_at, archived_at = after[lead_id]
+            at = stamp(updated_at)
+            assert (status, assigned_to, archived_at) == (LeadStatus.PROPOSAL, agent.id, None)
+            assert notes == (
+                f"{before[lead_id][3]}\n"
+                f"{at} user {agent.id}: Status {old.value} → PROPOSAL (bulk)\n"
+                f"{at} user {agent.id}: Spring campaign"
+            )
+    assert [lead.notes for lead in leads] == [after[i][3] for i in full]
+
+
+async def test_assign_leads_ids_only_returns_the_ids_and_changes_the_rows_the_same_way(
+    db: AsyncSession, make_lead: LeadFactory, agent: User, other_agent: User, superuser: User
+) -> None:
+    full = [(await make_lead(owner=agent)).id, (await make_lead()).id]
+    short = [(await make_lead(owner=agent)).id, (await make_lead()).id]
+    before = {row[0]: row for row in await snapshot(db, [*full, *short])}
+
+    await LeadService.assign_leads(db, list(reversed(full)), other_agent.id, superuser.id)
+    ids = await LeadService.assign_leads(
+        db, list(reversed(short)), other_agent.id, superuser.id, ids_only=True
+    )
+
+    assert ids == short
+    after = {row[0]: row for row in await snapshot(db, [*full, *short])}
+    for lead_ids in (full, short):
+        for lead_id, was in zip(lead_ids, [f"user {agent.id}", "unassigned"], strict=True):
+            _, status, assigned_to, notes, updated_at, _ = after[lead_id]
+            assert (status, assigned_to) == (before[lead_id][1], other_agent.id)
+            assert notes == (
+                f"{before[lead_id][3]}\n{stamp(updated_at)} user {superuser.id}: "
+                f"Assigned to user {other_agent.id} (was {was})"
+            )
+
+
+@pytest.mark.parametrize("ids_only", [False, True])
+async def test_bulk_status_refusals_name_what_the_old_check_named_first(
+    db: AsyncSession,
+    agent_leads: list[int],
+    make_lead: LeadFactory,
+    agent: User,
+    other_agent: User,
+    superuser: User,
+    ids_only: bool,
+) -> None:
+    """Missing ids win over someone else's leads, which win over archived ones; each error
+    names only its own kind, in id order, as the check before the UPDATE always did."""
+    archived = (await make_lead(owner=agent)).id
+    await LeadService.delete_lead(db, archived, superuser.id)
+    foreign = [(await make_lead(owner=other_agent)).id, (await make_lead()).id]
+    missing = [max(foreign) + 500, max(foreign) + 77]
+    everything = [*agent_leads, archived, *foreign]
+    before = await snapshot(db, everything)
+    agent_id = agent.id
+
+    async def call(lead_ids: list[int]) -> None:
+        await LeadService.bulk_update_status(
+            db, lead_ids, LeadStatus.WON, agent_id, ids_only=ids_only
+        )
+
+    with pytest.raises(LeadNotFoundException) as not_found:
+        await call([*missing, *everything])
+    with pytest.raises(PermissionDeniedException) as denied:
+        await call(list(reversed(everything)))
+    with pytest.raises(ConflictException) as conflict:
+        await call([archived, *agent_leads])
+
+    assert not_found.value.lead_ids == sorted(missing)
+    assert denied.value.lead_ids == foreign
+    assert str(denied.value) == (
+        f"Leads not assigned to user {agent_id}: {foreign[0]}, {foreign[1]}."
+    )
+    assert str(conflict.value) == f"Leads archived, restore them first: {archived}."
+    assert await snapshot(db, everything) == before
+
+
+@pytest.mark.parametrize("ids_only", [False, True])
+async def test_a_refusal_after_the_update_changed_the_rest_changes_nothing(
+    db: AsyncSession, make_lead: LeadFactory, superuser: User, other_agent: User, ids_only: bool
+) -> None:
+    """10,000 ids, the last one archived: the UPDATE changes the 9,999 others before the check
+    finds it, and the refusal rolls them back."""
+    archived = (await make_lead()).id
+    await LeadService.delete_lead(db, archived, superuser.id)
+    ids = [*(await insert_leads(db, 9_999, prefix="mixed")), archived]
+    before = await snapshot(db, ids)
+    superuser_id, other_id = superuser.id, other_agent.id
+
+    with pytest.raises(ConflictException) as status_refused:
+        await LeadService.bulk_update_status(
+            db, ids, LeadStatus.WON, superuser_id, ids_only=ids_only
+        )
+    with pytest.raises(ConflictException) as assign_refused:
+        await LeadService.assign_leads(db, ids, other_id, superuser_id, ids_only=ids_only)
+
+    assert mentions(str(status_refused.value), archived)
+    assert mentions(str(assign_refused.value), archived)
+    assert await snapshot(db, ids) == before
+
+
+@pytest.mark.parametrize("ids_only", [False, True])
+async def test_bulk_status_sends_the_same_statements_for_5_or_10000_ids(
+    db: AsyncSession, agent: User, ids_only: bool
+) -> None:
+    """One UPDATE does the work however many ids there are; with `ids_only` nothing reads the
+    leads. On PostgreSQL the ids are one array parameter, so even the UPDATE's text is the same
+    for 5 ids and 10,000."""
+    few = await insert_leads(db, 5, prefix="few", owner_id=agent.id)
+    many = await insert_leads(db, 10_000, prefix="many", owner_id=agent.id)
+
+    with sql_statements(db) as for_few:
+        await LeadService.bulk_update_status(
+            db, few, LeadStatus.CONTACTED, agent.id, note="Hi", ids_only=ids_only
+        )
+    with sql_statements(db) as for_many:
+        await LeadService.bulk_update_status(
+            db, many, LeadStatus.CONTACTED, agent.id, note="Hi", ids_only=ids_only
+        )
+
+    assert len(for_many) == len(for_few), (for_few, for_many)
+    assert sum(map(is_update, for_many)) == 1, for_many
+    assert any(map(reads_leads, for_many)) is not ids_only, for_many
+    if db.get_bind().dialect.name == "postgresql":
+        assert list(filter(is_update, for_many)) == list(filter(is_update, for_few))
+    contacted = await db.scalar(
+        select(func.count())
+        .select_from(Lead)
+        .where(Lead.id.in_(many), Lead.status == LeadStatus.CONTACTED)
+    )
+    assert contacted == 10_000
+
+
+async def test_assign_leads_sends_the_same_statements_for_5_or_10000_ids(
+    db: AsyncSession, superuser: User, agent: User
+) -> None:
+    few = await insert_leads(db, 5, prefix="few")
+    many = await insert_leads(db, 10_000, prefix="many")
+
+    with sql_statements(db) as for_few:
+        await LeadService.assign_leads(db, few, agent.id, superuser.id, ids_only=True)
+    with sql_statements(db) as for_many:
+        ids = await LeadService.assign_leads(db, many, agent.id, superuser.id, ids_only=True)
+
+    assert ids == many
+    assert len(for_many) == len(for_few), (for_few, for_many)
+    assert sum(map(is_update, for_many)) == 1, for_many
+    assert not any(map(reads_leads, for_many)), for_many
+    if db.get_bind().dialect.name == "postgresql":
+        assert list(filter(is_update, for_many)) == list(filter(is_update, for_few))
