@@ -4,9 +4,9 @@
   a busy timeout so concurrent writers queue instead of failing with "database is locked".
 - In-memory SQLite (testing): one shared connection (StaticPool), so every session sees the same
   database for as long as the engine lives.
-- PostgreSQL (production): a sized pool per process, pre-ping so a restarted database does not
-  cost failed requests, recycling so long-lived connections do not go stale, and a statement
-  timeout so no request can hold a connection for ever.
+- PostgreSQL (production): a sized pool per process, a check at checkout so connections the
+  server closed (a restart) do not cost failed requests, recycling so long-lived connections
+  do not go stale, and a statement timeout so no request can hold a connection for ever.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -55,18 +56,36 @@ def create_engine(url: str | None = None, settings: Settings | None = None) -> A
         kwargs.update(
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
-            pool_pre_ping=True,
             pool_recycle=settings.db_pool_recycle_seconds,
             pool_timeout=settings.db_pool_timeout_seconds,
             connect_args={
-                "server_settings": {"statement_timeout": str(settings.db_statement_timeout_ms)}
+                "server_settings": {
+                    "statement_timeout": str(settings.db_statement_timeout_ms),
+                    # asyncpg prepares every statement; after five runs PostgreSQL may switch
+                    # to a generic plan made without the parameter values, which for skewed
+                    # filters (one agent, a score range) was 5x slower than planning afresh.
+                    "plan_cache_mode": "force_custom_plan",
+                }
             },
         )
 
     engine = create_async_engine(url, **kwargs)
     if backend == "sqlite":
         _configure_sqlite(engine, settings, memory=is_memory_sqlite(url))
+    elif backend == "postgresql":
+        _configure_postgresql(engine)
     return engine
+
+
+def _configure_postgresql(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _drop_closed_connections(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        # SQLAlchemy's pre-ping costs three round trips per checkout on asyncpg (BEGIN, a
+        # ping, ROLLBACK). A connection the server closed (restart, pg_terminate_backend) is
+        # already marked closed by asyncpg once its socket saw the end, so asking it is free;
+        # the pool then replaces it with a fresh connection.
+        if dbapi_connection.driver_connection.is_closed():
+            raise DisconnectionError("the pooled connection was closed by the server")
 
 
 def _configure_sqlite(engine: AsyncEngine, settings: Settings, *, memory: bool) -> None:
@@ -89,15 +108,31 @@ def _configure_sqlite(engine: AsyncEngine, settings: Settings, *, memory: bool) 
     def _on_begin(conn: Any) -> None:
         # A deferred transaction that reads and then writes cannot wait for another writer: SQLite
         # fails it at once with "database is locked". Taking the write lock up front makes
-        # writers queue (for up to the busy timeout) instead.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # writers queue (for up to the busy timeout) instead. Read-only sessions never write,
+        # so they take no lock and run beside the writer (WAL).
+        read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _unicode_lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
-def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+READ_ONLY_OPTION = "crm_read_only"
+
+
+def create_session_factory(
+    engine: AsyncEngine, *, read_only: bool = False
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions on `engine`. `read_only` sessions are for requests that change nothing (GET):
+    on PostgreSQL they run in autocommit, which saves the BEGIN and COMMIT round trips and
+    changes nothing a reader sees (READ COMMITTED takes a new snapshot per statement anyway);
+    on SQLite they start a plain deferred transaction instead of taking the write lock."""
+    if read_only:
+        options: dict[str, Any] = {READ_ONLY_OPTION: True}
+        if engine.dialect.name == "postgresql":
+            options["isolation_level"] = "AUTOCOMMIT"
+        engine = engine.execution_options(**options)
     # expire_on_commit=False: services commit, then hand the loaded objects back to callers
     # (routers, scripts) that read them after the transaction is over.
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)

@@ -6,6 +6,7 @@ live in the database, so any number of app processes can serve behind one Postgr
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -46,6 +47,8 @@ def create_app(settings: Settings | None = None, engine: AsyncEngine | None = No
         own_engine = engine is None
         app.state.engine = engine or create_engine(settings=settings)
         app.state.session_factory = create_session_factory(app.state.engine)
+        app.state.read_session_factory = create_session_factory(app.state.engine, read_only=True)
+        _settle_garbage_collector()
         try:
             yield
         finally:
@@ -65,6 +68,7 @@ def create_app(settings: Settings | None = None, engine: AsyncEngine | None = No
     if engine is not None:  # usable before the lifespan runs, e.g. under httpx's ASGITransport
         app.state.engine = engine
         app.state.session_factory = create_session_factory(engine)
+        app.state.read_session_factory = create_session_factory(engine, read_only=True)
 
     install_error_handlers(app)
     app.include_router(health_router)
@@ -82,6 +86,20 @@ def create_app(settings: Settings | None = None, engine: AsyncEngine | None = No
             expose_headers=["Location"],
         )
     return app
+
+
+def _settle_garbage_collector() -> None:
+    """Everything loaded so far (modules, mappers, compiled routes) lives as long as the
+    process: move it out of the collector's sight, so a full collection under load scans only
+    what requests allocate instead of stalling on the whole heap (issue 5's p99 target). A
+    larger first generation makes collections rarer; request garbage is mostly acyclic and
+    freed by reference counting anyway."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+
+
+GC_GEN0_THRESHOLD = 10_000
 
 
 def _mount_docs(app: FastAPI) -> None:

@@ -79,7 +79,9 @@ async def test_sqlite_lower_folds_accented_letters() -> None:
 
 
 @postgres_only
-def test_postgres_engine_has_a_sized_pool_with_pre_ping_and_recycle() -> None:
+def test_postgres_engine_has_a_sized_pool_with_recycle_and_no_pre_ping() -> None:
+    """Pre-ping costs three round trips per checkout on asyncpg; dead connections are dropped
+    by a free check at checkout instead (tests/test_faults.py kills them to show it)."""
     settings = Settings(
         _env_file=None, db_pool_size=7, db_max_overflow=3, db_pool_recycle_seconds=600
     )
@@ -87,10 +89,23 @@ def test_postgres_engine_has_a_sized_pool_with_pre_ping_and_recycle() -> None:
     pool = engine.sync_engine.pool
     assert pool.size() == 7
     assert pool._max_overflow == 3  # no public accessor
-    assert pool._pre_ping is True
+    assert pool._pre_ping is False
     assert pool._recycle == 600
 
 
 @pytest.mark.skipif(ON_POSTGRES, reason="checks the SQLite default only")
 def test_without_test_database_url_the_suite_runs_on_in_memory_sqlite() -> None:
     assert TEST_DATABASE_URL == ""
+
+
+@postgres_only
+async def test_postgresql_connections_plan_each_statement_for_its_parameters() -> None:
+    """A generic plan (made once for any parameter values) picked the wrong index for one
+    agent's score range and ran 5x slower; the app's connections always plan afresh."""
+    engine = create_engine(TEST_DATABASE_URL)
+    try:
+        async with engine.connect() as conn:
+            mode = (await conn.execute(text("SHOW plan_cache_mode"))).scalar()
+        assert mode == "force_custom_plan"
+    finally:
+        await engine.dispose()

@@ -17,19 +17,32 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.models import User
 from app.schemas.lead import MAX_ID
+from app.services.base import remember_verified_user
 from app.services.exceptions import AuthenticationException
 from app.services.security import InvalidToken, decode_access_token
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
 
-def get_settings_dep(request: Request) -> Settings:
-    """The settings the running app was built with (tests build apps with their own)."""
+async def get_settings_dep(request: Request) -> Settings:
+    """The settings the running app was built with (tests build apps with their own).
+    (Every dependency here is `async def`: FastAPI runs a plain `def` one in a worker thread,
+    which costs more than the work it does.)"""
     return request.app.state.settings
 
 
+READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with request.app.state.session_factory() as session:
+    """A session for this request; requests that change nothing get a read-only one (see
+    `app.database.create_session_factory`)."""
+    state = request.app.state
+    if request.method in READ_ONLY_METHODS:
+        factory = state.read_session_factory
+    else:
+        factory = state.session_factory
+    async with factory() as session:
         yield session
 
 
@@ -53,6 +66,7 @@ async def get_current_user(
     user = await db.get(User, user_id, populate_existing=True)
     if user is None or not user.is_active:
         raise AuthenticationException("The access token is invalid or has expired.")
+    remember_verified_user(db, user)
     return user
 
 

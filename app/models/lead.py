@@ -61,6 +61,14 @@ class LeadStatus(StrEnum):
 CLOSED_STATUSES = (LeadStatus.WON, LeadStatus.LOST)
 
 
+def is_hot(lead_score: int, status: LeadStatus, archived_at: datetime | None) -> bool:
+    """A lead worth calling now: scored high, still open, not archived. (The rule of
+    `Lead.is_hot_lead`, also applied to plain rows read without the ORM.)"""
+    return (
+        lead_score >= HOT_LEAD_MIN_SCORE and status not in CLOSED_STATUSES and archived_at is None
+    )
+
+
 def _enum_column(enum_cls: type[StrEnum], name: str) -> Enum:
     # VARCHAR + CHECK rather than a native PostgreSQL ENUM: the same on both databases, and a new
     # value is a plain migration instead of ALTER TYPE.
@@ -141,9 +149,9 @@ class Lead(Base):
         CheckConstraint("call_attempts >= 0", name="call_attempts_non_negative"),
         CheckConstraint("email IS NOT NULL OR phone IS NOT NULL", name="email_or_phone"),
         # Composite indexes, each serving a list query: a status tab sorted by newest, an agent's
-        # pipeline by status, a source report over time, and "best leads in this status".
+        # leads newest first, a source report over time, and "best leads in this status".
         Index(None, "status", "created_at"),
-        Index(None, "assigned_to", "status"),
+        Index(None, "assigned_to", "created_at"),
         Index(None, "source", "created_at"),
         Index(None, "lead_score", "status"),
         # Single-column indexes: duplicate checks by email/phone, date sorting and ranges.
@@ -251,11 +259,7 @@ class Lead(Base):
 
     @hybrid_property
     def is_hot_lead(self) -> bool:
-        return (
-            self.lead_score >= HOT_LEAD_MIN_SCORE
-            and self.status not in CLOSED_STATUSES
-            and self.archived_at is None
-        )
+        return is_hot(self.lead_score, self.status, self.archived_at)
 
     @is_hot_lead.inplace.expression
     @classmethod

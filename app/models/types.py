@@ -45,6 +45,11 @@ class UTCDateTime(TypeDecorator[datetime]):
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
 
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        if dialect.name == "postgresql" and dialect.driver == "asyncpg":
+            return None  # asyncpg already decodes timestamptz as an aware datetime in UTC
+        return super().result_processor(dialect, coltype)
+
 
 class TagList(TypeDecorator[list[str]]):
     """A lead's tags: `varchar(50)[]` on PostgreSQL (GIN-indexable, `&&` for "any of"), a JSON
@@ -63,6 +68,17 @@ class TagList(TypeDecorator[list[str]]):
 
     def process_result_value(self, value: list[str] | None, dialect: Dialect) -> list[str]:
         return list(value or [])
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        if dialect.name == "postgresql" and dialect.driver == "asyncpg":
+            # asyncpg decodes varchar[] to a list itself; ARRAY's own processor would copy
+            # every list element by element (a measurable share of a page of 50 leads).
+            return _list_or_empty
+        return super().result_processor(dialect, coltype)
+
+
+def _list_or_empty(value: list[str] | None) -> list[str]:
+    return [] if value is None else value
 
 
 class tags_overlap(FunctionElement[bool]):

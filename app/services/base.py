@@ -107,10 +107,34 @@ async def _rollback(db: AsyncSession) -> None:
         logger.debug("rollback failed: %s", exc)
 
 
+_VERIFIED_USER = "crm_verified_user"
+
+
+def remember_verified_user(db: AsyncSession, user: User) -> None:
+    """Record that `user` was just read, fresh and active, in the session's current transaction
+    (the API's authentication does this), so the service call that follows in the same
+    transaction need not read the row a second time."""
+    db.info[_VERIFIED_USER] = (user, db.sync_session.get_transaction())
+
+
+def _verified_in_this_transaction(db: AsyncSession, user_id: int) -> User | None:
+    remembered = db.info.get(_VERIFIED_USER)
+    if remembered is None:
+        return None
+    user, transaction = remembered
+    current = db.sync_session.get_transaction()
+    if current is None or transaction is not current or user.id != user_id:
+        return None  # another transaction (a retry, a later call): read the row again
+    return user
+
+
 async def get_acting_user(db: AsyncSession, user_id: int) -> User:
     """The user on whose behalf a call runs; unknown and inactive users may do nothing."""
     if isinstance(user_id, bool) or not isinstance(user_id, int):
         raise ValidationException("user_id must be a whole number", field="user_id")
+    user = _verified_in_this_transaction(db, user_id)
+    if user is not None:
+        return user
     user = await db.get(User, user_id, populate_existing=True)
     if user is None:
         raise UserNotFoundException(user_id)

@@ -7,8 +7,8 @@ Rules every method keeps:
 - History is append-only: every change adds a `[YYYY-MM-DD HH:MM UTC] user N: ...` line to notes.
 - A row that will be changed is read with `SELECT ... FOR UPDATE` (in id order for many rows),
   so concurrent writers on PostgreSQL queue instead of overwriting each other's notes.
-- Bulk calls check every id first and change nothing unless all pass; then one UPDATE does the
-  work, whatever the number of ids.
+- Bulk calls are one UPDATE whose WHERE holds the rules (`lead_bulk.py`); if fewer rows changed
+  than ids were given, the leftovers are named in the exception and nothing is kept.
 """
 
 from __future__ import annotations
@@ -20,16 +20,14 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import String, and_, case, cast, func, literal, or_, select, update
+from sqlalchemy import String, case, cast, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.config import get_settings
 from app.models import (
     ARCHIVED_TAG,
-    CLOSED_STATUSES,
-    HOT_LEAD_MIN_SCORE,
     FieldValidationError,
     Lead,
     LeadSource,
@@ -38,8 +36,10 @@ from app.models import (
     format_note_line,
 )
 from app.models.lead import note_timestamp
+from app.models.lead_stats import LeadStats
 from app.models.types import utcnow
 from app.models.validation import MAX_INT32, tag_list
+from app.services import lead_bulk
 from app.services.base import (
     as_data,
     get_acting_user,
@@ -82,7 +82,6 @@ TRACKED_FIELDS = (
 CREATE_FIELDS = frozenset(TRACKED_FIELDS) - {"score_is_manual"} | {"notes"}
 UPDATE_FIELDS = frozenset(TRACKED_FIELDS) | {"notes"}
 REQUIRED_FIELDS = ("first_name", "last_name")
-_HOT_LIVE_LEAD = and_(Lead.lead_score >= HOT_LEAD_MIN_SCORE, Lead.status.not_in(CLOSED_STATUSES))
 
 
 class LeadService:
@@ -120,7 +119,7 @@ class LeadService:
         up to TOTAL_COUNT_CAP (then it is the cap) unless `exact_total`; `list_leads` also says
         whether it is exact and gives the cursor for the next page.
         """
-        page = await _list_page(db, **_list_arguments(locals()))
+        page = await _list_page(db, **_list_arguments(locals()), as_rows=False)
         return page.items, page.total
 
     @staticmethod
@@ -149,8 +148,13 @@ class LeadService:
     ) -> LeadPageResult:
         """`get_leads` with everything a page needs: whether `total` is exact, and the cursor
         of the next page (None on the last one). Walk a large result with `cursor`, not
-        `skip`: every page then costs the same, and inserts cannot shift the pages."""
-        return await _list_page(db, **_list_arguments(locals()))
+        `skip`: every page then costs the same, and inserts cannot shift the pages.
+
+        The items are read-only rows (attribute access like a `Lead`: `row.id`, `row.status`),
+        not ORM objects: a page is read often, and skipping the identity map and per-object
+        bookkeeping makes it several times cheaper. Use `get_lead_by_id` for a lead to change.
+        """
+        return await _list_page(db, **_list_arguments(locals()), as_rows=True)
 
     @staticmethod
     @transactional
@@ -175,30 +179,28 @@ class LeadService:
     ) -> dict[str, Any]:
         """Pipeline figures over the leads the user may see, archived ones left out.
 
-        One GROUP BY (status, source) query does all the counting; Python only adds up the at
-        most 48 groups it returns.
+        Nothing counts leads here: `lead_stats` holds the count, score sum and hot count of the
+        live leads per (assignee, status, source), kept up to date by triggers on `leads`
+        (app/models/lead_stats.py). An agent's figures are their at most 48 rows (a primary-key
+        range); everyone's are all rows summed per (status, source). Python adds up the at most
+        48 groups.
         """
         scope = await _scope_user_id(db, user_id)
-        where = [Lead.archived_at.is_(None)]
+        query = select(
+            LeadStats.status,
+            LeadStats.source,
+            func.sum(LeadStats.lead_count),
+            func.sum(LeadStats.score_sum),
+            func.sum(LeadStats.hot_count),
+        ).group_by(LeadStats.status, LeadStats.source)
         if scope is not None:
-            where.append(Lead.assigned_to == scope)
-        rows = await db.execute(
-            select(
-                Lead.status,
-                Lead.source,
-                func.count(),
-                func.coalesce(func.sum(Lead.lead_score), 0),
-                # is_hot_lead without its "not archived" part, which the WHERE already says:
-                # then every column used is in ix_leads_statistics (an index-only scan).
-                func.coalesce(func.sum(case((_HOT_LIVE_LEAD, 1), else_=0)), 0),
-            )
-            .where(*where)
-            .group_by(Lead.status, Lead.source)
-        )
+            query = query.where(LeadStats.assignee_id == scope)
+        rows = await db.execute(query)
         by_status = dict.fromkeys((s.value for s in LeadStatus), 0)
         by_source = dict.fromkeys((s.value for s in LeadSource), 0)
         total = score_sum = hot = 0
-        for status, source, count, scores, hot_count in rows:
+        for status, source, lead_count, scores, hot_count in rows:
+            count = int(lead_count)
             by_status[LeadStatus(status).value] += count
             by_source[LeadSource(source).value] += count
             total += count
@@ -433,14 +435,15 @@ class LeadService:
         user_id: int,
         *,
         note: str | None = None,
-    ) -> list[Lead]:
+        ids_only: bool = False,
+    ) -> list[Lead] | list[int]:
         """Set one status on many leads, all or nothing; each lead gets a note line saying what
-        its status was. Returns the updated leads in id order."""
+        its status was. Returns the updated leads in id order, or with `ids_only=True` just
+        their ids in order (no lead is read back: what the API answers with)."""
         ids = _checked_ids(lead_ids)
         status = _coerce_status(new_status)
         text = _note_text(note)
         user = await get_acting_user(db, user_id)
-        await _lock_leads_for_bulk(db, ids, user)
 
         now = utcnow()
         prefix = f"{note_timestamp(now)} user {user.id}: Status "
@@ -449,13 +452,9 @@ class LeadService:
         )
         if text:
             line = line + literal("\n" + format_note_line(text, author_id=user.id, at=now))
-        await db.execute(
-            update(Lead)
-            .where(Lead.id.in_(ids))
-            .values(status=status, updated_at=now, notes=_appended(line))
-            .execution_options(synchronize_session=False)
-        )
-        return await _reload(db, ids)
+        change = update(Lead).values(status=status, updated_at=now, notes=_appended(line))
+        await lead_bulk.update_all_or_nothing(db, change, ids, user)
+        return ids if ids_only else await lead_bulk.reload_leads(db, ids)
 
     @staticmethod
     @transactional
@@ -464,15 +463,17 @@ class LeadService:
         lead_ids: Sequence[int],
         agent_user_id: int,
         assigned_by_user_id: int,
-    ) -> list[Lead]:
+        *,
+        ids_only: bool = False,
+    ) -> list[Lead] | list[int]:
         """Assign many leads to one active agent, all or nothing (superusers only); each lead's
-        note line records who assigned it and who had it before."""
+        note line records who assigned it and who had it before. Returns the leads in id order,
+        or with `ids_only=True` just their ids in order."""
         ids = _checked_ids(lead_ids)
         user = await get_acting_user(db, assigned_by_user_id)
         if not user.is_superuser:
             raise PermissionDeniedException("Only a superuser may assign leads.", ids)
         agent = await _active_user(db, agent_user_id, role="Agent")
-        await _lock_leads_for_bulk(db, ids, user)
 
         now = utcnow()
         previous = func.coalesce(
@@ -483,21 +484,21 @@ class LeadService:
             + previous
             + literal(")")
         )
-        await db.execute(
-            update(Lead)
-            .where(Lead.id.in_(ids))
-            .values(assigned_to=agent.id, updated_at=now, notes=_appended(line))
-            .execution_options(synchronize_session=False)
-        )
-        return await _reload(db, ids)
+        change = update(Lead).values(assigned_to=agent.id, updated_at=now, notes=_appended(line))
+        await lead_bulk.update_all_or_nothing(db, change, ids, user)
+        return ids if ids_only else await lead_bulk.reload_leads(db, ids)
 
 
 # --------------------------------------------------------------------------------- helpers
 
 
+# Every column of a lead, for reads that need rows rather than ORM objects.
+LEAD_COLUMNS = tuple(Lead.__table__.c)
+
+
 @dataclass
 class LeadPageResult:
-    items: list[Lead]
+    items: list[Any]  # rows from `list_leads`, `Lead` objects from `get_leads`
     total: int
     total_is_exact: bool
     next_cursor: str | None
@@ -517,6 +518,7 @@ async def _list_page(
     sort_order: str,
     cursor: str | None,
     exact_total: bool,
+    as_rows: bool,
     **filters: Any,
 ) -> LeadPageResult:
     settings = get_settings()
@@ -532,16 +534,20 @@ async def _list_page(
         if skip:
             raise ValidationException("Use either skip or cursor, not both.", field="skip")
         page_where.append(after(decode_cursor(cursor, sort_by, sort_order.lower())))
-    rows = list(
-        await db.scalars(
-            select(Lead)
-            .where(*page_where)
-            .order_by(*ordering)
-            .offset(skip)
-            .limit(limit + 1)  # one more than asked: is there a next page?
-            .options(selectinload(Lead.assignee))
-        )
+    if as_rows:
+        query = select(*LEAD_COLUMNS)
+    else:
+        query = select(Lead).options(selectinload(Lead.assignee))
+    query = (
+        query.where(*page_where)
+        .order_by(*ordering)
+        .offset(skip)
+        .limit(limit + 1)  # one more than asked: is there a next page?
     )
+    if as_rows:  # plain Core on the session's connection: no ORM result processing at all
+        rows = list((await (await db.connection()).execute(query)).all())
+    else:
+        rows = list(await db.scalars(query))
     items = rows[:limit]
     next_cursor = (
         encode_cursor(items[-1], sort_by, sort_order.lower()) if len(rows) > limit else None
@@ -554,11 +560,12 @@ async def _count(
 ) -> tuple[int, bool]:
     """How many rows match, counting at most `cap` + 1 of them (an exact count of a huge match
     costs a scan of all of it). Returns (count, exact); past the cap, (cap, False)."""
+    conn = await db.connection()
     if cap is None:
-        exact = await db.scalar(select(func.count()).select_from(Lead).where(*where))
+        exact = await conn.scalar(select(func.count()).select_from(Lead).where(*where))
         return int(exact or 0), True
     limited = select(literal(1)).select_from(Lead).where(*where).limit(cap + 1).subquery()
-    counted = int(await db.scalar(select(func.count()).select_from(limited)) or 0)
+    counted = int(await conn.scalar(select(func.count()).select_from(limited)) or 0)
     return (cap, False) if counted > cap else (counted, True)
 
 
@@ -576,8 +583,8 @@ async def _load_lead(db: AsyncSession, lead_id: int, *, for_update: bool = False
     query = select(Lead).where(Lead.id == lead_id).execution_options(populate_existing=True)
     if for_update:
         query = query.with_for_update()
-    else:
-        query = query.options(selectinload(Lead.assignee))
+    else:  # the assignee in the same statement: one round trip for a lead read
+        query = query.options(joinedload(Lead.assignee))
     lead = await db.scalar(query)
     if lead is None:
         raise LeadNotFoundException(lead_id)
@@ -589,17 +596,6 @@ async def _with_assignee(db: AsyncSession, lead: Lead) -> Lead:
     await db.flush()
     await db.refresh(lead, ["assignee"])
     return lead
-
-
-async def _reload(db: AsyncSession, ids: list[int]) -> list[Lead]:
-    leads = await db.scalars(
-        select(Lead)
-        .where(Lead.id.in_(ids))
-        .order_by(Lead.id)
-        .options(selectinload(Lead.assignee))
-        .execution_options(populate_existing=True)
-    )
-    return list(leads)
 
 
 def _ensure_may_touch(user: User, lead: Lead) -> None:
@@ -664,31 +660,6 @@ def _checked_ids(lead_ids: Any) -> list[int]:
             f"lead_ids lists some ids more than once: {id_list(repeated)}.", field="lead_ids"
         )
     return sorted(ids)
-
-
-async def _lock_leads_for_bulk(db: AsyncSession, ids: list[int], user: User) -> None:
-    """Lock every target row in id order (so two bulk calls cannot deadlock on ordering), then
-    refuse the whole call if any id is missing, not the user's, or archived."""
-    rows = (
-        await db.execute(
-            select(Lead.id, Lead.assigned_to, Lead.archived_at)
-            .where(Lead.id.in_(ids))
-            .order_by(Lead.id)
-            .with_for_update()
-        )
-    ).all()
-    missing = set(ids) - {row.id for row in rows}
-    if missing:
-        raise LeadNotFoundException(missing)
-    if not user.is_superuser:
-        foreign = [row.id for row in rows if row.assigned_to != user.id]
-        if foreign:
-            raise PermissionDeniedException(
-                f"Leads not assigned to user {user.id}: {id_list(foreign)}.", foreign
-            )
-    archived = [row.id for row in rows if row.archived_at is not None]
-    if archived:
-        raise ConflictException(f"Leads archived, restore them first: {id_list(archived)}.")
 
 
 def _appended(line: ColumnElement[str]) -> ColumnElement[str]:

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BeforeValidator
 
 from app.api.deps import CurrentUser, SessionDep
 from app.api.errors import error_responses
+from app.api.render import lead_response, page_response
 from app.models import LeadSource, LeadStatus
 from app.schemas.common import no_nul, to_utc
 from app.schemas.lead import (
@@ -80,7 +81,7 @@ LIST_PARAMS = frozenset(
 )
 
 
-def _no_unknown_params(request: Request, user: CurrentUser) -> None:
+async def _no_unknown_params(request: Request, user: CurrentUser) -> None:
     """A misspelt filter must not silently return everything. (Takes the user so that an
     anonymous caller hears about the missing token first.)"""
     unknown = sorted(set(request.query_params) - LIST_PARAMS)
@@ -129,7 +130,7 @@ async def list_leads(
     exact_total: Annotated[
         bool, Query(description="Count every match, however many (slow on huge results).")
     ] = False,
-) -> LeadPage:
+) -> Response:
     """Leads matching every filter given. `status`, `source` and `tags` may repeat
     (`?status=NEW&status=CONTACTED`); tags match leads having any of them. Agents see only
     their own leads. Walk a large result with `cursor` (from `next_cursor`), not `skip`."""
@@ -154,8 +155,8 @@ async def list_leads(
         cursor=cursor,
         exact_total=exact_total,
     )
-    return LeadPage(
-        items=[LeadRead.model_validate(lead) for lead in page.items],
+    return page_response(
+        page.items,
         total=page.total,
         total_is_exact=page.total_is_exact,
         skip=skip,
@@ -172,13 +173,13 @@ async def list_leads(
     responses=WRITE_ERRORS,
 )
 async def create_lead(
-    body: LeadCreate, db: SessionDep, user: CurrentUser, request: Request, response: Response
-) -> LeadRead:
+    body: LeadCreate, db: SessionDep, user: CurrentUser, request: Request
+) -> Response:
     """Scored automatically unless `lead_score` is given. An agent's lead is assigned to the
     agent; a superuser may name any active user in `assigned_to`."""
     lead = await LeadService.create_lead(db, body, user_id=user.id)
-    response.headers["Location"] = str(request.url_for("get_lead", lead_id=lead.id).path)
-    return LeadRead.model_validate(lead)
+    location = str(request.url_for("get_lead", lead_id=lead.id).path)
+    return lead_response(lead, status_code=status.HTTP_201_CREATED, headers={"Location": location})
 
 
 @router.get(
@@ -203,10 +204,10 @@ async def lead_statistics(db: SessionDep, user: CurrentUser) -> LeadStatistics:
 )
 async def bulk_status(body: BulkStatusUpdate, db: SessionDep, user: CurrentUser) -> BulkResult:
     """All or nothing: if any id is missing, not the caller's, or archived, nothing changes."""
-    leads = await LeadService.bulk_update_status(
-        db, body.lead_ids, body.status, user_id=user.id, note=body.note
+    lead_ids = await LeadService.bulk_update_status(
+        db, body.lead_ids, body.status, user_id=user.id, note=body.note, ids_only=True
     )
-    return BulkResult(updated_count=len(leads), lead_ids=[lead.id for lead in leads])
+    return BulkResult(updated_count=len(lead_ids), lead_ids=lead_ids)
 
 
 @router.post(
@@ -218,10 +219,14 @@ async def bulk_status(body: BulkStatusUpdate, db: SessionDep, user: CurrentUser)
 )
 async def bulk_assign(body: BulkAssign, db: SessionDep, user: CurrentUser) -> BulkResult:
     """Superusers only; the agent must exist and be active. All or nothing."""
-    leads = await LeadService.assign_leads(
-        db, body.lead_ids, agent_user_id=body.agent_user_id, assigned_by_user_id=user.id
+    lead_ids = await LeadService.assign_leads(
+        db,
+        body.lead_ids,
+        agent_user_id=body.agent_user_id,
+        assigned_by_user_id=user.id,
+        ids_only=True,
     )
-    return BulkResult(updated_count=len(leads), lead_ids=[lead.id for lead in leads])
+    return BulkResult(updated_count=len(lead_ids), lead_ids=lead_ids)
 
 
 @router.get(
@@ -232,9 +237,9 @@ async def bulk_assign(body: BulkAssign, db: SessionDep, user: CurrentUser) -> Bu
     status_code=status.HTTP_200_OK,
     responses=LEAD_ERRORS,
 )
-async def get_lead(lead_id: LeadId, db: SessionDep, user: CurrentUser) -> LeadRead:
+async def get_lead(lead_id: LeadId, db: SessionDep, user: CurrentUser) -> Response:
     lead = await LeadService.get_lead_by_id(db, lead_id, user_id=user.id, check_assignment=True)
-    return LeadRead.model_validate(lead)
+    return lead_response(lead)
 
 
 @router.patch(
@@ -246,11 +251,11 @@ async def get_lead(lead_id: LeadId, db: SessionDep, user: CurrentUser) -> LeadRe
 )
 async def update_lead(
     lead_id: LeadId, body: LeadUpdate, db: SessionDep, user: CurrentUser
-) -> LeadRead:
+) -> Response:
     """Only the fields sent change, and each change is recorded in the notes. `notes` is
     appended as a new line; `tags` replaces the set."""
     lead = await LeadService.update_lead(db, lead_id, body, user_id=user.id)
-    return LeadRead.model_validate(lead)
+    return lead_response(lead)
 
 
 @router.delete(
@@ -276,9 +281,9 @@ async def delete_lead(
     status_code=status.HTTP_200_OK,
     responses=LEAD_ERRORS,
 )
-async def restore_lead(lead_id: LeadId, db: SessionDep, user: CurrentUser) -> LeadRead:
+async def restore_lead(lead_id: LeadId, db: SessionDep, user: CurrentUser) -> Response:
     lead = await LeadService.restore_lead(db, lead_id, user_id=user.id)
-    return LeadRead.model_validate(lead)
+    return lead_response(lead)
 
 
 @router.post(
@@ -290,9 +295,9 @@ async def restore_lead(lead_id: LeadId, db: SessionDep, user: CurrentUser) -> Le
 )
 async def add_note(
     lead_id: LeadId, body: NoteCreate, db: SessionDep, user: CurrentUser
-) -> LeadRead:
+) -> Response:
     lead = await LeadService.add_lead_note(db, lead_id, body.text, user_id=user.id)
-    return LeadRead.model_validate(lead)
+    return lead_response(lead)
 
 
 @router.post(
@@ -307,8 +312,8 @@ async def record_call(
     db: SessionDep,
     user: CurrentUser,
     body: CallCreate | None = None,
-) -> LeadRead:
+) -> Response:
     """Adds one to `call_attempts`, sets `last_contact_date` to now, and notes the call."""
     note = body.note if body else None
     lead = await LeadService.record_call_attempt(db, lead_id, user_id=user.id, note=note)
-    return LeadRead.model_validate(lead)
+    return lead_response(lead)

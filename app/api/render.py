@@ -1,0 +1,84 @@
+"""Lead responses written straight to JSON bytes.
+
+A page of 50 leads through `LeadRead.model_validate` and FastAPI's response validation costs more
+CPU than the database spends finding them. The shapes here are `LeadRead` and `LeadPage` exactly
+(tests/test_api_render.py compares them field by field), produced from whatever the service hands
+back (ORM objects or plain rows) with one dict per lead and one `orjson.dumps`. Routes keep
+declaring `response_model` for the OpenAPI document; returning a `Response` skips the second pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from fastapi import Response
+from sqlalchemy import Row
+
+from app.models.lead import is_hot
+from app.models.types import utcnow
+from app.schemas.lead import LeadRead
+
+DERIVED_FIELDS = ("days_since_created", "days_since_last_contact", "is_hot_lead")
+STORED_FIELDS = tuple(name for name in LeadRead.model_fields if name not in DERIVED_FIELDS)
+_JSON_OPTIONS = orjson.OPT_UTC_Z
+
+
+class JSONBytes(Response):
+    media_type = "application/json"
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):  # money goes out as a JSON number, as `Money` says
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def lead_fields(lead: Any, now: datetime) -> dict[str, Any]:
+    """What `LeadRead` shows of a lead: its stored fields and the three derived ones."""
+    if isinstance(lead, Row):  # a row of `LeadService.list_leads`, columns in LeadRead's order
+        fields = dict(zip(STORED_FIELDS, lead, strict=True))
+    else:
+        fields = {name: getattr(lead, name) for name in STORED_FIELDS}
+    contacted = fields["last_contact_date"]
+    fields["days_since_created"] = (now - fields["created_at"]).days
+    fields["days_since_last_contact"] = None if contacted is None else (now - contacted).days
+    fields["is_hot_lead"] = is_hot(fields["lead_score"], fields["status"], fields["archived_at"])
+    return fields
+
+
+def _dumps(content: Any) -> bytes:
+    return orjson.dumps(content, default=_default, option=_JSON_OPTIONS)
+
+
+def lead_response(
+    lead: Any, *, status_code: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return JSONBytes(_dumps(lead_fields(lead, utcnow())), status_code=status_code, headers=headers)
+
+
+def page_response(
+    leads: Sequence[Any],
+    *,
+    total: int,
+    total_is_exact: bool,
+    skip: int,
+    limit: int,
+    next_cursor: str | None,
+) -> Response:
+    now = utcnow()
+    return JSONBytes(
+        _dumps(
+            {
+                "items": [lead_fields(lead, now) for lead in leads],
+                "total": total,
+                "total_is_exact": total_is_exact,
+                "skip": skip,
+                "limit": limit,
+                "next_cursor": next_cursor,
+            }
+        )
+    )
