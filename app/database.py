@@ -4,9 +4,10 @@
   a busy timeout so concurrent writers queue instead of failing with "database is locked".
 - In-memory SQLite (testing): one shared connection (StaticPool), so every session sees the same
   database for as long as the engine lives.
-- PostgreSQL (production): a sized pool per process, a check at checkout so connections the
-  server closed (a restart) do not cost failed requests, recycling so long-lived connections
-  do not go stale, and a statement timeout so no request can hold a connection for ever.
+- PostgreSQL (production): a sized pool per process, pre-ping so a restarted database does not
+  cost failed requests (a free `is_closed()` check instead was tried and raced with the
+  server's termination message), recycling so long-lived connections do not go stale, and a
+  statement timeout so no request can hold a connection for ever.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -55,6 +55,7 @@ def create_engine(url: str | None = None, settings: Settings | None = None) -> A
     elif backend == "postgresql":
         kwargs.update(
             pool_size=settings.db_pool_size,
+            pool_pre_ping=True,
             max_overflow=settings.db_max_overflow,
             pool_recycle=settings.db_pool_recycle_seconds,
             pool_timeout=settings.db_pool_timeout_seconds,
@@ -72,20 +73,7 @@ def create_engine(url: str | None = None, settings: Settings | None = None) -> A
     engine = create_async_engine(url, **kwargs)
     if backend == "sqlite":
         _configure_sqlite(engine, settings, memory=is_memory_sqlite(url))
-    elif backend == "postgresql":
-        _configure_postgresql(engine)
     return engine
-
-
-def _configure_postgresql(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "checkout")
-    def _drop_closed_connections(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-        # SQLAlchemy's pre-ping costs three round trips per checkout on asyncpg (BEGIN, a
-        # ping, ROLLBACK). A connection the server closed (restart, pg_terminate_backend) is
-        # already marked closed by asyncpg once its socket saw the end, so asking it is free;
-        # the pool then replaces it with a fresh connection.
-        if dbapi_connection.driver_connection.is_closed():
-            raise DisconnectionError("the pooled connection was closed by the server")
 
 
 def _configure_sqlite(engine: AsyncEngine, settings: Settings, *, memory: bool) -> None:

@@ -79,9 +79,7 @@ async def test_sqlite_lower_folds_accented_letters() -> None:
 
 
 @postgres_only
-def test_postgres_engine_has_a_sized_pool_with_recycle_and_no_pre_ping() -> None:
-    """Pre-ping costs three round trips per checkout on asyncpg; dead connections are dropped
-    by a free check at checkout instead (tests/test_faults.py kills them to show it)."""
+def test_postgres_engine_has_a_sized_pool_with_pre_ping_and_recycle() -> None:
     settings = Settings(
         _env_file=None, db_pool_size=7, db_max_overflow=3, db_pool_recycle_seconds=600
     )
@@ -89,7 +87,7 @@ def test_postgres_engine_has_a_sized_pool_with_recycle_and_no_pre_ping() -> None
     pool = engine.sync_engine.pool
     assert pool.size() == 7
     assert pool._max_overflow == 3  # no public accessor
-    assert pool._pre_ping is False
+    assert pool._pre_ping is True
     assert pool._recycle == 600
 
 
