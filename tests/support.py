@@ -23,18 +23,19 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
 import pytest
+from pydantic import SecretStr
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from app.config import Settings
-from app.database import upgrade_database
-from tests.conftest import TEST_DATABASE_URL
+from app.database import create_engine, create_session_factory, upgrade_database
+from tests.conftest import TEST_DATABASE_URL, TEST_SECRET
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_DEADLINE_SECONDS = 30.0  # for /health/ready to answer 200, and for workers to start
@@ -283,3 +284,49 @@ def throwaway_database_sync(prefix: str, *, migrated: bool = False) -> Iterator[
         yield name
     finally:
         run_async(lambda: drop_database(name))
+
+
+# --- concurrent writers ---------------------------------------------------------------------
+
+BARRIER_SECONDS = 30.0
+
+
+def engine_settings(url: str, pool_size: int) -> Settings:
+    return Settings(
+        _env_file=None,
+        app_env="testing",
+        database_url=url,
+        secret_key=SecretStr(TEST_SECRET),
+        db_pool_size=pool_size,
+        db_max_overflow=0,
+        db_pool_timeout_seconds=30.0,
+    )
+
+
+def own_engine(url: str, pool_size: int) -> AsyncEngine:
+    """An engine with a connection for every writer, so none of them waits for the pool."""
+    return create_engine(url, settings=engine_settings(url, pool_size))
+
+
+async def run_together(
+    url: str, calls: list[Callable[[AsyncSession], Awaitable[Any]]], *, seconds: float
+) -> list[Any]:
+    """Run every call in a session of its own (over an engine with a connection for each),
+    released together by a barrier once every session holds its connection; results (or the
+    exception raised) in the order of `calls`, all within `seconds`."""
+    engine = own_engine(url, pool_size=len(calls))
+    sessions = create_session_factory(engine)
+    barrier = asyncio.Barrier(len(calls))
+
+    async def run(call: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
+        async with sessions() as session:
+            await session.connection()
+            async with asyncio.timeout(BARRIER_SECONDS):
+                await barrier.wait()
+            return await call(session)
+
+    try:
+        async with asyncio.timeout(seconds):
+            return await asyncio.gather(*(run(call) for call in calls), return_exceptions=True)
+    finally:
+        await engine.dispose()

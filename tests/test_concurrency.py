@@ -32,12 +32,10 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.config import Settings
 from app.database import create_engine, create_session_factory, upgrade_database
 from app.main import create_app
 from app.models import Lead, LeadStatus, User
@@ -53,7 +51,10 @@ from tests.conftest import (
 )
 from tests.support import (
     Server,
+    engine_settings,
+    own_engine,
     postgres_url,
+    run_together,
     server_launcher,
     sqlite_rows,
     throwaway_database,
@@ -61,7 +62,6 @@ from tests.support import (
 )
 
 ADMIN_EMAIL = "chief@concurrency.example.com"
-BARRIER_SECONDS = 30.0
 CALLS_SECONDS = 60.0
 
 # A writer's history line: "[2026-11-25 17:52 UTC] user 5: text".
@@ -87,23 +87,6 @@ class ThrowAwayDatabase:
     url: str  # asyncpg URL, password included
     sessions: async_sessionmaker[AsyncSession]
     admin_id: int
-
-
-def engine_settings(url: str, pool_size: int) -> Settings:
-    return Settings(
-        _env_file=None,
-        app_env="testing",
-        database_url=url,
-        secret_key=SecretStr(TEST_SECRET),
-        db_pool_size=pool_size,
-        db_max_overflow=0,
-        db_pool_timeout_seconds=30.0,
-    )
-
-
-def own_engine(url: str, pool_size: int) -> AsyncEngine:
-    """An engine with a connection for every writer, so none of them waits for the pool."""
-    return create_engine(url, settings=engine_settings(url, pool_size))
 
 
 @pytest.fixture(scope="module")
@@ -145,30 +128,6 @@ async def read_lead(pg: ThrowAwayDatabase, lead_id: int) -> Lead:
         lead = await session.get(Lead, lead_id)
         assert lead is not None
         return lead
-
-
-async def run_together(
-    pg: ThrowAwayDatabase, calls: list[Callable[[AsyncSession], Any]]
-) -> list[Any]:
-    """Run every call in a session of its own (over an engine with a connection for each),
-    released together by a barrier once every session holds its connection; results (or the
-    exception raised) in the order of `calls`."""
-    engine = own_engine(pg.url, pool_size=len(calls))
-    sessions = create_session_factory(engine)
-    barrier = asyncio.Barrier(len(calls))
-
-    async def run(call: Callable[[AsyncSession], Any]) -> Any:
-        async with sessions() as session:
-            await session.connection()
-            async with asyncio.timeout(BARRIER_SECONDS):
-                await barrier.wait()
-            return await call(session)
-
-    try:
-        async with asyncio.timeout(CALLS_SECONDS):
-            return await asyncio.gather(*(run(call) for call in calls), return_exceptions=True)
-    finally:
-        await engine.dispose()
 
 
 def failures(results: list[Any]) -> list[str]:
@@ -216,7 +175,7 @@ async def test_concurrent_updates_of_one_lead_lose_no_note_and_last_writer_wins(
         data = {"notes": writer_note(i), name: value(i)}
         return lambda session: LeadService.update_lead(session, lead_id, data, user_id=pg.admin_id)
 
-    results = await run_together(pg, [update(i) for i in range(WRITERS)])
+    results = await run_together(pg.url, [update(i) for i in range(WRITERS)], seconds=CALLS_SECONDS)
 
     assert not failures(results), failures(results)
     lead = await read_lead(pg, lead_id)
@@ -404,7 +363,9 @@ async def test_concurrent_bulk_status_and_assign_leave_one_line_per_call(
             calls.append(BulkCall(number, ids, agent_id=agent_ids[number // 2]))
 
     results = await run_together(
-        pg, [lambda s, call=call: call.run(s, pg.admin_id) for call in calls]
+        pg.url,
+        [lambda s, call=call: call.run(s, pg.admin_id) for call in calls],
+        seconds=CALLS_SECONDS,
     )
 
     assert not failures(results), f"seed {seed}: {failures(results)}"

@@ -25,11 +25,9 @@ from typing import Any
 
 import pytest
 from alembic import command
-from pydantic import SecretStr
 from sqlalchemy import case, func, inspect, literal_column, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from app.config import Settings
 from app.database import (
     alembic_config,
     create_engine,
@@ -42,12 +40,11 @@ from app.services import LeadService
 from tests.conftest import (
     ON_POSTGRES,
     PASSWORD_HASH,
-    TEST_SECRET,
     LeadFactory,
     UserFactory,
     postgres_only,
 )
-from tests.support import postgres_url, throwaway_database
+from tests.support import own_engine, postgres_url, run_together, throwaway_database
 
 # (assignee or 0, status, source) -> (count, score sum, hot count), all-zero keys left out.
 Figures = dict[tuple[int, str, str], tuple[int, int, int]]
@@ -517,7 +514,6 @@ async def test_the_migration_and_the_models_build_the_same_triggers(
 WRITERS = 24
 ROUNDS = 3
 AGENTS = 4
-BARRIER_SECONDS = 30.0
 CALLS_SECONDS = 120.0
 
 
@@ -529,19 +525,6 @@ class SharedDatabase:
     agent_ids: list[int]
 
 
-def writer_engine(url: str, connections: int) -> AsyncEngine:
-    settings = Settings(
-        _env_file=None,
-        app_env="testing",
-        database_url=url,
-        secret_key=SecretStr(TEST_SECRET),
-        db_pool_size=connections,
-        db_max_overflow=0,
-        db_pool_timeout_seconds=30.0,
-    )
-    return create_engine(url, settings=settings)
-
-
 @pytest.fixture(scope="module")
 async def shared() -> AsyncIterator[SharedDatabase]:
     """A migrated database of this module's own, with a superuser and a few agents."""
@@ -549,7 +532,7 @@ async def shared() -> AsyncIterator[SharedDatabase]:
         pytest.skip("needs TEST_DATABASE_URL (PostgreSQL)")
     async with throwaway_database("crm_lead_stats") as name:
         url = postgres_url(name)
-        engine = writer_engine(url, connections=5)
+        engine = own_engine(url, pool_size=5)
         try:
             await upgrade_database(engine)
             async with create_session_factory(engine)() as session:
@@ -568,29 +551,6 @@ async def shared() -> AsyncIterator[SharedDatabase]:
             yield SharedDatabase(url, engine, ids[0], ids[1:])
         finally:
             await engine.dispose()
-
-
-async def run_together(
-    url: str, calls: list[Callable[[AsyncSession], Awaitable[Any]]]
-) -> list[Any]:
-    """Every call in a session and transaction of its own, released together once each holds
-    its connection; the results (or exceptions) in order."""
-    engine = writer_engine(url, connections=len(calls))
-    sessions = create_session_factory(engine)
-    barrier = asyncio.Barrier(len(calls))
-
-    async def run(call: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
-        async with sessions() as session:
-            await session.connection()
-            async with asyncio.timeout(BARRIER_SECONDS):
-                await barrier.wait()
-            return await call(session)
-
-    try:
-        async with asyncio.timeout(CALLS_SECONDS):
-            return await asyncio.gather(*(run(call) for call in calls), return_exceptions=True)
-    finally:
-        await engine.dispose()
 
 
 @postgres_only
@@ -661,7 +621,9 @@ async def test_concurrent_writers_leave_the_aggregates_exact(shared: SharedDatab
         return lambda s: LeadService.add_lead_note(s, lead_id, "busy line", admin)
 
     for round_ in range(ROUNDS):
-        results = await run_together(shared.url, [call(i) for i in range(WRITERS)])
+        results = await run_together(
+            shared.url, [call(i) for i in range(WRITERS)], seconds=CALLS_SECONDS
+        )
 
         failed = [f"call {n}: {r!r}" for n, r in enumerate(results) if isinstance(r, Exception)]
         assert not failed, f"seed {seed}, round {round_}: {failed}"
