@@ -8,8 +8,9 @@ Two tables:
   on every endpoint, and the database stays exactly as it was. Each request targets what the
   token's subject (the agent) could otherwise touch, so a missing check shows up as a 2xx.
 - `CASES`: authenticated callers. An agent on their own leads and account (2xx), an agent on
-  another agent's lead or on another account (403 `permission_denied`, or simply not visible
-  for lists and statistics), and a superuser (2xx) on everyone's. Denied calls change nothing.
+  another agent's lead (404 `lead_not_found`, the answer a missing id gets, or simply not
+  visible for lists and statistics), an agent doing what only a superuser may (403
+  `permission_denied`), and a superuser (2xx) on everyone's. Denied calls change nothing.
 
 "Nothing changed" is checked by re-reading both tables with Core selects (no ORM identity map
 in the way) before and after the request. Ids are kept as plain ints in `World`, because a
@@ -726,7 +727,7 @@ CASES = [
         lambda w: Call(
             "POST", "/leads/bulk/status", {"lead_ids": [w.own, w.other], "status": "QUALIFIED"}
         ),
-        403,
+        404,
     ),
     Case(
         "POST /leads/bulk/status",
@@ -737,7 +738,7 @@ CASES = [
             "/leads/bulk/status",
             {"lead_ids": [w.own, w.unassigned], "status": "QUALIFIED"},
         ),
-        403,
+        404,
     ),
     Case(
         "POST /leads/bulk/status",
@@ -800,21 +801,21 @@ CASES = [
         reads_lead("own_archived"),
     ),
     Case(
-        "GET /leads/{id}", "other_agent", "agent", lambda w: Call("GET", f"/leads/{w.other}"), 403
+        "GET /leads/{id}", "other_agent", "agent", lambda w: Call("GET", f"/leads/{w.other}"), 404
     ),
     Case(
         "GET /leads/{id}",
         "other_agent_archived",
         "agent",
         lambda w: Call("GET", f"/leads/{w.other_archived}"),
-        403,
+        404,
     ),
     Case(
         "GET /leads/{id}",
         "unassigned_lead",
         "agent",
         lambda w: Call("GET", f"/leads/{w.unassigned}"),
-        403,
+        404,
     ),
     Case(
         "GET /leads/{id}",
@@ -844,21 +845,21 @@ CASES = [
         "other_agent",
         "agent",
         lambda w: Call("PATCH", f"/leads/{w.other}", QUALIFY),
-        403,
+        404,
     ),
     Case(
         "PATCH /leads/{id}",
         "other_agent_takes_lead",
         "agent",
         lambda w: Call("PATCH", f"/leads/{w.other}", {"assigned_to": w.agent}),
-        403,
+        404,
     ),
     Case(
         "PATCH /leads/{id}",
         "unassigned_lead",
         "agent",
         lambda w: Call("PATCH", f"/leads/{w.unassigned}", {"assigned_to": w.agent}),
-        403,
+        404,
     ),
     Case(
         "PATCH /leads/{id}",
@@ -881,7 +882,7 @@ CASES = [
         "other_agent",
         "agent",
         lambda w: Call("DELETE", f"/leads/{w.other}"),
-        403,
+        404,
     ),
     Case(
         "DELETE /leads/{id}",
@@ -903,7 +904,7 @@ CASES = [
         "other_agent",
         "agent",
         lambda w: Call("DELETE", f"/leads/{w.other}", params={"hard_delete": "true"}),
-        403,
+        404,
     ),
     Case(
         "DELETE /leads/{id}?hard_delete=true",
@@ -926,7 +927,7 @@ CASES = [
         "other_agent",
         "agent",
         lambda w: Call("POST", f"/leads/{w.other_archived}/restore"),
-        403,
+        404,
     ),
     Case(
         "POST /leads/{id}/restore",
@@ -949,7 +950,7 @@ CASES = [
         "other_agent",
         "agent",
         lambda w: Call("POST", f"/leads/{w.other}/notes", {"text": "Hi."}),
-        403,
+        404,
     ),
     Case(
         "POST /leads/{id}/notes",
@@ -980,7 +981,7 @@ CASES = [
         "other_agent",
         "agent",
         lambda w: Call("POST", f"/leads/{w.other}/calls", {"note": "Busy."}),
-        403,
+        404,
     ),
     Case(
         "POST /leads/{id}/calls",
@@ -992,7 +993,7 @@ CASES = [
     ),
 ]
 
-ERROR_CODES = {403: "permission_denied", 422: "validation_error"}
+ERROR_CODES = {403: "permission_denied", 404: "lead_not_found", 422: "validation_error"}
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
@@ -1112,15 +1113,68 @@ async def test_superuser_demoted_after_token_was_issued_loses_powers_at_once(
     assert demoted.status_code == 200, demoted.text
 
     before = await snapshot(db)
-    for call in (
-        Call("GET", "/users"),
-        Call("GET", f"/leads/{world.other}"),
-        Call("DELETE", f"/leads/{world.other}", params={"hard_delete": "true"}),
-        Call("POST", "/leads/bulk/assign", {"lead_ids": [world.other], "agent_user_id": second_id}),
+    for call, status in (
+        (Call("GET", "/users"), 403),
+        (Call("GET", f"/leads/{world.other}"), 404),  # an agent now: not theirs, not there
+        (Call("DELETE", f"/leads/{world.other}", params={"hard_delete": "true"}), 404),
+        (
+            Call("POST", "/leads/bulk/assign", {"lead_ids": [world.other], "agent_user_id": 1}),
+            403,
+        ),
     ):
         response = await send(client, call, second)
-        assert response.status_code == 403, (call, response.text)
-        assert response.json()["code"] == "permission_denied"
+        assert response.status_code == status, (call, response.text)
+        assert response.json()["code"] == ERROR_CODES[status]
     assert await snapshot(db) == before
     listed = await client.get(f"{API}/leads", headers=second)
     assert listed.json()["total"] == 0
+
+
+# --- an agent cannot tell another agent's lead from a lead that does not exist ----------------
+
+MISSING_LEAD = 8_765_431
+LEAD_ID_CALLS: dict[str, Callable[[World, int], Call]] = {
+    "GET /leads/{id}": lambda w, i: Call("GET", f"/leads/{i}"),
+    "PATCH /leads/{id}": lambda w, i: Call("PATCH", f"/leads/{i}", QUALIFY),
+    "PATCH /leads/{id} taking it": lambda w, i: Call(
+        "PATCH", f"/leads/{i}", {"assigned_to": w.agent}
+    ),
+    "DELETE /leads/{id}": lambda w, i: Call("DELETE", f"/leads/{i}"),
+    "DELETE /leads/{id}?hard_delete=true": lambda w, i: Call(
+        "DELETE", f"/leads/{i}", params={"hard_delete": "true"}
+    ),
+    "POST /leads/{id}/restore": lambda w, i: Call("POST", f"/leads/{i}/restore"),
+    "POST /leads/{id}/notes": lambda w, i: Call("POST", f"/leads/{i}/notes", {"text": "Hi."}),
+    "POST /leads/{id}/calls": lambda w, i: Call("POST", f"/leads/{i}/calls", {"note": "Busy."}),
+    "POST /leads/bulk/status": lambda w, i: Call(
+        "POST", "/leads/bulk/status", {"lead_ids": [w.own, i], "status": "QUALIFIED"}
+    ),
+    "POST /leads/bulk/assign": lambda w, i: Call(
+        "POST", "/leads/bulk/assign", {"lead_ids": [w.own, i], "agent_user_id": w.agent}
+    ),
+}
+
+
+@pytest.mark.parametrize("whose", ["other", "other_archived", "unassigned"])
+@pytest.mark.parametrize("endpoint", list(LEAD_ID_CALLS))
+async def test_an_agent_gets_the_same_answer_for_another_agents_lead_as_for_a_missing_one(
+    client: httpx.AsyncClient,
+    db: AsyncSession,
+    world: World,
+    settings: Settings,
+    endpoint: str,
+    whose: str,
+) -> None:
+    """Whether an id exists is someone else's business: status and body are those a missing id
+    gets (with the id in place), so an agent cannot map which ids are taken."""
+    agent = bearer(token_for(world.agent, settings))
+    unseen = getattr(world, whose)
+    before = await snapshot(db)
+
+    hidden = await send(client, LEAD_ID_CALLS[endpoint](world, unseen), agent)
+    missing = await send(client, LEAD_ID_CALLS[endpoint](world, MISSING_LEAD), agent)
+
+    assert hidden.status_code in (403, 404), hidden.text
+    assert hidden.status_code == missing.status_code
+    assert hidden.json() == json.loads(missing.text.replace(str(MISSING_LEAD), str(unseen)))
+    assert await snapshot(db) == before

@@ -160,7 +160,7 @@ async def test_unsupported_method_is_405_method_not_allowed(
     assert "allow" in response.headers
 
 
-async def test_agent_on_another_agents_lead_is_403_permission_denied(
+async def test_agent_on_another_agents_lead_is_404_like_a_missing_lead(
     client: httpx.AsyncClient,
     auth_headers: Any,
     other_agent: User,
@@ -171,7 +171,8 @@ async def test_agent_on_another_agents_lead_is_403_permission_denied(
     response = await client.patch(
         f"{LEADS}/{lead_id}", json={"status": "WON"}, headers=auth_headers(other_agent)
     )
-    assert_error(response, 403, "permission_denied")
+    assert_error(response, 404, "lead_not_found")
+    assert response.json()["detail"] == f"Lead {lead_id} was not found."
     assert await snapshot(db) == before
 
 

@@ -254,10 +254,10 @@ async def test_agent_bulk_status_including_someone_elses_lead_changes_nothing(
     before = await snapshot(db, everything)
     agent_id = agent.id
 
-    with pytest.raises(PermissionDeniedException) as caught:
+    with pytest.raises(LeadNotFoundException) as caught:
         await LeadService.bulk_update_status(db, everything, LeadStatus.WON, agent_id)
 
-    assert caught.value.lead_ids == foreign
+    assert caught.value.lead_ids == sorted(foreign)
     assert all(mentions(str(caught.value), i) for i in foreign)
     assert await snapshot(db, everything) == before
 
@@ -646,7 +646,7 @@ async def test_assign_leads_ids_only_returns_the_ids_and_changes_the_rows_the_sa
 
 
 @pytest.mark.parametrize("ids_only", [False, True])
-async def test_bulk_status_refusals_name_what_the_old_check_named_first(
+async def test_bulk_status_refusals_name_unseen_ids_before_archived_ones(
     db: AsyncSession,
     agent_leads: list[int],
     make_lead: LeadFactory,
@@ -655,8 +655,9 @@ async def test_bulk_status_refusals_name_what_the_old_check_named_first(
     superuser: User,
     ids_only: bool,
 ) -> None:
-    """Missing ids win over someone else's leads, which win over archived ones; each error
-    names only its own kind, in id order, as the check before the UPDATE always did."""
+    """Missing ids and (for an agent) someone else's leads win over archived ones. The first
+    two are one kind, "not found", so the answer cannot tell an agent which ids are taken;
+    each error names only its own kind, in id order."""
     archived = (await make_lead(owner=agent)).id
     await LeadService.delete_lead(db, archived, superuser.id)
     foreign = [(await make_lead(owner=other_agent)).id, (await make_lead()).id]
@@ -672,16 +673,14 @@ async def test_bulk_status_refusals_name_what_the_old_check_named_first(
 
     with pytest.raises(LeadNotFoundException) as not_found:
         await call([*missing, *everything])
-    with pytest.raises(PermissionDeniedException) as denied:
+    with pytest.raises(LeadNotFoundException) as foreign_not_found:
         await call(list(reversed(everything)))
     with pytest.raises(ConflictException) as conflict:
         await call([archived, *agent_leads])
 
-    assert not_found.value.lead_ids == sorted(missing)
-    assert denied.value.lead_ids == foreign
-    assert str(denied.value) == (
-        f"Leads not assigned to user {agent_id}: {foreign[0]}, {foreign[1]}."
-    )
+    assert not_found.value.lead_ids == sorted([*missing, *foreign])
+    assert foreign_not_found.value.lead_ids == sorted(foreign)
+    assert str(foreign_not_found.value) == f"Leads not found: {foreign[0]}, {foreign[1]}."
     assert str(conflict.value) == f"Leads archived, restore them first: {archived}."
     assert await snapshot(db, everything) == before
 

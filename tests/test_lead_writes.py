@@ -726,7 +726,7 @@ async def test_an_agent_may_not_update_another_agents_lead(
     db: AsyncSession, lead: Lead, other_agent: User
 ) -> None:
     before = await stored(db, lead)
-    with pytest.raises(PermissionDeniedException):
+    with pytest.raises(LeadNotFoundException):
         await LeadService.update_lead(db, lead.id, {"status": "WON"}, user_id=other_agent.id)
     assert await stored(db, lead) == before
 
@@ -736,7 +736,7 @@ async def test_an_agent_may_not_update_an_unassigned_lead(
 ) -> None:
     unassigned = await make_lead()
     before = await stored(db, unassigned)
-    with pytest.raises(PermissionDeniedException):
+    with pytest.raises(LeadNotFoundException):
         await LeadService.update_lead(db, unassigned.id, {"status": "WON"}, user_id=agent.id)
     assert await stored(db, unassigned) == before
 
@@ -980,7 +980,7 @@ async def test_an_agent_may_not_soft_delete_another_agents_lead(
     db: AsyncSession, lead: Lead, other_agent: User
 ) -> None:
     before = await stored(db, lead)
-    with pytest.raises(PermissionDeniedException):
+    with pytest.raises(LeadNotFoundException):
         await LeadService.delete_lead(db, lead.id, user_id=other_agent.id)
     assert await stored(db, lead) == before
 
@@ -1065,7 +1065,7 @@ async def test_an_agent_may_not_restore_another_agents_lead(
     db: AsyncSession, archived_lead: Lead, other_agent: User
 ) -> None:
     before = await stored(db, archived_lead)
-    with pytest.raises(PermissionDeniedException):
+    with pytest.raises(LeadNotFoundException):
         await LeadService.restore_lead(db, archived_lead.id, user_id=other_agent.id)
     assert await stored(db, archived_lead) == before
 
@@ -1109,7 +1109,7 @@ async def test_an_agent_may_not_note_another_agents_lead(
     db: AsyncSession, lead: Lead, other_agent: User
 ) -> None:
     before = await stored(db, lead)
-    with pytest.raises(PermissionDeniedException):
+    with pytest.raises(LeadNotFoundException):
         await LeadService.add_lead_note(db, lead.id, "Mine now", user_id=other_agent.id)
     assert await stored(db, lead) == before
 
@@ -1163,7 +1163,7 @@ async def test_an_agent_may_not_record_a_call_on_another_agents_lead(
     db: AsyncSession, lead: Lead, other_agent: User
 ) -> None:
     before = await stored(db, lead)
-    with pytest.raises(PermissionDeniedException):
+    with pytest.raises(LeadNotFoundException):
         await LeadService.record_call_attempt(db, lead.id, user_id=other_agent.id)
     assert await stored(db, lead) == before
 
@@ -1217,7 +1217,7 @@ async def test_the_assignee_may_read_their_lead_when_assignment_is_checked(
 async def test_another_agent_may_not_read_a_lead_when_assignment_is_checked(
     db: AsyncSession, lead: Lead, other_agent: User
 ) -> None:
-    with pytest.raises(PermissionDeniedException):
+    with pytest.raises(LeadNotFoundException):
         await LeadService.get_lead_by_id(db, lead.id, user_id=other_agent.id, check_assignment=True)
 
 
@@ -1225,7 +1225,7 @@ async def test_an_agent_may_not_read_an_unassigned_lead_when_assignment_is_check
     db: AsyncSession, make_lead: LeadFactory, agent: User
 ) -> None:
     unassigned = await make_lead()
-    with pytest.raises(PermissionDeniedException):
+    with pytest.raises(LeadNotFoundException):
         await LeadService.get_lead_by_id(db, unassigned.id, user_id=agent.id, check_assignment=True)
 
 

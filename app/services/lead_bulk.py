@@ -23,7 +23,7 @@ call that passes costs one statement whatever the number of ids:
   placeholder per id: 10,000 is well within SQLite's 32,766) and the rules.
 - If fewer rows changed than ids were given, some id failed a rule. Only then are the ids left
   over read, locked in id order, to name them in the same exception the call always raised
-  (missing first, then not the caller's, then archived); the exception rolls the whole call
+  (missing or not the caller's first, then archived); the exception rolls the whole call
   back. If they all pass by then (another transaction restored or reassigned one between the
   two statements), they are locked now and the same UPDATE changes them too.
 """
@@ -41,7 +41,6 @@ from app.models import Lead, User
 from app.services.exceptions import (
     ConflictException,
     LeadNotFoundException,
-    PermissionDeniedException,
     id_list,
 )
 
@@ -51,7 +50,7 @@ async def update_all_or_nothing(
 ) -> None:
     """Run `change` (an `update(Lead).values(...)` without WHERE) on every lead in `ids` (sorted,
     distinct), or raise without changing any: `LeadNotFoundException` if some are missing,
-    `PermissionDeniedException` if `user` is an agent and some are not theirs,
+    or, when `user` is an agent, are not theirs (the same answer: agents cannot probe ids),
     `ConflictException` if some are archived. (The caller's transaction rolls back on the
     exception; rows changed before it was raised are rolled back with it.)"""
     postgres = _is_postgres(db)
@@ -121,16 +120,13 @@ async def _refuse(db: AsyncSession, ids: Sequence[int], user: User) -> None:
             .with_for_update()
         )
     ).all()
-    missing = set(ids) - {row.id for row in rows}
+    # An agent's call cannot tell someone else's lead from a missing one (see
+    # `lead_service._ensure_may_touch`): both are "not found", in one list.
+    visible = [row for row in rows if user.is_superuser or row.assigned_to == user.id]
+    missing = set(ids) - {row.id for row in visible}
     if missing:
         raise LeadNotFoundException(missing)
-    if not user.is_superuser:
-        foreign = [row.id for row in rows if row.assigned_to != user.id]
-        if foreign:
-            raise PermissionDeniedException(
-                f"Leads not assigned to user {user.id}: {id_list(foreign)}.", foreign
-            )
-    archived = [row.id for row in rows if row.archived_at is not None]
+    archived = [row.id for row in visible if row.archived_at is not None]
     if archived:
         raise ConflictException(f"Leads archived, restore them first: {id_list(archived)}.")
 

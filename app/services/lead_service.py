@@ -165,7 +165,7 @@ class LeadService:
         check_assignment: bool = False,
     ) -> Lead:
         """The lead, archived or not. With `check_assignment`, only its assignee or a superuser
-        may read it."""
+        may read it; to anyone else it is not found."""
         user = await get_acting_user(db, user_id) if user_id is not None else None
         lead = await _load_lead(db, lead_id)
         if check_assignment and user is not None:
@@ -599,10 +599,10 @@ async def _with_assignee(db: AsyncSession, lead: Lead) -> Lead:
 
 
 def _ensure_may_touch(user: User, lead: Lead) -> None:
+    """An agent's view of the leads is their own: a lead they may not see is answered exactly
+    like one that does not exist, so no call tells an agent which other ids are taken."""
     if not user.is_superuser and lead.assigned_to != user.id:
-        raise PermissionDeniedException(
-            f"Lead {lead.id} is not assigned to user {user.id}.", [lead.id]
-        )
+        raise LeadNotFoundException(lead.id)
 
 
 def _ensure_not_archived(lead: Lead) -> None:
