@@ -11,14 +11,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
+import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
+from types import FrameType
 from typing import Any
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from app.config import Settings, get_settings
+
+logger = logging.getLogger("app.bootstrap")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,9 +73,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from app.bootstrap import resolve_secret_key
+    from app.logging_config import configure_logging, logging_config
 
+    configure_logging(settings.log_level)
     resolve_secret_key(settings)  # fail early on a missing production key; make the key file
     _run(settings, _prepare)
+    # uvicorn re-raises SIGTERM once its graceful shutdown is done, which would end the process
+    # with 143: a requested, completed stop exits 0 instead, as process managers expect.
+    signal.signal(signal.SIGTERM, _exit_after_graceful_shutdown)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -78,8 +89,23 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         workers=None if args.reload else args.workers,
         reload=args.reload,
         log_level=settings.log_level.lower(),
+        log_config=logging_config(settings.log_level),  # applied again in each worker process
+        access_log=False,  # app.access writes one line per request, with its request id
+        # On SIGTERM: stop accepting, let the requests in flight finish for this long, then
+        # cancel them; the app's lifespan closes the database pool after that.
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
     return 0
+
+
+def _exit_after_graceful_shutdown(signum: int, frame: FrameType | None) -> None:
+    """uvicorn re-raises SIGTERM here once it has shut down (the pool is closed by then). Ending
+    the process at once, as the default action would, rather than by SystemExit: a request
+    cancelled past the grace period can leave a database driver thread waiting on a lock, and
+    the interpreter's orderly exit would wait for that thread."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 async def _prepare(settings: Settings, db: Any, engine: Any) -> None:
@@ -90,11 +116,14 @@ async def _prepare(settings: Settings, db: Any, engine: Any) -> None:
         await upgrade_database(engine)
         generated = await ensure_first_superuser(db, settings)
     if generated:
-        email, password = generated
-        print(
-            f"\nCreated the first superuser.\n  email:    {email}\n  password: {password}\n"
-            "Keep this password now: it is shown only this once.\n",
-            flush=True,
+        email, path = generated
+        # WARNING, so that it shows at LOG_LEVEL=WARNING too: someone has to fetch the password.
+        logger.warning(
+            "created the first superuser %s; its generated password is in %s (mode 0600): "
+            "read it, then delete the file",
+            email,
+            path.resolve(),
+            extra={"admin_email": email, "password_file": str(path.resolve())},
         )
 
 

@@ -2,32 +2,49 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import tempfile
 import time
 from pathlib import Path
 
 from pydantic import SecretStr
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import AppEnv, Settings
 from app.database import is_memory_sqlite
+from app.models import User
 from app.services.exceptions import DuplicateException
 from app.services.user_service import UserService
 
 DEFAULT_SECRET_FILE = ".crm_secret_key"
+DEFAULT_ADMIN_PASSWORD_FILE = ".crm_admin_password"
 
 
 def secret_key_path(settings: Settings) -> Path:
     """Beside the SQLite database file, or in the working folder for other databases."""
     if settings.secret_key_file:
         return Path(settings.secret_key_file)
+    return _beside_database(settings, ".secret", DEFAULT_SECRET_FILE)
+
+
+def admin_password_path(settings: Settings) -> Path:
+    """Where a generated first-superuser password is kept: like the key file, beside the SQLite
+    database file, or in the working folder for other databases."""
+    if settings.admin_password_file:
+        return Path(settings.admin_password_file)
+    return _beside_database(settings, ".admin_password", DEFAULT_ADMIN_PASSWORD_FILE)
+
+
+def _beside_database(settings: Settings, suffix: str, otherwise: str) -> Path:
     url = settings.database_url
     if settings.is_sqlite and not is_memory_sqlite(url):
         database = make_url(url).database or "crm.db"
-        return Path(database).with_name(Path(database).name + ".secret")
-    return Path(DEFAULT_SECRET_FILE)
+        return Path(database).with_name(Path(database).name + suffix)
+    return Path(otherwise)
 
 
 def resolve_secret_key(settings: Settings) -> Settings:
@@ -68,15 +85,41 @@ def _read_existing(path: Path) -> str:
     raise RuntimeError(f"The key file {path} is damaged; delete it to make a new one.")
 
 
-async def ensure_first_superuser(db: AsyncSession, settings: Settings) -> tuple[str, str] | None:
-    """Create the first superuser when there is none. Returns (email, generated password) when
-    a password was generated, so the caller can show it once; None otherwise."""
-    given = settings.admin_password.get_secret_value() if settings.admin_password else None
-    password = given or secrets.token_urlsafe(12)
+async def ensure_first_superuser(db: AsyncSession, settings: Settings) -> tuple[str, Path] | None:
+    """Create the first superuser when there is none. Without ADMIN_PASSWORD its password is
+    generated and written to `admin_password_path` (mode 0600), never printed or logged: a log
+    is read by more people, and kept longer, than the account should be open to. Returns
+    (email, that file) when a password was generated, so the caller can say where it is; None
+    otherwise."""
+    if settings.admin_password:
+        password = settings.admin_password.get_secret_value()
+        with contextlib.suppress(DuplicateException):  # a process beside this one made it first
+            await UserService.ensure_superuser(db, settings.admin_email, password)
+        return None
+    if await db.scalar(select(User.id).where(User.is_superuser).limit(1)) is not None:
+        return None  # the usual restart: no file is touched, the folder may be read-only
+    path = admin_password_path(settings)
+    # The file is opened before the account exists: a folder the password cannot be written to
+    # fails the start-up, instead of leaving a superuser whose password nobody knows.
     try:
-        created = await UserService.ensure_superuser(db, settings.admin_email, password)
-    except DuplicateException:  # a process starting beside this one made it first
-        return None
-    if created is None or given:
-        return None
-    return created.email, password
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise RuntimeError(
+            f"cannot write the generated admin password to {path} ({exc.strerror}); "
+            "set ADMIN_PASSWORD, or ADMIN_PASSWORD_FILE to a writable place."
+        ) from None
+    try:
+        with os.fdopen(fd, "w") as handle:
+            password = secrets.token_urlsafe(12)
+            try:
+                created = await UserService.ensure_superuser(db, settings.admin_email, password)
+            except DuplicateException:  # a process starting beside this one made it first
+                return None
+            if created is None:
+                return None
+            handle.write(password + "\n")
+        os.replace(temporary, path)  # mkstemp made it 0600; the rename keeps that
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+    return created.email, path

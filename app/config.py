@@ -86,20 +86,38 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     secret_key_file: str | None = None
     access_token_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
+    # Login throttling, per (email, client address): this many failures within the window lock
+    # that pair out (429, even with the right password) for the lockout period.
+    login_max_failures: int = Field(default=10, ge=1, le=1000)
+    login_failure_window_seconds: int = Field(default=15 * 60, ge=1, le=7 * 24 * 3600)
+    login_lockout_seconds: int = Field(default=15 * 60, ge=1, le=7 * 24 * 3600)
 
     # The first superuser, created at start-up when the database has none.
     admin_email: str = "admin@example.com"
     admin_password: SecretStr | None = None
+    # A generated first-superuser password goes to this file (mode 0600), never to the log;
+    # default: beside the SQLite database, or ./.crm_admin_password for other databases.
+    admin_password_file: str | None = None
 
     # Browser origins allowed to call the API (comma-separated), e.g. the frontend's dev server.
     cors_origins: CommaList = ()
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     log_level: str = "INFO"
+    # On SIGTERM the server stops accepting connections, lets the requests in flight finish for
+    # up to this long (then cancels them), and closes the database pool.
+    shutdown_grace_seconds: int = Field(default=30, ge=0, le=3600)
 
-    # Limits on what one call may ask for.
+    # Limits on what one call may send or ask for. Past one, the call is refused (422 naming the
+    # field) and nothing is stored; the OpenAPI document shows the values in force
+    # (app/schemas/common.py: SettingLimit). A tag's length is not here: it is the width of the
+    # PostgreSQL column (TAG_MAX_LENGTH, 50), changed only by a migration.
     bulk_max_ids: int = Field(default=10_000, ge=1, le=100_000)
-    page_max_limit: int = Field(default=1000, ge=1, le=10_000)
+    # At least 100: that is the page a list gives when no `limit` is asked for.
+    page_max_limit: int = Field(default=1000, ge=100, le=10_000)
+    # One note's text: `notes` of a lead create/update, a note, a call's or a bulk change's note.
+    note_max_length: int = Field(default=10_000, ge=1, le=1_000_000)
+    tags_max_per_lead: int = Field(default=50, ge=1, le=1000)
     # A list's `total` is counted up to this many (then it reads "10,000+"); an exact count of a
     # huge match costs a scan of all of it. `exact_total=true` asks for the exact figure.
     total_count_cap: int = Field(default=10_000, ge=1)

@@ -70,7 +70,9 @@ def create_engine(url: str | None = None, settings: Settings | None = None) -> A
             },
         )
 
-    engine = create_async_engine(url, **kwargs)
+    # A database error's text is logged (app/services/base.py); without this it would carry the
+    # statement's parameters: note text, emails, password hashes.
+    engine = create_async_engine(url, hide_parameters=True, **kwargs)
     if backend == "sqlite":
         _configure_sqlite(engine, settings, memory=is_memory_sqlite(url))
     return engine

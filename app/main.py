@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib.resources import files
 
@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
+from app.api.observability import RequestObserver, page_csp
 from app.api.routes import api_router
 from app.api.routes.health import router as health_router
 from app.bootstrap import resolve_secret_key
@@ -53,7 +54,9 @@ def create_app(settings: Settings | None = None, engine: AsyncEngine | None = No
             yield
         finally:
             if own_engine:
+                # Runs after the server has let the requests in flight finish (SIGTERM).
                 await app.state.engine.dispose()
+                logger.info("shutdown complete: database pool closed")
 
     app = FastAPI(
         title="CRM Leads API",
@@ -73,7 +76,7 @@ def create_app(settings: Settings | None = None, engine: AsyncEngine | None = No
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(api_router)
-    _mount_docs(app)
+    docs_policies = _mount_docs(app)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
@@ -83,8 +86,10 @@ def create_app(settings: Settings | None = None, engine: AsyncEngine | None = No
             allow_credentials=True,
             allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],
-            expose_headers=["Location"],
+            expose_headers=["Location", "X-Request-ID"],
         )
+    # Added last, so it is outermost: its headers reach every answer, the others' included.
+    app.add_middleware(RequestObserver, page_policies=docs_policies, assets_prefix=DOCS_ASSETS)
     return app
 
 
@@ -102,34 +107,39 @@ def _settle_garbage_collector() -> None:
 GC_GEN0_THRESHOLD = 10_000
 
 
-def _mount_docs(app: FastAPI) -> None:
+def _mount_docs(app: FastAPI) -> dict[str, str]:
     """Swagger UI and ReDoc with their JavaScript and CSS served from an installed package, so
-    the docs work on a machine with no internet access."""
+    the docs work on a machine with no internet access. Each page is rendered once, here, so
+    that its Content-Security-Policy can allow exactly its inline scripts: the policies are
+    returned, by path, for RequestObserver."""
     assets = files("fastapi_offline") / "static"
     app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
     oauth2_redirect = "/docs/oauth2-redirect"
-
-    @app.get("/docs", include_in_schema=False)
-    async def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
+    pages = {
+        "/docs": get_swagger_ui_html(
             openapi_url=OPENAPI_URL,
             title=f"{app.title} - Swagger UI",
             oauth2_redirect_url=oauth2_redirect,
             swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
-        )
-
-    @app.get(oauth2_redirect, include_in_schema=False)
-    async def swagger_ui_redirect() -> HTMLResponse:
-        return get_swagger_ui_oauth2_redirect_html()
-
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc() -> HTMLResponse:
-        return get_redoc_html(
+        ).body,
+        oauth2_redirect: get_swagger_ui_oauth2_redirect_html().body,
+        "/redoc": get_redoc_html(
             openapi_url=OPENAPI_URL,
             title=f"{app.title} - ReDoc",
             redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
             redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
             with_google_fonts=False,
-        )
+        ).body,
+    }
+    for path, body in pages.items():
+        app.add_api_route(path, _html_page(bytes(body)), methods=["GET"], include_in_schema=False)
+    return {path: page_csp(bytes(body)) for path, body in pages.items()}
+
+
+def _html_page(body: bytes) -> Callable[[], Awaitable[HTMLResponse]]:
+    async def page() -> HTMLResponse:
+        return HTMLResponse(body)
+
+    return page

@@ -8,8 +8,9 @@ savepoint inside it.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -24,8 +25,10 @@ from app.config import Settings, get_settings, normalize_database_url
 from app.database import create_engine, create_session_factory, upgrade_database
 from app.main import create_app
 from app.models import Base, Lead, User
+from app.seed import DEMO_AGENT_PASSWORD
 from app.services import LeadService
 from app.services.security import create_access_token
+from tests.log_scan import SecretScanner, collect_test_secrets, never_log
 
 TEST_DATABASE_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", "").strip())
 ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
@@ -39,6 +42,27 @@ PASSWORD_HASH = (
 )
 
 postgres_only = pytest.mark.skipif(not ON_POSTGRES, reason="needs TEST_DATABASE_URL (PostgreSQL)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secret_is_ever_logged() -> Iterator[None]:
+    """Every record logged during the run, at INFO and above (what production logs by
+    default), is checked for the tests' passwords and signing keys and for JWTs; any found
+    fails the run at its end (see tests/log_scan.py)."""
+    collect_test_secrets()
+    never_log(DEMO_AGENT_PASSWORD)
+    scanner = SecretScanner()
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(min(level or logging.WARNING, logging.INFO))
+    root.addHandler(scanner)
+    yield
+    root.removeHandler(scanner)
+    root.setLevel(level)
+    collect_test_secrets()
+    leaks = scanner.leaks()
+    if leaks:
+        pytest.fail("secrets were logged:\n" + "\n".join(leaks[:20]), pytrace=False)
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -41,8 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 READY_DEADLINE_SECONDS = 30.0  # for /health/ready to answer 200, and for workers to start
 STOP_DEADLINE_SECONDS = 15.0  # for a server to exit after SIGTERM, and again after SIGKILL
 CLIENT_TIMEOUT_SECONDS = 10.0  # a request to a served app that has not answered by then hangs
-# The line in which a server shows the bootstrap admin's generated password.
-PASSWORD_LINE = re.compile(r"^\s*password:\s*(\S+)\s*$", re.MULTILINE)
 WORKER_STARTED = re.compile(r"Started server process \[(\d+)\]")
 SETTING_NAMES = {name.lower() for name in Settings.model_fields}
 
@@ -72,6 +71,22 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def log_lines(output: str) -> list[dict[str, Any]]:
+    """The JSON log lines in a server's output (a line of anything else is skipped)."""
+    lines = []
+    for line in output.splitlines():
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(line)
+            if isinstance(parsed, dict):
+                lines.append(parsed)
+    return lines
+
+
+def password_files(output: str) -> list[Path]:
+    """The files in which a server said it put a generated admin password."""
+    return [Path(line["password_file"]) for line in log_lines(output) if "password_file" in line]
 
 
 def sqlite_rows(database: Path, query: str) -> list[tuple]:
@@ -330,3 +345,30 @@ async def run_together(
             return await asyncio.gather(*(run(call) for call in calls), return_exceptions=True)
     finally:
         await engine.dispose()
+
+
+def established_sockets(pid: int, port: int, *, remote: bool) -> int:
+    """How many established TCP connections process `pid` holds on `port` (Linux /proc): with
+    `remote`, connections it made to a server on `port` (e.g. PostgreSQL); without, connections
+    it accepted on its own `port` (one there means a server has the request, not just the
+    kernel's listen queue)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    address_field = 2 if remote else 1
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as handle:
+            next(handle)
+            for line in handle:
+                fields = line.split()
+                if (
+                    int(fields[address_field].rsplit(":", 1)[1], 16) == port
+                    and fields[3] == "01"  # ESTABLISHED
+                    and fields[9] in inodes
+                ):
+                    count += 1
+    return count

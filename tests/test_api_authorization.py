@@ -1094,9 +1094,13 @@ async def test_user_deactivated_after_token_was_issued_is_locked_out_at_once(
     assert await snapshot(db) == before
     assert (await login(client, world.agent_email, PASSWORD)).status_code == 401
 
+    # Reactivation does not revive tokens issued before the deactivation: logging in again does.
     on = await client.patch(f"{API}/users/{world.agent}", json={"is_active": True}, headers=boss)
     assert on.status_code == 200, on.text
-    assert (await client.get(f"{API}/leads/{world.own}", headers=agent)).status_code == 200
+    assert (await client.get(f"{API}/leads/{world.own}", headers=agent)).status_code == 401
+    again = await login(client, world.agent_email, PASSWORD)
+    fresh = bearer(again.json()["access_token"])
+    assert (await client.get(f"{API}/leads/{world.own}", headers=fresh)).status_code == 200
 
 
 async def test_superuser_demoted_after_token_was_issued_loses_powers_at_once(

@@ -23,12 +23,14 @@ from sqlalchemy.engine import make_url
 
 from app.services.security import verify_password
 from tests.conftest import TEST_DATABASE_URL, postgres_only
+from tests.log_scan import never_log
 from tests.support import (
-    PASSWORD_LINE,
     READY_DEADLINE_SECONDS,
     Server,
     cli_env,
     free_port,
+    log_lines,
+    password_files,
     postgres_fetch,
     run_async,
     server_launcher,
@@ -84,10 +86,13 @@ def serve() -> Iterator[Callable[..., Server]]:
 
 
 def generated_password(server: Server) -> str:
+    """The bootstrap admin's generated password, from the file the server's log names."""
     output = server.output()
-    found = PASSWORD_LINE.findall(output)
-    assert len(found) == 1, f"expected one generated password in the output:\n{output}"
-    return found[0]
+    found = password_files(output)
+    assert len(found) == 1, f"expected one generated password file in the output:\n{output}"
+    password = found[0].read_text().strip()
+    never_log(password)
+    return password
 
 
 def log_in(client: httpx.Client, email: str, password: str) -> str:
@@ -212,11 +217,10 @@ def test_seed_demo_inserts_leads_and_demo_agents(tmp_path: Path) -> None:
 # --- serving -----------------------------------------------------------------------------------
 
 
-def test_first_start_prints_a_generated_admin_password_that_logs_in(tmp_path: Path, serve) -> None:
+def test_first_start_generates_an_admin_password_that_logs_in(tmp_path: Path, serve) -> None:
     server = serve(tmp_path)
 
     password = generated_password(server)
-    assert DEFAULT_ADMIN in server.output()
     with server.client() as client:
         token = log_in(client, DEFAULT_ADMIN, password)
         me = client.get("/api/v1/users/me", headers=bearer(token))
@@ -246,6 +250,24 @@ def test_served_api_creates_and_reads_back_a_lead(tmp_path: Path, serve) -> None
     assert lead["email"] == "ada@analytical.io"
 
 
+def test_first_start_writes_the_admin_password_beside_the_database_and_logs_only_where(
+    tmp_path: Path, serve
+) -> None:
+    server = serve(tmp_path)
+
+    password_file = tmp_path / "crm.db.admin_password"
+    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    password = password_file.read_text().strip()
+    never_log(password)
+    assert len(password) >= 16
+    output = server.output()
+    assert password not in output, output
+    (said,) = [line for line in log_lines(output) if "password_file" in line]
+    assert Path(said["password_file"]) == password_file.resolve()
+    assert said["admin_email"] == DEFAULT_ADMIN
+    assert said["level"] == "WARNING"  # shown at LOG_LEVEL=WARNING too
+
+
 def test_serving_keeps_the_signing_key_beside_the_database_with_mode_0600(
     tmp_path: Path, serve
 ) -> None:
@@ -257,7 +279,7 @@ def test_serving_keeps_the_signing_key_beside_the_database_with_mode_0600(
     assert len(key_file.read_text().strip()) >= 32
 
 
-def test_restart_keeps_tokens_valid_and_prints_no_new_password(tmp_path: Path, serve) -> None:
+def test_restart_keeps_tokens_valid_and_makes_no_new_password(tmp_path: Path, serve) -> None:
     first = serve(tmp_path)
     password = generated_password(first)
     with first.client() as client:
@@ -272,19 +294,22 @@ def test_restart_keeps_tokens_valid_and_prints_no_new_password(tmp_path: Path, s
         assert me.json()["email"] == DEFAULT_ADMIN
         log_in(client, DEFAULT_ADMIN, password)  # the first password still holds
     output = second.output()
-    assert not PASSWORD_LINE.search(output), output
+    assert not password_files(output), output
     assert password not in output
+    assert (tmp_path / "crm.db.admin_password").read_text().strip() == password
 
 
-def test_admin_from_the_environment_is_created_and_its_password_not_printed(
+def test_admin_from_the_environment_is_created_and_its_password_not_logged(
     tmp_path: Path, serve
 ) -> None:
     password = "env-admin-" + secrets.token_hex(8)
     server = serve(tmp_path, ADMIN_EMAIL="Chief@Example.com", ADMIN_PASSWORD=password)
 
+    never_log(password)
     output = server.output()
     assert password not in output, output
-    assert not PASSWORD_LINE.search(output), output
+    assert not password_files(output), output
+    assert not (tmp_path / "crm.db.admin_password").exists()
     with server.client() as client:
         token = log_in(client, "chief@example.com", password)
         me = client.get("/api/v1/users/me", headers=bearer(token))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -44,8 +43,9 @@ from app.services.security import create_access_token
 from app.services.user_service import UserService
 from tests.conftest import MEMORY_SQLITE_URL, ON_POSTGRES, TEST_DATABASE_URL, postgres_only
 from tests.support import (
-    PASSWORD_LINE,
     Server,
+    established_sockets,
+    password_files,
     postgres_dsn,
     postgres_fetch,
     postgres_url,
@@ -511,7 +511,7 @@ def test_two_processes_starting_together_migrate_once_and_create_one_superuser(
         wait_ready(server)
 
     outputs = [server.output() for server in servers]
-    passwords = [PASSWORD_LINE.findall(output) for output in outputs]
+    passwords = [password_files(output) for output in outputs]
     assert sorted(len(found) for found in passwords) == [0, 1], outputs
     superusers = run_async(
         lambda: postgres_fetch(fresh_pg_database, "SELECT email FROM users WHERE is_superuser")
@@ -523,7 +523,8 @@ def test_two_processes_starting_together_migrate_once_and_create_one_superuser(
     heads = ScriptDirectory.from_config(alembic_config()).get_heads()
     assert sorted(row["version_num"] for row in versions) == sorted(heads)
     # The password shown is the superuser's, and both processes accept it.
-    (password,) = next(found for found in passwords if found)
+    (password_file,) = next(found for found in passwords if found)
+    password = password_file.read_text().strip()
     for server in servers:
         with server.client() as client:
             response = client.post(
@@ -531,27 +532,6 @@ def test_two_processes_starting_together_migrate_once_and_create_one_superuser(
                 data={"username": "admin@example.com", "password": password},
             )
         assert response.status_code == 200, response.text
-
-
-def postgres_sockets(pid: int, port: int) -> int:
-    """How many established TCP connections process `pid` has to `port` (Linux /proc)."""
-    inodes = set()
-    fd_dir = Path(f"/proc/{pid}/fd")
-    for fd in fd_dir.iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(target[len("socket:[") : -1])
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError), open(table) as handle:
-            next(handle)
-            for line in handle:
-                fields = line.split()
-                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-                if remote_port == port and fields[3] == "01" and fields[9] in inodes:
-                    count += 1
-    return count
 
 
 @postgres_only
@@ -602,13 +582,13 @@ def test_two_workers_serve_postgres_correctly(
             assert response.json()["last_name"] == last_name
     # Keep going (reads only) until both workers have served a request, within reason.
     for _ in range(200):
-        if all(postgres_sockets(pid, pg_port) for pid in workers):
+        if all(established_sockets(pid, pg_port, remote=True) for pid in workers):
             break
         response = call("GET", "/api/v1/leads", headers=headers, params={"limit": 100})
         assert response.status_code == 200, response.text
     listed = call("GET", "/api/v1/leads", headers=headers, params={"limit": 100})
 
-    assert [pid for pid in workers if not postgres_sockets(pid, pg_port)] == [], (
+    assert [pid for pid in workers if not established_sockets(pid, pg_port, remote=True)] == [], (
         "a worker never served a request"
     )
     assert listed.status_code == 200, listed.text

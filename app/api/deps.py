@@ -51,22 +51,28 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
 async def get_current_user(
-    db: SessionDep, settings: SettingsDep, token: Annotated[str | None, Depends(oauth2_scheme)]
+    request: Request,
+    db: SessionDep,
+    settings: SettingsDep,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> User:
     """The active user the bearer token was issued to; the account is re-read every time, so
-    deactivating it locks its tokens out at once."""
+    deactivating it, or raising its token version (a password change), locks out the tokens
+    issued before at once."""
     if not token:
         raise AuthenticationException("Not authenticated: send 'Authorization: Bearer <token>'.")
     try:
-        user_id = decode_access_token(token, settings)
+        claims = decode_access_token(token, settings)
     except InvalidToken:
         raise AuthenticationException("The access token is invalid or has expired.") from None
+    user_id = claims.user_id
     if not 1 <= user_id <= MAX_ID:  # no such row, and PostgreSQL refuses to even look it up
         raise AuthenticationException("The access token is invalid or has expired.")
     user = await db.get(User, user_id, populate_existing=True)
-    if user is None or not user.is_active:
+    if user is None or not user.is_active or user.token_version != claims.version:
         raise AuthenticationException("The access token is invalid or has expired.")
     remember_verified_user(db, user)
+    request.state.user_id = user_id  # for the access log line (app/api/observability.py)
     return user
 
 

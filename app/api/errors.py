@@ -4,7 +4,7 @@
 
 `errors` is present for validation errors only. Service exceptions map to a status by class
 (`STATUS_BY_EXCEPTION`); FastAPI's own request validation and HTTP errors are reshaped to match;
-anything unexpected becomes a 500 with no internals in the body.
+anything unexpected becomes a 500 with no internals in the body, only a `request_id`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from app.services.exceptions import (
     InactiveUserException,
     LeadNotFoundException,
     PermissionDeniedException,
+    TooManyAttemptsException,
     UserNotFoundException,
     ValidationException,
 )
@@ -43,6 +44,7 @@ STATUS_BY_EXCEPTION: dict[type[CRMException], int] = {
     ConflictException: status.HTTP_409_CONFLICT,
     InactiveUserException: status.HTTP_409_CONFLICT,
     AuthenticationException: status.HTTP_401_UNAUTHORIZED,
+    TooManyAttemptsException: status.HTTP_429_TOO_MANY_REQUESTS,
     DatabaseException: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
@@ -91,6 +93,8 @@ async def _crm_exception(request: Request, exc: Exception) -> JSONResponse:
         status.HTTP_400_BAD_REQUEST,
     )
     headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
+    if isinstance(exc, TooManyAttemptsException):
+        headers = {"Retry-After": str(exc.retry_after)}
     errors = None
     if isinstance(exc, ValidationException):
         errors = [{"loc": _service_loc(request, e["loc"]), "msg": e["msg"]} for e in exc.errors]
@@ -135,9 +139,32 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """A 500 that tells nothing of the cause, only the request id under which its traceback is
+    logged (once, here). app/api/observability.py's RequestObserver calls it for any exception
+    nothing else handled, so the answer gets the usual headers, X-Request-ID among them."""
+    request_id = request.scope.get("state", {}).get("request_id")
+    logger.error(
+        "unhandled error on %s %s",
+        request.method,
+        request.url.path,
+        exc_info=exc,
+        extra={"request_id": request_id},
+    )
+    body = ErrorResponse(
+        detail="An unexpected error occurred.", code="internal_error", request_id=request_id
+    )
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=500)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "An unexpected error occurred.", "internal_error")
+    """Starlette's ServerErrorMiddleware answers with this, outside every middleware: reached
+    only when RequestObserver itself failed, so the request id header is set here."""
+    response = await unexpected_error(request, exc)
+    request_id = request.scope.get("state", {}).get("request_id")
+    if request_id:
+        response.headers["X-Request-ID"] = request_id
+    return response
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -11,6 +11,7 @@ from app.models.lead import (
     format_note_line,
 )
 from app.models.lead_stats import UNASSIGNED, LeadStats
+from app.models.login_failure import LoginFailure
 from app.models.user import User
 from app.models.validation import FieldValidationError
 
@@ -25,6 +26,7 @@ __all__ = [
     "LeadSource",
     "LeadStats",
     "LeadStatus",
+    "LoginFailure",
     "User",
     "format_note_line",
 ]

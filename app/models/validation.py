@@ -91,6 +91,12 @@ def phone_number(field: str, value: object) -> str | None:
 
 
 MAX_INT32 = 2**31 - 1
+# asyncpg sends exactly these two instants as PostgreSQL's -infinity and infinity, and reads
+# those back as naive datetimes: stored, either would come back changed. Nothing a lead records
+# happens at either, so both are refused on every database alike.
+UNSTORABLE_DATETIMES = frozenset(
+    {datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)}
+)
 
 
 def integer_in_range(field: str, value: object, low: int, high: int | None = None) -> int:
@@ -144,12 +150,13 @@ def aware_datetime(field: str, value: object) -> datetime | None:
         value = datetime(value.year, value.month, value.day, tzinfo=UTC)
     if not isinstance(value, datetime):
         raise FieldValidationError(field, "must be a date-time")
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
     try:
-        return value.astimezone(UTC)
+        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     except OverflowError:  # e.g. 9999-12-31T23:00-05:00 is in the year 10000 in UTC
         raise FieldValidationError(field, "is outside the range of dates") from None
+    if moment in UNSTORABLE_DATETIMES:
+        raise FieldValidationError(field, "is outside the range of dates that can be stored")
+    return moment
 
 
 def normalize_tag(field: str, value: object) -> str:

@@ -17,12 +17,9 @@ from app.models import LeadSource, LeadStatus
 from app.models.lead import COMPANY_MAX_LENGTH, JOB_TITLE_MAX_LENGTH
 from app.models.types import TAG_MAX_LENGTH
 from app.models.validation import EMAIL_MAX_LENGTH, NAME_MAX_LENGTH
-from app.schemas.common import RequestBody, UtcDateTime
+from app.schemas.common import RequestBody, SettingLimit, UtcDateTime
 
 MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
-NOTE_MAX_LENGTH = 10_000
-TAGS_MAX = 50
-BULK_MAX_IDS = 10_000
 # Far beyond any real lead, and far enough below the 32-bit column limit that recording calls
 # one by one can never overflow it.
 CALL_ATTEMPTS_MAX = 1_000_000
@@ -30,7 +27,8 @@ CALL_ATTEMPTS_MAX = 1_000_000
 DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
 Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX_LENGTH)]
 Tag = Annotated[str, Field(min_length=1, max_length=TAG_MAX_LENGTH)]
-NoteText = Annotated[str, Field(min_length=1, max_length=NOTE_MAX_LENGTH)]
+# Limits an operator may change are settings (see SettingLimit), not constants here.
+NoteText = Annotated[str, Field(min_length=1), SettingLimit("note_max_length")]
 Money = Annotated[
     Decimal,
     Field(ge=0, max_digits=15, decimal_places=2),
@@ -45,7 +43,10 @@ def _unique_ids(ids: list[int]) -> list[int]:
 
 
 LeadIds = Annotated[
-    list[DbId], Field(min_length=1, max_length=BULK_MAX_IDS), AfterValidator(_unique_ids)
+    list[DbId],
+    Field(min_length=1),
+    SettingLimit("bulk_max_ids"),
+    AfterValidator(_unique_ids),
 ]
 
 
@@ -68,7 +69,7 @@ class LeadFields(RequestBody):
     lead_score: Annotated[int, Field(ge=0, le=100)] | None = None
     probability: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     estimated_value: Money | None = None
-    tags: Annotated[list[Tag], Field(max_length=TAGS_MAX)] | None = None
+    tags: Annotated[list[Tag], SettingLimit("tags_max_per_lead")] | None = None
     notes: NoteText | None = None
     call_attempts: Annotated[int, Field(ge=0, le=CALL_ATTEMPTS_MAX)] | None = None
     last_contact_date: UtcDateTime | None = None

@@ -89,6 +89,17 @@ class AuthenticationException(CRMException):
     code = "not_authenticated"
 
 
+class TooManyAttemptsException(CRMException):
+    """Too many failed logins for this account from this client address; `retry_after` is how
+    many seconds the lockout has left. Said whether or not the account exists."""
+
+    code = "too_many_attempts"
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"Too many failed login attempts; try again in {retry_after} seconds.")
+
+
 class DatabaseException(CRMException):
     """The database failed in a way the caller cannot fix by changing the request."""
 

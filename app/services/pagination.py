@@ -16,17 +16,19 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, or_, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.models import Lead, LeadStatus
+from app.models.validation import MAX_INT32
 from app.services.exceptions import ValidationException
 from app.services.lead_filters import NULLABLE_SORTS, STATUS_POSITION, sort_column
 
 DATETIME_SORTS = frozenset({"created_at", "updated_at", "last_contact_date"})
+TEXT_SORTS = frozenset({"last_name", "company"})
 
 
 @dataclass(frozen=True)
@@ -55,12 +57,20 @@ def decode_cursor(token: str, sort_by: str, sort_order: str) -> Cursor:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         document = json.loads(raw)
-        cursor = Cursor(document["s"], document["o"], document["v"], int(document["i"]))
-        if cursor.sort_by in DATETIME_SORTS and cursor.value is not None:
-            cursor = Cursor(
-                cursor.sort_by, cursor.sort_order, datetime.fromisoformat(cursor.value), cursor.id
-            )
-    except (ValueError, KeyError, TypeError, binascii.Error, json.JSONDecodeError):
+        cursor = Cursor(
+            document["s"],
+            document["o"],
+            _checked_value(document["s"], document["v"]),
+            _checked_id(document["i"]),
+        )
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        OverflowError,
+        binascii.Error,
+        json.JSONDecodeError,
+    ):
         raise ValidationException(
             "cursor is not a cursor this API handed out.", field="cursor"
         ) from None
@@ -71,6 +81,31 @@ def decode_cursor(token: str, sort_by: str, sort_order: str) -> Cursor:
             field="cursor",
         )
     return cursor
+
+
+def _checked_id(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT32:
+        raise ValueError("not a lead id")
+    return value
+
+
+def _checked_value(sort_by: Any, value: Any) -> Any:
+    """The last row's sort value, of the type its column holds. The cursor is the client's
+    text: a value of another type (a string for a score, a number too big for the column, a NUL
+    in a name) would otherwise reach the database and fail there instead of being refused."""
+    if value is None and sort_by in NULLABLE_SORTS:
+        return None
+    if sort_by in DATETIME_SORTS and isinstance(value, str):
+        moment = datetime.fromisoformat(value)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if sort_by in TEXT_SORTS and isinstance(value, str) and "\x00" not in value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        if sort_by == "lead_score" and 0 <= value <= 100:
+            return value
+        if sort_by == "status" and 0 <= value < len(STATUS_POSITION):
+            return value
+    raise ValueError(f"not a {sort_by} value")
 
 
 def after(cursor: Cursor) -> ColumnElement[bool]:

@@ -1,13 +1,15 @@
 """Passwords and access tokens.
 
 Passwords are hashed with argon2 (pwdlib's recommended hasher) and never stored or returned in
-any other form. Access tokens are JWTs signed with the configured secret, carrying the user's id
-and an expiry; the user is re-read on every request, so a deactivated user's token stops
-working at once.
+any other form. Access tokens are JWTs signed with the configured secret, carrying the user's id,
+the user's token version and an expiry; the user is re-read on every request, so a deactivated
+user's token, or one issued before the version was raised (a password change), stops working at
+once.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -45,17 +47,31 @@ def verify_password(password: str, hashed: str | None) -> bool:
         return False
 
 
-def create_access_token(user_id: int, settings: Settings) -> tuple[str, int]:
-    """A signed token for the user, and its lifetime in seconds."""
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: int
+    version: int  # the user's token_version when the token was issued
+
+
+def create_access_token(user_id: int, settings: Settings, version: int = 0) -> tuple[str, int]:
+    """A signed token for the user, and its lifetime in seconds. `version` is the user's
+    `token_version` now; the token is refused once the stored one has moved on."""
     lifetime = timedelta(minutes=settings.access_token_expire_minutes)
     now = utcnow()
-    claims = {"sub": str(user_id), "iat": now, "exp": now + lifetime, "type": "access"}
+    claims = {
+        "sub": str(user_id),
+        "ver": version,
+        "iat": now,
+        "exp": now + lifetime,
+        "type": "access",
+    }
     token = jwt.encode(claims, _secret(settings), algorithm=JWT_ALGORITHM)
     return token, int(lifetime.total_seconds())
 
 
-def decode_access_token(token: str, settings: Settings) -> int:
-    """The user id a valid token was issued to."""
+def decode_access_token(token: str, settings: Settings) -> AccessClaims:
+    """Who a valid token was issued to, and at which token version. A token without "ver"
+    (issued before versions existed) counts as version 0, which every account started at."""
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -65,7 +81,10 @@ def decode_access_token(token: str, settings: Settings) -> int:
         )
         if claims.get("type") != "access":
             raise InvalidToken("not an access token")
-        return int(claims["sub"])
+        version = claims.get("ver", 0)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+            raise InvalidToken("malformed token version")
+        return AccessClaims(user_id=int(claims["sub"]), version=version)
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise InvalidToken(str(exc)) from exc
 

@@ -1,7 +1,8 @@
 """UserService: accounts, logins and who may manage them.
 
 Like LeadService, each public method is one transaction. Managing other accounts is for
-superusers; anyone may read and edit their own name and password.
+superusers; anyone may read and edit their own name and password. A password change or a
+deactivation raises the account's `token_version`, which voids every token issued before.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings, get_settings
 from app.models import FieldValidationError, User
 from app.models.types import utcnow
 from app.models.validation import email_address
+from app.services import login_throttle
 from app.services.base import as_data, get_acting_user, reject_unknown_fields, transactional
 from app.services.exceptions import (
     AuthenticationException,
@@ -40,19 +43,25 @@ SELF_UPDATE_FIELDS = frozenset({"full_name", "password", "current_password"})
 
 class UserService:
     @staticmethod
-    @transactional
-    async def authenticate(db: AsyncSession, email: str, password: str) -> User:
+    async def authenticate(
+        db: AsyncSession,
+        email: str,
+        password: str,
+        *,
+        client_address: str | None = None,
+        settings: Settings | None = None,
+    ) -> User:
         """The active user with these credentials. Every failure, unknown email, wrong password
-        or inactive account alike, raises the same AuthenticationException."""
-        try:
-            address = email_address("username", email, lowercase=True)
-        except FieldValidationError:
-            address = None
-        user = None
-        if address is not None:
-            user = await db.scalar(select(User).where(User.email == address))
-        valid = verify_password(password, user.hashed_password if user else None)
-        if user is None or not valid or not user.is_active:
+        or inactive account alike, raises the same AuthenticationException. Too many failures
+        for this email from this client address (see `login_throttle`) raise
+        TooManyAttemptsException instead, right password or not, until the lockout ends.
+
+        Not `@transactional` itself, because a failed attempt must be recorded although the call
+        fails, and a transaction that raises is rolled back: the attempt is one transaction
+        (`_attempt_login`) that commits whatever the outcome, and the failure is raised after."""
+        rules = login_throttle.ThrottleRules.from_settings(settings or get_settings())
+        user = await _attempt_login(db, email, password, client_address, rules)
+        if user is None:
             raise AuthenticationException(LOGIN_FAILED)
         return user
 
@@ -123,7 +132,8 @@ class UserService:
             raise ConflictException(
                 "A superuser cannot deactivate or demote their own account; ask another superuser."
             )
-        _apply(user, data)
+        if _apply(user, data):
+            await _void_tokens(db, user)
         return user
 
     @staticmethod
@@ -140,7 +150,8 @@ class UserService:
             raise ValidationException(
                 "current_password is missing or wrong.", field="current_password"
             )
-        _apply(user, data)
+        if _apply(user, data):
+            await _void_tokens(db, user)
         return user
 
     @staticmethod
@@ -162,6 +173,34 @@ class UserService:
         except IntegrityError as exc:  # another process created it a moment ago
             raise _email_taken(user.email) from exc
         return user
+
+
+@transactional
+async def _attempt_login(
+    db: AsyncSession,
+    username: str,
+    password: str,
+    client_address: str | None,
+    rules: login_throttle.ThrottleRules,
+) -> User | None:
+    """`authenticate`'s transaction: the user, or None for a failed attempt (recorded)."""
+    try:
+        address = email_address("username", username, lowercase=True)
+    except FieldValidationError:
+        address = None
+    pair = login_throttle.LoginPair.of(address, username, client_address)
+    await login_throttle.check_not_locked(db, pair, rules, utcnow())
+    user = None
+    if address is not None:
+        # Fresh from the row: the token issued must carry the version stored now.
+        query = select(User).where(User.email == address)
+        user = await db.scalar(query.execution_options(populate_existing=True))
+    valid = verify_password(password, user.hashed_password if user else None)
+    if user is None or not valid or not user.is_active:
+        await login_throttle.record_failure(db, pair, utcnow())
+        return None
+    await login_throttle.clear_failures(db, pair)
+    return user
 
 
 async def _load_user(db: AsyncSession, user_id: int) -> User:
@@ -189,17 +228,32 @@ def _new_hash(password: Any) -> str:
     return hash_password(password)
 
 
-def _apply(user: User, data: dict[str, Any]) -> None:
+def _apply(user: User, data: dict[str, Any]) -> bool:
+    """Set the fields. True when the change must void the account's tokens: a new password or
+    a deactivation, since either may be the answer to a stolen one."""
+    void_tokens = False
     for name, value in data.items():
         if name == "password":
             user.hashed_password = _new_hash(value)
+            void_tokens = True
         elif name in ("is_active", "is_superuser"):
             if not isinstance(value, bool):
                 raise ValidationException(f"{name} must be true or false.", field=name)
+            if name == "is_active" and value is False:
+                void_tokens = True
             setattr(user, name, value)
         else:
             setattr(user, name, value)
     user.updated_at = utcnow()
+    return void_tokens
+
+
+async def _void_tokens(db: AsyncSession, user: User) -> None:
+    """Raise the token version in SQL rather than from the value read: two changes at once
+    (a reset and a deactivation) must not both write the same new version."""
+    user.token_version = User.token_version + 1
+    await db.flush()
+    await db.refresh(user, ["token_version"])
 
 
 def _email_taken(email: str) -> DuplicateException:

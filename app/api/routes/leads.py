@@ -13,7 +13,7 @@ from app.api.deps import CurrentUser, SessionDep
 from app.api.errors import error_responses
 from app.api.render import lead_response, page_response
 from app.models import LeadSource, LeadStatus
-from app.schemas.common import no_nul, to_utc
+from app.schemas.common import SettingLimit, no_nul, to_utc
 from app.schemas.lead import (
     MAX_ID,
     BulkAssign,
@@ -95,7 +95,8 @@ async def _no_unknown_params(request: Request, user: CurrentUser) -> None:
 
 
 LEAD_ERRORS = error_responses(401, 403, 404, 422)
-WRITE_ERRORS = error_responses(401, 403, 404, 409, 413, 422)  # 413: the body is over the limit
+# 400: the body is not JSON text at all (not UTF-8, nested too deeply); 413: it is over the limit.
+WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422)
 
 
 @router.get(
@@ -121,7 +122,7 @@ async def list_leads(
     tags: Annotated[list[str] | None, Query(max_length=50), AfterValidator(no_nul)] = None,
     include_archived: bool = False,
     skip: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1), SettingLimit("page_max_limit")] = 100,
     sort_by: SortField = "created_at",
     sort_order: Literal["asc", "desc"] = "desc",
     cursor: Annotated[

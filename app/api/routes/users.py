@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from app.api.deps import CurrentUser, SessionDep
 from app.api.errors import error_responses
+from app.schemas.common import SettingLimit
 from app.schemas.lead import MAX_ID
 from app.schemas.user import UserCreate, UserPage, UserRead, UserSelfUpdate, UserUpdate
 from app.services.user_service import UserService
@@ -33,7 +34,7 @@ async def read_me(user: CurrentUser) -> UserRead:
     summary="Change your name or password",
     response_model=UserRead,
     status_code=status.HTTP_200_OK,
-    responses=error_responses(401, 413, 422),
+    responses=error_responses(400, 401, 413, 422),
 )
 async def update_me(body: UserSelfUpdate, db: SessionDep, user: CurrentUser) -> UserRead:
     """A new `password` needs `current_password`."""
@@ -51,7 +52,7 @@ async def list_users(
     db: SessionDep,
     user: CurrentUser,
     skip: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1), SettingLimit("page_max_limit")] = 100,
 ) -> UserPage:
     """Superusers only."""
     users, total = await UserService.list_users(db, acting_user_id=user.id, skip=skip, limit=limit)
@@ -64,7 +65,7 @@ async def list_users(
     summary="Create a user",
     response_model=UserRead,
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(401, 403, 409, 413, 422),
+    responses=error_responses(400, 401, 403, 409, 413, 422),
 )
 async def create_user(
     body: UserCreate, db: SessionDep, user: CurrentUser, request: Request, response: Response
@@ -93,7 +94,7 @@ async def get_user(user_id: UserId, db: SessionDep, user: CurrentUser) -> UserRe
     summary="Change a user",
     response_model=UserRead,
     status_code=status.HTTP_200_OK,
-    responses=error_responses(401, 403, 404, 409, 413, 422),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422),
 )
 async def update_user(
     user_id: UserId, body: UserUpdate, db: SessionDep, user: CurrentUser

@@ -1,0 +1,82 @@
+"""The first superuser's generated password: written to a file only its owner can read, never
+logged (the served side of it is in tests/test_cli.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.bootstrap import admin_password_path, ensure_first_superuser
+from app.config import Settings
+from app.models import User
+from app.services.security import verify_password
+from tests.conftest import TEST_SECRET, count_rows
+from tests.log_scan import never_log
+
+
+def bootstrap_settings(**values: object) -> Settings:
+    return Settings(
+        _env_file=None,
+        app_env="testing",
+        secret_key=SecretStr(TEST_SECRET),
+        admin_email="first@example.com",
+        **values,
+    )
+
+
+async def test_a_generated_admin_password_goes_to_a_file_only_its_owner_can_read(
+    db: AsyncSession, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    password_file = tmp_path / "admin_password"
+
+    result = await ensure_first_superuser(
+        db, bootstrap_settings(admin_password_file=str(password_file))
+    )
+
+    assert result == ("first@example.com", password_file)
+    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    password = password_file.read_text().strip()
+    never_log(password)
+    admin = await db.scalar(select(User).where(User.is_superuser))
+    assert admin is not None and verify_password(password, admin.hashed_password)
+    assert all(password not in record.getMessage() for record in caplog.records)
+    assert os.listdir(tmp_path) == ["admin_password"]  # no temporary left
+
+
+async def test_with_a_superuser_there_the_password_file_is_not_touched(
+    db: AsyncSession, tmp_path: Path, superuser: User
+) -> None:
+    """The usual restart: it must work with the folder read-only or gone."""
+    nowhere = tmp_path / "no-such-folder" / "admin_password"
+
+    result = await ensure_first_superuser(db, bootstrap_settings(admin_password_file=str(nowhere)))
+
+    assert result is None
+    assert os.listdir(tmp_path) == []
+
+
+async def test_an_unwritable_password_folder_stops_the_start_before_the_account_is_made(
+    db: AsyncSession, tmp_path: Path
+) -> None:
+    """Else a superuser would exist whose password nobody can know."""
+    nowhere = tmp_path / "no-such-folder" / "admin_password"
+
+    with pytest.raises(RuntimeError, match="ADMIN_PASSWORD"):
+        await ensure_first_superuser(db, bootstrap_settings(admin_password_file=str(nowhere)))
+
+    assert await count_rows(db, "users") == 0
+
+
+def test_the_password_file_is_beside_a_sqlite_database_by_default(tmp_path: Path) -> None:
+    database = tmp_path / "crm.db"
+    settings = bootstrap_settings(database_url=f"sqlite+aiosqlite:///{database}")
+
+    assert admin_password_path(settings) == tmp_path / "crm.db.admin_password"
