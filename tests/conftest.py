@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
 from pydantic import SecretStr
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -26,7 +28,7 @@ from app.database import create_engine, create_session_factory, upgrade_database
 from app.main import create_app
 from app.models import Base, Lead, User
 from app.seed import DEMO_AGENT_PASSWORD
-from app.services import LeadService
+from app.services import LeadService, security
 from app.services.security import create_access_token
 from tests.log_scan import SecretScanner, collect_test_secrets, never_log
 
@@ -34,14 +36,29 @@ TEST_DATABASE_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", "
 ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
 MEMORY_SQLITE_URL = "sqlite+aiosqlite://"
 
-# A real argon2 hash of "correct horse battery staple", so fixtures need not hash at run time.
+# The app hashes passwords with argon2 at its recommended cost, about 0.2 s a hash or check here,
+# on purpose. Tests create users and log in by the hundred, so they use the same algorithm and
+# code path at argon2's lowest cost (see `_cheap_password_hashing`); only the parameters written
+# into each hash differ. Servers started as subprocesses keep the real cost.
+TEST_HASHER = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
+
+# An argon2 hash (at that cost) of "correct horse battery staple", so fixtures need not hash.
 PASSWORD = "correct horse battery staple"
 PASSWORD_HASH = (
-    "$argon2id$v=19$m=65536,t=3,p=4$mcdPLYRjD9kVNPIomLIH2A$"
-    "bpZIRkEnw1lZ4HHJieCoExOkACB87HnGrIar594Luio"
+    "$argon2id$v=19$m=1024,t=1,p=1$DigTYjvXFLdQV+OzukkOqQ$"
+    "W3mYY+8K6IalPPg8DIEyDE8yx6OfhOzWoJ6lpjosdss"
 )
 
 postgres_only = pytest.mark.skipif(not ON_POSTGRES, reason="needs TEST_DATABASE_URL (PostgreSQL)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    saved = security._hasher, security._DUMMY_HASH
+    security._hasher = TEST_HASHER
+    security._DUMMY_HASH = TEST_HASHER.hash("not a real password, only for timing")
+    yield
+    security._hasher, security._DUMMY_HASH = saved
 
 
 @pytest.fixture(scope="session", autouse=True)
