@@ -8,6 +8,7 @@ savepoint inside it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -232,10 +233,9 @@ def settings() -> Settings:
     return Settings(_env_file=None, app_env="testing", secret_key=SecretStr(TEST_SECRET))
 
 
-@pytest.fixture
-def app(settings: Settings, engine: AsyncEngine, db: AsyncSession) -> FastAPI:
-    """The real application, its requests running in the test's session (so on PostgreSQL the
-    test's rollback undoes them too)."""
+def app_in_session(settings: Settings, engine: AsyncEngine, db: AsyncSession) -> FastAPI:
+    """The real application built with `settings`, its requests running in the test's session
+    (so on PostgreSQL the test's rollback undoes them too)."""
     application = create_app(settings, engine=engine)
 
     async def test_session() -> AsyncIterator[AsyncSession]:
@@ -245,10 +245,22 @@ def app(settings: Settings, engine: AsyncEngine, db: AsyncSession) -> FastAPI:
     return application
 
 
+@contextlib.asynccontextmanager
+async def client_of(app: FastAPI, **transport: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of `app` through ASGI (`transport`: ASGITransport's options)."""
+    asgi = httpx.ASGITransport(app=app, **transport)
+    async with httpx.AsyncClient(transport=asgi, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture
+def app(settings: Settings, engine: AsyncEngine, db: AsyncSession) -> FastAPI:
+    return app_in_session(settings, engine, db)
+
+
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with client_of(app) as c:
         yield c
 
 

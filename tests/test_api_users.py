@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -14,12 +13,17 @@ from pydantic import SecretStr
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.api.deps import get_session
 from app.config import Settings
-from app.main import create_app
 from app.models import User
 from app.services.user_service import LOGIN_FAILED
-from tests.conftest import PASSWORD, TEST_SECRET, UserFactory, count_rows
+from tests.conftest import (
+    PASSWORD,
+    TEST_SECRET,
+    UserFactory,
+    app_in_session,
+    client_of,
+    count_rows,
+)
 
 TOKEN_URL = "/api/v1/auth/token"
 USERS = "/api/v1/users"
@@ -517,14 +521,7 @@ async def test_login_expires_in_follows_the_configured_lifetime(
         secret_key=SecretStr(TEST_SECRET),
         access_token_expire_minutes=5,
     )
-    app = create_app(settings, engine=engine)
-
-    async def same_session() -> AsyncIterator[AsyncSession]:
-        yield db
-
-    app.dependency_overrides[get_session] = same_session
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with client_of(app_in_session(settings, engine, db)) as client:
         response = await login(client, "agent@crm.example.com", PASSWORD)
     assert response.status_code == 200
     assert response.json()["expires_in"] == 300

@@ -26,16 +26,21 @@ from pydantic import SecretStr, ValidationError
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.api.deps import get_session
 from app.config import Settings
 from app.database import upgrade_database
-from app.main import create_app
 from app.models import LoginFailure, User
 from app.models.types import utcnow
 from app.services import user_service
 from app.services.exceptions import AuthenticationException, TooManyAttemptsException
 from app.services.user_service import LOGIN_FAILED, UserService
-from tests.conftest import PASSWORD, PASSWORD_HASH, TEST_SECRET, postgres_only
+from tests.conftest import (
+    PASSWORD,
+    PASSWORD_HASH,
+    TEST_SECRET,
+    app_in_session,
+    client_of,
+    postgres_only,
+)
 from tests.support import own_engine, postgres_url, run_together, throwaway_database
 
 TOKEN_URL = "/api/v1/auth/token"
@@ -109,20 +114,11 @@ def settings() -> Settings:
     return app_settings(login_max_failures=LIMIT)
 
 
-@contextlib.asynccontextmanager
-async def client_with(
+def client_with(
     settings: Settings, engine: AsyncEngine, db: AsyncSession
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
     """A client of an app with these settings, its requests running in the test's session."""
-    app = create_app(settings, engine=engine)
-
-    async def same_session() -> AsyncIterator[AsyncSession]:
-        yield db
-
-    app.dependency_overrides[get_session] = same_session
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield client
+    return client_of(app_in_session(settings, engine, db))
 
 
 @pytest.fixture
