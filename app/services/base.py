@@ -17,7 +17,7 @@ import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,11 +42,13 @@ RETRY_ATTEMPTS = 4
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 
 
-def transactional(
-    method: Callable[Concatenate[AsyncSession, P], Awaitable[R]],
-) -> Callable[Concatenate[AsyncSession, P], Awaitable[R]]:
+def transactional(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """The session is the method's first parameter, `db`; callers may pass it positionally or
+    as `db=` (the reference design's examples do the latter)."""
+
     @functools.wraps(method)
-    async def run(db: AsyncSession, /, *args: P.args, **kwargs: P.kwargs) -> R:
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        db, args = _session_argument(method, args, kwargs)
         for attempt in range(1, RETRY_ATTEMPTS + 1):
             try:
                 result = await method(db, *args, **kwargs)
@@ -86,6 +88,17 @@ def transactional(
         raise AssertionError("unreachable")
 
     return run
+
+
+def _session_argument(
+    method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[AsyncSession, tuple[Any, ...]]:
+    """Take the session out of the call, wherever the caller put it."""
+    if "db" in kwargs:
+        return kwargs.pop("db"), args
+    if args:
+        return args[0], args[1:]
+    raise TypeError(f"{method.__qualname__}() needs the database session as its first argument, db")
 
 
 def sqlstate(exc: DBAPIError) -> str | None:
