@@ -232,120 +232,50 @@ SEEDED_AT = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 @dataclass(frozen=True)
 class SeedLead:
     id: int
-    first_name: str
-    last_name: str
+    name: str
     email: str
-    source: LeadSource
-    status: LeadStatus
+    source: str
+    status: str
     lead_score: int
     assigned_to: int
     archived: bool = False
 
 
-# Chosen so each list example has a lead that every one of its filters alone would leave out.
+# Chosen so that, for each list example, every one of its filters leaves out a lead the others
+# keep (103 by status, 105 by score, 104 by search, 102 and 106 by "hot").
 SEED_LEADS = (
-    SeedLead(
-        101,
-        "John",
-        "Carter",
-        "john.carter@gmail.com",
-        LeadSource.WEBSITE,
-        LeadStatus.NEW,
-        90,
-        AGENT_ID,
-    ),
-    SeedLead(
-        102,
-        "Mary",
-        "Johnson",
-        "mary@johnson-consulting.com",
-        LeadSource.REFERRAL,
-        LeadStatus.NEW,
-        75,
-        AGENT_ID,
-    ),
-    SeedLead(
-        103,
-        "Johnny",
-        "Lee",
-        "jlee@lee-logistics.com",
-        LeadSource.FACEBOOK,
-        LeadStatus.QUALIFIED,
-        95,
-        AGENT_ID,
-    ),
-    SeedLead(
-        104,
-        "Jane",
-        "Roe",
-        "jane.roe@roe-industries.com",
-        LeadSource.WEBSITE,
-        LeadStatus.NEW,
-        99,
-        AGENT_ID,
-    ),
-    SeedLead(
-        105,
-        "John",
-        "Smith",
-        "jsmith@yahoo.com",
-        LeadSource.WHATSAPP,
-        LeadStatus.NEW,
-        60,
-        OTHER_AGENT_ID,
-    ),
-    SeedLead(
-        106,
-        "John",
-        "Winner",
-        "jw@winner-group.com",
-        LeadSource.REFERRAL,
-        LeadStatus.WON,
-        92,
-        OTHER_AGENT_ID,
-    ),
-    SeedLead(
-        107,
-        "John",
-        "Archived",
-        "john.a@gmail.com",
-        LeadSource.INSTAGRAM,
-        LeadStatus.LOST,
-        88,
-        AGENT_ID,
-        archived=True,
-    ),
-    # The lead of the single-lead examples: NEW, and its automatic score is 50 (no source, no
-    # company, a free-mail address), as "lead_score: 50 → 85" assumes.
-    SeedLead(
-        123,
-        "Alice",
-        "Brown",
-        "alice.brown@gmail.com",
-        LeadSource.OTHER,
-        LeadStatus.NEW,
-        50,
-        AGENT_ID,
-    ),
+    SeedLead(101, "John Carter", "john.carter@gmail.com", "WEBSITE", "NEW", 90, AGENT_ID),
+    SeedLead(102, "Mary Johnson", "mary@johnson-consulting.com", "REFERRAL", "NEW", 75, AGENT_ID),
+    SeedLead(103, "Johnny Lee", "jlee@lee-logistics.com", "FACEBOOK", "QUALIFIED", 95, AGENT_ID),
+    SeedLead(104, "Jane Roe", "jane.roe@roe-industries.com", "WEBSITE", "NEW", 99, AGENT_ID),
+    SeedLead(105, "John Smith", "jsmith@yahoo.com", "WHATSAPP", "NEW", 60, OTHER_AGENT_ID),
+    SeedLead(106, "John Winner", "jw@winner-group.com", "REFERRAL", "WON", 92, OTHER_AGENT_ID),
+    SeedLead(107, "John Archived", "john.a@gmail.com", "INSTAGRAM", "LOST", 88, AGENT_ID, True),
+    # The single-lead examples' lead: NEW, auto-scored 50 as "lead_score: 50 → 85" assumes.
+    SeedLead(123, "Alice Brown", "alice.brown@gmail.com", "OTHER", "NEW", 50, AGENT_ID),
 )
 SEEDED_IDS = {seed.id for seed in SEED_LEADS}
 
 
 def _seeded_lead(seed: SeedLead, created_at: datetime) -> Lead:
+    first_name, last_name = seed.name.split()
     lead = Lead(
         id=seed.id,
-        first_name=seed.first_name,
-        last_name=seed.last_name,
+        first_name=first_name,
+        last_name=last_name,
         email=seed.email,
         source=seed.source,
         status=seed.status,
         lead_score=seed.lead_score,
-        score_is_manual=seed.id != 123,
+        score_is_manual=seed.id != 123,  # 123's score is what auto-scoring gives it
         assigned_to=seed.assigned_to,
         created_by=SUPERUSER_ID,
         created_at=created_at,
         updated_at=created_at,
     )
+    if not lead.score_is_manual:
+        auto = calculate_lead_score(source=lead.source, company=None, email=lead.email, tags=())
+        assert auto == seed.lead_score, f"lead {seed.id} would be auto-scored {auto}"
     lead.add_note(f"Created (score {seed.lead_score})", author_id=SUPERUSER_ID, at=created_at)
     if seed.archived:
         lead.status_before_archive = LeadStatus.NEW
