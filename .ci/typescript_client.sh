@@ -4,7 +4,16 @@
 # `tsc --strict`, and running it must behave as the API promises (it exits non-zero otherwise).
 # Needs Node.js 20+ and npm, and `python` able to run the app (CI's virtualenv).
 # Run from anywhere: bash .ci/typescript_client.sh
+# After an API change: bash .ci/typescript_client.sh --update writes the regenerated types into
+# clients/typescript/src/schema.d.ts (to commit) instead of failing on the difference.
 set -euo pipefail
+
+UPDATE=false
+case "${1:-}" in
+    "") ;;
+    --update) UPDATE=true ;;
+    *) echo "usage: bash .ci/typescript_client.sh [--update]" >&2; exit 2 ;;
+esac
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -67,10 +76,16 @@ done
 echo "regenerating the types from $URL/openapi.json"
 (cd "$CLIENT" && OPENAPI_URL="$URL/openapi.json" SCHEMA_OUT="$WORK/schema.d.ts" npm run --silent generate) \
     || fail_with_log "openapi-typescript could not read the app's schema"
-if ! diff -u --label "committed clients/typescript/src/schema.d.ts" \
-    --label "generated from the running app" "$CLIENT/src/schema.d.ts" "$WORK/schema.d.ts"; then
+if cmp -s "$CLIENT/src/schema.d.ts" "$WORK/schema.d.ts"; then
+    echo "clients/typescript/src/schema.d.ts is up to date"
+elif [[ "$UPDATE" == true ]]; then
+    cp "$WORK/schema.d.ts" "$CLIENT/src/schema.d.ts"
+    echo "updated clients/typescript/src/schema.d.ts: commit it with the API change"
+else
+    diff -u --label "committed clients/typescript/src/schema.d.ts" \
+        --label "generated from the running app" "$CLIENT/src/schema.d.ts" "$WORK/schema.d.ts" || true
     fail "clients/typescript/src/schema.d.ts is out of date with the app's /openapi.json:" \
-        "serve the app and run 'npm run generate' in clients/typescript, then commit the result"
+        "run 'bash .ci/typescript_client.sh --update' and commit the result"
 fi
 
 echo "tsc --strict"
@@ -81,4 +96,4 @@ echo "running the example against $URL"
     || fail_with_log "the example did not behave as expected"
 
 stop_server
-echo "typescript client: types up to date, tsc --strict clean, example passed"
+echo "typescript client: types match the app, tsc --strict clean, example passed"
