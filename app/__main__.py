@@ -76,7 +76,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from app.logging_config import configure_logging, logging_config
 
     configure_logging(settings.log_level)
-    resolve_secret_key(settings)  # fail early on a missing production key; make the key file
+    # Fail early on a missing production key; make the key file (each worker reads it again).
+    settings = resolve_secret_key()
     _run(settings, _prepare)
     # uvicorn re-raises SIGTERM once its graceful shutdown is done, which would end the process
     # with 143: a requested, completed stop exits 0 instead, as process managers expect.
@@ -114,7 +115,7 @@ async def _prepare(settings: Settings, db: Any, engine: Any) -> None:
 
     async with startup_lock(engine):
         await upgrade_database(engine)
-        generated = await ensure_first_superuser(db, settings)
+        generated = await ensure_first_superuser(db)
     if generated:
         email, path = generated
         # WARNING, so that it shows at LOG_LEVEL=WARNING too: someone has to fetch the password.

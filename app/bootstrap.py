@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import AppEnv, Settings
+from app.config import AppEnv, Settings, get_settings, install_settings
 from app.database import is_memory_sqlite
 from app.models import User
 from app.services.exceptions import DuplicateException
@@ -47,10 +47,13 @@ def _beside_database(settings: Settings, suffix: str, otherwise: str) -> Path:
     return Path(otherwise)
 
 
-def resolve_secret_key(settings: Settings) -> Settings:
-    """Settings with a signing key: SECRET_KEY, else the key file (made on first use, mode
-    0600, so tokens survive restarts and every worker process signs alike). Production refuses
-    to run without an explicit SECRET_KEY."""
+def resolve_secret_key() -> Settings:
+    """Make sure the settings in force carry a signing key, and return them: SECRET_KEY, else
+    the key file (made on first use, mode 0600, so tokens survive restarts and every worker
+    process signs alike). A key read or generated here is installed into the settings in force
+    (`app.config.install_settings`), so whatever signs or checks a token, a route, a service or
+    a script, reads the same key. Production refuses to run without an explicit SECRET_KEY."""
+    settings = get_settings()
     if settings.secret_key is not None:
         if len(settings.secret_key.get_secret_value()) < 32:
             raise RuntimeError("SECRET_KEY must be at least 32 characters long.")
@@ -61,7 +64,9 @@ def resolve_secret_key(settings: Settings) -> Settings:
         key = secrets.token_urlsafe(48)
     else:
         key = _read_or_create(secret_key_path(settings))
-    return settings.model_copy(update={"secret_key": SecretStr(key)})
+    settings = settings.model_copy(update={"secret_key": SecretStr(key)})
+    install_settings(settings)
+    return settings
 
 
 def _read_or_create(path: Path) -> str:
@@ -85,12 +90,13 @@ def _read_existing(path: Path) -> str:
     raise RuntimeError(f"The key file {path} is damaged; delete it to make a new one.")
 
 
-async def ensure_first_superuser(db: AsyncSession, settings: Settings) -> tuple[str, Path] | None:
-    """Create the first superuser when there is none. Without ADMIN_PASSWORD its password is
-    generated and written to `admin_password_path` (mode 0600), never printed or logged: a log
-    is read by more people, and kept longer, than the account should be open to. Returns
-    (email, that file) when a password was generated, so the caller can say where it is; None
-    otherwise."""
+async def ensure_first_superuser(db: AsyncSession) -> tuple[str, Path] | None:
+    """Create the first superuser (ADMIN_EMAIL) when there is none. Without ADMIN_PASSWORD its
+    password is generated and written to `admin_password_path` (mode 0600), never printed or
+    logged: a log is read by more people, and kept longer, than the account should be open
+    to. Returns (email, that file) when a password was generated, so the caller can say where
+    it is; None otherwise."""
+    settings = get_settings()
     if settings.admin_password:
         password = settings.admin_password.get_secret_value()
         with contextlib.suppress(DuplicateException):  # a process beside this one made it first

@@ -1,14 +1,17 @@
 """Application settings, read once from the environment and `.env`.
 
 Everything configurable lives in this one class so that an operator can find every knob in one
-place (and in `.env.example`). `get_settings()` is cached; tests that change the environment call
-`get_settings.cache_clear()`.
+place (and in `.env.example`). `get_settings()` is the one place every layer reads them from:
+routers, dependencies, services, schemas, the command line. Code that needs other settings
+(tests, a generated signing key) installs a Settings object as the one in force with
+`use_settings()`, so nothing can see a different copy than the rest of the process.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
-from functools import lru_cache
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -166,6 +169,34 @@ def _split(value: object) -> object:
     return value
 
 
-@lru_cache
+_in_force: Settings | None = None
+
+
 def get_settings() -> Settings:
-    return Settings()
+    """The settings in force: those installed by `use_settings`/`install_settings`, else the
+    environment and `.env`, read on first use."""
+    global _in_force
+    if _in_force is None:
+        _in_force = Settings()
+    return _in_force
+
+
+def install_settings(settings: Settings | None) -> Settings | None:
+    """Make `settings` the ones every layer reads from now on (None: read the environment
+    again on next use); returns those that were in force (None if not read yet).
+
+    Process-wide on purpose, not per task or thread: the requests, the services they call and
+    the code that built the app must all see one object."""
+    global _in_force
+    previous, _in_force = _in_force, settings
+    return previous
+
+
+@contextmanager
+def use_settings(settings: Settings | None) -> Iterator[Settings]:
+    """`settings` in force for the block (e.g. a test), then whatever was before."""
+    previous = install_settings(settings)
+    try:
+        yield get_settings()
+    finally:
+        install_settings(previous)

@@ -29,7 +29,6 @@ from app.api.observability import RequestObserver, page_csp
 from app.api.routes import api_router
 from app.api.routes.health import router as health_router
 from app.bootstrap import resolve_secret_key
-from app.config import Settings, get_settings
 from app.database import create_engine, create_session_factory
 
 DOCS_ASSETS = "/docs-assets"
@@ -38,10 +37,13 @@ OPENAPI_URL = "/openapi.json"
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, engine: AsyncEngine | None = None) -> FastAPI:
-    """Build the app. `engine` lets tests hand in their own database; otherwise one is made
-    from the settings when the app starts and disposed when it stops."""
-    settings = resolve_secret_key(settings or get_settings())
+def create_app(*, engine: AsyncEngine | None = None) -> FastAPI:
+    """Build the app from the settings in force (`get_settings()`, which is also what every
+    request reads; tests install theirs with `app.config.use_settings`), with the signing key
+    resolved into them. `engine` lets tests hand in their own database; otherwise one is made
+    from the settings when the app starts and disposed when it stops. uvicorn calls it with no
+    arguments (`app.main:create_app`, factory=True), once per worker process."""
+    settings = resolve_secret_key()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,7 +69,6 @@ def create_app(settings: Settings | None = None, engine: AsyncEngine | None = No
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.state.settings = settings
     if engine is not None:  # usable before the lifespan runs, e.g. under httpx's ASGITransport
         app.state.engine = engine
         app.state.session_factory = create_session_factory(engine)

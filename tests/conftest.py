@@ -24,7 +24,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.api.deps import get_session
-from app.config import Settings, get_settings, normalize_database_url
+from app.config import Settings, install_settings, normalize_database_url, use_settings
 from app.database import create_engine, create_session_factory, upgrade_database
 from app.main import create_app
 from app.models import Base, Lead, User
@@ -85,12 +85,14 @@ def _no_secret_is_ever_logged() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Settings are cached; every test starts from the defaults plus its own changes."""
+    """No test sees another's settings: each starts with none installed (the environment's,
+    read on first use) and ends by dropping whatever it installed. A test that needs other
+    settings installs them with `app.config.use_settings`, the one way (see `settings`)."""
     monkeypatch.delenv("FREE_EMAIL_DOMAINS", raising=False)
     monkeypatch.delenv("HIGH_VALUE_TAGS", raising=False)
-    get_settings.cache_clear()
+    install_settings(None)
     yield
-    get_settings.cache_clear()
+    install_settings(None)
 
 
 @pytest.fixture(scope="session")
@@ -227,16 +229,25 @@ async def count_rows(db: AsyncSession, table: str = "leads") -> int:
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-signing"
 
 
+def make_settings(**changes: Any) -> Settings:
+    """The tests' settings: no .env file, APP_ENV=testing, a fixed signing key, and `changes`.
+    Put them in force with `use_settings(make_settings(...))`: the app, its dependencies and
+    the services all read `get_settings()`, so that is the one way to change a setting."""
+    return Settings(_env_file=None, app_env="testing", secret_key=SecretStr(TEST_SECRET), **changes)
+
+
 @pytest.fixture
-def settings() -> Settings:
-    """The app's settings in tests: no .env file, a fixed signing key."""
-    return Settings(_env_file=None, app_env="testing", secret_key=SecretStr(TEST_SECRET))
+def settings() -> Iterator[Settings]:
+    """The settings in force for the test: `make_settings()`. A module that needs others
+    overrides this fixture the same way, `with use_settings(make_settings(...)) as s: yield s`."""
+    with use_settings(make_settings()) as installed:
+        yield installed
 
 
-def app_in_session(settings: Settings, engine: AsyncEngine, db: AsyncSession) -> FastAPI:
-    """The real application built with `settings`, its requests running in the test's session
-    (so on PostgreSQL the test's rollback undoes them too)."""
-    application = create_app(settings, engine=engine)
+def app_in_session(engine: AsyncEngine, db: AsyncSession) -> FastAPI:
+    """The real application, built from the settings in force, its requests running in the
+    test's session (so on PostgreSQL the test's rollback undoes them too)."""
+    application = create_app(engine=engine)
 
     async def test_session() -> AsyncIterator[AsyncSession]:
         yield db
@@ -255,7 +266,7 @@ async def client_of(app: FastAPI, **transport: Any) -> AsyncIterator[httpx.Async
 
 @pytest.fixture
 def app(settings: Settings, engine: AsyncEngine, db: AsyncSession) -> FastAPI:
-    return app_in_session(settings, engine, db)
+    return app_in_session(engine, db)
 
 
 @pytest.fixture

@@ -6,27 +6,21 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import Settings
+from app.config import use_settings
 from app.main import create_app
-from tests.conftest import TEST_SECRET
+from tests.conftest import make_settings
 
 FRONTEND = "http://localhost:5173"
 
 
 @pytest.fixture
 async def cors_client(engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(
-        _env_file=None,
-        app_env="testing",
-        secret_key=SecretStr(TEST_SECRET),
-        cors_origins=f"{FRONTEND},https://crm.example.com",
-    )
-    transport = httpx.ASGITransport(app=create_app(settings, engine=engine))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield client
+    with use_settings(make_settings(cors_origins=f"{FRONTEND},https://crm.example.com")):
+        transport = httpx.ASGITransport(app=create_app(engine=engine))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
 
 
 def preflight(origin: str) -> dict[str, str]:

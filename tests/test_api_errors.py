@@ -14,15 +14,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from pydantic import SecretStr
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings
+from app.config import use_settings
 from app.main import create_app
 from app.models import User
 from app.services import LeadService
-from tests.conftest import TEST_SECRET, LeadFactory, count_rows
+from tests.conftest import LeadFactory, count_rows, make_settings
 
 LEADS = "/api/v1/leads"
 USERS = "/api/v1/users"
@@ -626,8 +625,8 @@ async def test_a_body_of_exactly_1_mib_is_accepted(
 
 
 def _spec() -> dict[str, Any]:
-    settings = Settings(_env_file=None, app_env="testing", secret_key=SecretStr(TEST_SECRET))
-    return create_app(settings).openapi()
+    with use_settings(make_settings()):
+        return create_app().openapi()
 
 
 SPEC = _spec()

@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import inspect, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,7 +22,7 @@ from app.database import create_engine
 from app.main import create_app
 from app.models import Lead, User
 from app.services import LeadService
-from tests.conftest import TEST_SECRET, LeadFactory, count_rows
+from tests.conftest import LeadFactory, count_rows
 
 LEADS = "/api/v1/leads"
 DERIVED_FIELDS = {"days_since_created", "days_since_last_contact", "is_hot_lead"}
@@ -138,11 +137,10 @@ async def test_readiness_answers_200_when_the_database_answers(client: httpx.Asy
 
 
 async def test_readiness_answers_503_with_a_reason_when_the_database_is_unreachable(
-    tmp_path: Any,
+    tmp_path: Any, settings: Settings
 ) -> None:
-    settings = Settings(_env_file=None, app_env="testing", secret_key=SecretStr(TEST_SECRET))
-    unreachable = create_engine(f"sqlite+aiosqlite:///{tmp_path}/missing/dir/crm.db", settings)
-    transport = httpx.ASGITransport(app=create_app(settings, engine=unreachable))
+    unreachable = create_engine(f"sqlite+aiosqlite:///{tmp_path}/missing/dir/crm.db")
+    transport = httpx.ASGITransport(app=create_app(engine=unreachable))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             response = await client.get("/health/ready")

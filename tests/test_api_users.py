@@ -9,11 +9,10 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.config import Settings
+from app.config import Settings, use_settings
 from app.models import User
 from app.services.user_service import LOGIN_FAILED
 from tests.conftest import (
@@ -23,6 +22,7 @@ from tests.conftest import (
     app_in_session,
     client_of,
     count_rows,
+    make_settings,
 )
 
 TOKEN_URL = "/api/v1/auth/token"
@@ -515,13 +515,8 @@ async def test_no_user_response_carries_a_password_hash(
 async def test_login_expires_in_follows_the_configured_lifetime(
     engine: AsyncEngine, db: AsyncSession, agent: User
 ) -> None:
-    settings = Settings(
-        _env_file=None,
-        app_env="testing",
-        secret_key=SecretStr(TEST_SECRET),
-        access_token_expire_minutes=5,
-    )
-    async with client_of(app_in_session(settings, engine, db)) as client:
-        response = await login(client, "agent@crm.example.com", PASSWORD)
+    with use_settings(make_settings(access_token_expire_minutes=5)):
+        async with client_of(app_in_session(engine, db)) as client:
+            response = await login(client, "agent@crm.example.com", PASSWORD)
     assert response.status_code == 200
     assert response.json()["expires_in"] == 300

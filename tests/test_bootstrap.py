@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bootstrap import admin_password_path, ensure_first_superuser
-from app.config import Settings
+from app.config import Settings, use_settings
 from app.models import User
 from app.services.security import verify_password
 from tests.conftest import TEST_SECRET, count_rows
@@ -37,9 +37,8 @@ async def test_a_generated_admin_password_goes_to_a_file_only_its_owner_can_read
     caplog.set_level(logging.DEBUG)
     password_file = tmp_path / "admin_password"
 
-    result = await ensure_first_superuser(
-        db, bootstrap_settings(admin_password_file=str(password_file))
-    )
+    with use_settings(bootstrap_settings(admin_password_file=str(password_file))):
+        result = await ensure_first_superuser(db)
 
     assert result == ("first@example.com", password_file)
     assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
@@ -57,7 +56,8 @@ async def test_with_a_superuser_there_the_password_file_is_not_touched(
     """The usual restart: it must work with the folder read-only or gone."""
     nowhere = tmp_path / "no-such-folder" / "admin_password"
 
-    result = await ensure_first_superuser(db, bootstrap_settings(admin_password_file=str(nowhere)))
+    with use_settings(bootstrap_settings(admin_password_file=str(nowhere))):
+        result = await ensure_first_superuser(db)
 
     assert result is None
     assert os.listdir(tmp_path) == []
@@ -69,8 +69,11 @@ async def test_an_unwritable_password_folder_stops_the_start_before_the_account_
     """Else a superuser would exist whose password nobody can know."""
     nowhere = tmp_path / "no-such-folder" / "admin_password"
 
-    with pytest.raises(RuntimeError, match="ADMIN_PASSWORD"):
-        await ensure_first_superuser(db, bootstrap_settings(admin_password_file=str(nowhere)))
+    with (
+        use_settings(bootstrap_settings(admin_password_file=str(nowhere))),
+        pytest.raises(RuntimeError, match="ADMIN_PASSWORD"),
+    ):
+        await ensure_first_superuser(db)
 
     assert await count_rows(db, "users") == 0
 

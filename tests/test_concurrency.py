@@ -36,6 +36,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.config import use_settings
 from app.database import create_engine, create_session_factory, upgrade_database
 from app.main import create_app
 from app.models import Lead, LeadStatus, User
@@ -556,37 +557,42 @@ async def test_concurrent_user_creations_with_one_email_make_one_user(
     import asyncpg
 
     settings = engine_settings(pg.url, pool_size=SAME_EMAIL_REQUESTS + 2)
-    engine = create_engine(pg.url, settings=settings)
-    app = create_app(settings, engine=engine)
-    token, _ = create_access_token(pg.admin_id, settings)
-    headers = {"Authorization": f"Bearer {token}"}
-    email = f"twin-{secrets.token_hex(4)}@concurrency.example.com"
-    body = {"email": email, "full_name": "Twin", "password": "a long passphrase"}
-    url = make_url(pg.url)
-    plain_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    gate = await asyncpg.connect(plain_url)
-    watcher = await asyncpg.connect(plain_url)
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            held = gate.transaction()
-            await held.start()
-            await gate.execute("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
-            requests: list[asyncio.Task] = []
-            try:
-                requests = [
-                    asyncio.create_task(client.post("/api/v1/users", headers=headers, json=body))
-                    for _ in range(SAME_EMAIL_REQUESTS)
-                ]
-                problem = await until_all_wait(watcher, str(url.database), requests)
-            finally:
-                await held.rollback()
-                async with asyncio.timeout(CALLS_SECONDS):
-                    outcomes = await asyncio.gather(*requests, return_exceptions=True)
-    finally:
-        await gate.close()
-        await watcher.close()
-        await engine.dispose()
+    with use_settings(settings):
+        engine = create_engine(pg.url, settings=settings)
+        app = create_app(engine=engine)
+        token, _ = create_access_token(pg.admin_id, settings)
+        headers = {"Authorization": f"Bearer {token}"}
+        email = f"twin-{secrets.token_hex(4)}@concurrency.example.com"
+        body = {"email": email, "full_name": "Twin", "password": "a long passphrase"}
+        url = make_url(pg.url)
+        plain_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        gate = await asyncpg.connect(plain_url)
+        watcher = await asyncpg.connect(plain_url)
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://testserver"
+            ) as client:
+                held = gate.transaction()
+                await held.start()
+                await gate.execute("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+                requests: list[asyncio.Task] = []
+                try:
+                    requests = [
+                        asyncio.create_task(
+                            client.post("/api/v1/users", headers=headers, json=body)
+                        )
+                        for _ in range(SAME_EMAIL_REQUESTS)
+                    ]
+                    problem = await until_all_wait(watcher, str(url.database), requests)
+                finally:
+                    await held.rollback()
+                    async with asyncio.timeout(CALLS_SECONDS):
+                        outcomes = await asyncio.gather(*requests, return_exceptions=True)
+        finally:
+            await gate.close()
+            await watcher.close()
+            await engine.dispose()
 
     assert problem is None, problem
     assert not failures(outcomes), failures(outcomes)

@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from app.config import Settings
+from app.config import Settings, use_settings
 from app.database import (
     alembic_config,
     create_engine,
@@ -186,17 +186,17 @@ class RunningApp:
 async def running_app(database_url: str, **overrides: Any) -> AsyncIterator[RunningApp]:
     """A real app with its own engine (pool, pre-ping, statement timeout from the settings),
     served in process; an error that escapes the app is a 500 response, as a server sends."""
-    settings = app_settings(database_url, **overrides)
-    engine = create_engine(settings.database_url, settings)
-    app = create_app(settings, engine=engine)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    try:
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://testserver", timeout=REQUEST_DEADLINE
-        ) as client:
-            yield RunningApp(app, client, settings)
-    finally:
-        await engine.dispose()
+    with use_settings(app_settings(database_url, **overrides)) as settings:
+        engine = create_engine(settings.database_url)
+        app = create_app(engine=engine)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        try:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://testserver", timeout=REQUEST_DEADLINE
+            ) as client:
+                yield RunningApp(app, client, settings)
+        finally:
+            await engine.dispose()
 
 
 async def create_superuser(database_url: str) -> str:

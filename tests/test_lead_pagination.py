@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,11 +12,12 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import get_settings
+from app.config import use_settings
 from app.models import Lead, LeadSource, LeadStatus, User
 from app.services import LeadService
 from app.services.exceptions import ValidationException
 from app.services.lead_filters import SORT_FIELDS
+from tests.conftest import make_settings
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 STATUSES = list(LeadStatus)
@@ -61,12 +63,14 @@ async def walk(db: AsyncSession, limit: int, **kwargs: Any) -> list[int]:
 
 
 @pytest.fixture
-def count_cap(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
-    def set_cap(cap: int) -> None:
-        monkeypatch.setenv("TOTAL_COUNT_CAP", str(cap))
-        get_settings.cache_clear()
+def count_cap() -> Iterator[Callable[[int], None]]:
+    """`count_cap(n)`: TOTAL_COUNT_CAP=n in force for the rest of the test."""
+    with contextlib.ExitStack() as stack:
 
-    return set_cap
+        def set_cap(cap: int) -> None:
+            stack.enter_context(use_settings(make_settings(total_count_cap=cap)))
+
+        yield set_cap
 
 
 # --- totals ----------------------------------------------------------------------------------

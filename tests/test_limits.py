@@ -8,18 +8,18 @@ not fixed when the code is imported) and that the OpenAPI document shows the val
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings, get_settings
+from app.config import Settings, use_settings
 from app.models import Lead, User
 from app.models.types import TAG_MAX_LENGTH
-from tests.conftest import TEST_SECRET, LeadFactory, count_rows
+from tests.conftest import LeadFactory, count_rows, make_settings
 
 LEADS = "/api/v1/leads"
 NOTE_LIMIT = 30
@@ -37,13 +37,13 @@ LIMITS = {
 
 
 @pytest.fixture
-def settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The app's settings (replacing conftest's), with the small limits above in the
-    environment, where `get_settings()` reads them too."""
+def settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """The settings in force (replacing conftest's), read with the small limits above in the
+    environment."""
     for name, value in LIMITS.items():
         monkeypatch.setenv(name, str(value))
-    get_settings.cache_clear()
-    return Settings(_env_file=None, app_env="testing", secret_key=SecretStr(TEST_SECRET))
+    with use_settings(make_settings()) as installed:
+        yield installed
 
 
 @pytest.fixture
@@ -263,8 +263,8 @@ async def test_raising_the_page_limit_past_the_old_fixed_1000_takes_effect(
     client: httpx.AsyncClient, h: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PAGE_MAX_LIMIT", "2500")
-    get_settings.cache_clear()
-    response = await client.get(LEADS, params={"limit": 2500}, headers=h)
+    with use_settings(make_settings()):
+        response = await client.get(LEADS, params={"limit": 2500}, headers=h)
     assert response.status_code == 200, response.text
     assert response.json()["limit"] == 2500
 

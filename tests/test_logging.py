@@ -7,15 +7,14 @@ import logging
 import sys
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import Settings
+from app.config import get_settings, use_settings
 from app.logging_config import JsonFormatter
 from app.services.security import create_access_token
-from tests.conftest import PASSWORD, TEST_SECRET
+from tests.conftest import PASSWORD, TEST_SECRET, make_settings
 from tests.log_scan import secrets_in
 
 
@@ -63,8 +62,8 @@ def test_a_value_json_cannot_hold_is_logged_as_its_repr() -> None:
 
 
 def test_the_secret_scanner_finds_a_jwt_and_a_test_password() -> None:
-    settings = Settings(_env_file=None, app_env="testing", secret_key=SecretStr(TEST_SECRET))
-    token, _ = create_access_token(1, settings)
+    with use_settings(make_settings()):
+        token, _ = create_access_token(1, get_settings())
 
     assert secrets_in(f"Authorization: Bearer {token}")
     assert secrets_in(f"login failed for password {PASSWORD!r}")

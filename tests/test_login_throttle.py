@@ -15,18 +15,18 @@ and checks that no more than the limit of them got as far as the password.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.config import Settings
+from app.config import Settings, use_settings
 from app.database import upgrade_database
 from app.models import LoginFailure, User
 from app.models.types import utcnow
@@ -36,9 +36,9 @@ from app.services.user_service import LOGIN_FAILED, UserService
 from tests.conftest import (
     PASSWORD,
     PASSWORD_HASH,
-    TEST_SECRET,
     app_in_session,
     client_of,
+    make_settings,
     postgres_only,
 )
 from tests.support import own_engine, postgres_url, run_together, throwaway_database
@@ -104,21 +104,22 @@ def assert_locked(response: httpx.Response) -> int:
     return int(retry_after)
 
 
-def app_settings(**changes: Any) -> Settings:
-    return Settings(_env_file=None, app_env="testing", secret_key=SecretStr(TEST_SECRET), **changes)
-
-
 @pytest.fixture
-def settings() -> Settings:
-    """The app's settings in this module (overrides conftest's)."""
-    return app_settings(login_max_failures=LIMIT)
+def settings() -> Iterator[Settings]:
+    """The settings in force in this module (overrides conftest's): LIMIT failures."""
+    with use_settings(make_settings(login_max_failures=LIMIT)) as installed:
+        yield installed
 
 
-def client_with(
+@contextlib.asynccontextmanager
+async def client_with(
     settings: Settings, engine: AsyncEngine, db: AsyncSession
-) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
-    """A client of an app with these settings, its requests running in the test's session."""
-    return client_of(app_in_session(settings, engine, db))
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app with these settings in force, its requests running in the test's
+    session."""
+    with use_settings(settings):
+        async with client_of(app_in_session(engine, db)) as client:
+            yield client
 
 
 @pytest.fixture
@@ -142,7 +143,7 @@ async def client_from(app: FastAPI) -> AsyncIterator[ClientFrom]:
 async def test_by_default_ten_failures_make_even_the_right_password_get_429_with_retry_after(
     engine: AsyncEngine, db: AsyncSession, agent: User
 ) -> None:
-    async with client_with(app_settings(), engine, db) as client:
+    async with client_with(make_settings(), engine, db) as client:
         await fail(client, times=DEFAULT_LIMIT)
 
         response = await login(client, AGENT, PASSWORD)
@@ -338,7 +339,7 @@ SHORT = {"login_max_failures": 2, "login_failure_window_seconds": 60, "login_loc
 async def test_the_lockout_follows_the_setting(
     engine: AsyncEngine, db: AsyncSession, agent: User
 ) -> None:
-    async with client_with(app_settings(**SHORT), engine, db) as client:
+    async with client_with(make_settings(**SHORT), engine, db) as client:
         await fail(client, times=2)
         assert 0 < assert_locked(await login(client, AGENT, PASSWORD)) <= 30
         await age_failures(db, timedelta(seconds=31))
@@ -351,7 +352,7 @@ async def test_the_window_follows_the_setting(
 ) -> None:
     """Two failures 61 seconds apart are not two within a 60-second window."""
     await add_failures(db, AGENT, HERE, timedelta(seconds=61), 1)
-    async with client_with(app_settings(**SHORT), engine, db) as client:
+    async with client_with(make_settings(**SHORT), engine, db) as client:
         await fail(client, times=1)
         response = await login(client, AGENT, PASSWORD)
     assert response.status_code == 200, response.text
@@ -388,10 +389,10 @@ async def test_authenticate_without_an_address_is_throttled_too(
     """Callers that know no address (scripts) share one pair per email: never unthrottled."""
     for _ in range(LIMIT):
         with pytest.raises(AuthenticationException):
-            await UserService.authenticate(db, AGENT, WRONG, settings=settings)
+            await UserService.authenticate(db, AGENT, WRONG)
 
     with pytest.raises(TooManyAttemptsException) as locked:
-        await UserService.authenticate(db, AGENT, PASSWORD, settings=settings)
+        await UserService.authenticate(db, AGENT, PASSWORD)
     assert locked.value.retry_after > 0
 
 
@@ -415,14 +416,11 @@ async def test_concurrent_failures_never_get_past_the_limit() -> None:
         finally:
             await engine.dispose()
 
-        settings = app_settings(login_max_failures=LIMIT)
-
         def attempt(session: AsyncSession) -> Any:
-            return UserService.authenticate(
-                session, AGENT, WRONG, client_address=ELSEWHERE, settings=settings
-            )
+            return UserService.authenticate(session, AGENT, WRONG, client_address=ELSEWHERE)
 
-        results = await run_together(url, [attempt] * RACERS, seconds=120)
+        with use_settings(make_settings(login_max_failures=LIMIT)):
+            results = await run_together(url, [attempt] * RACERS, seconds=120)
 
         engine = own_engine(url, pool_size=1)
         try:

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from app.config import get_settings, normalize_database_url
+from app.config import normalize_database_url, use_settings
 from app.models import Base
 from app.models.base import MIGRATION_ONLY_INDEXES, include_in_autogenerate
 
@@ -284,14 +284,13 @@ async def test_upgrade_runs_on_a_connection_handed_in_by_async_code(database_url
 
 
 def test_url_comes_from_database_url_when_none_is_given(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = f"sqlite:///{tmp_path / 'from_settings.db'}"  # normalized to aiosqlite by env.py
     monkeypatch.setenv("DATABASE_URL", url)
-    get_settings.cache_clear()
-    request.addfinalizer(get_settings.cache_clear)
 
-    command.upgrade(alembic_config(), "head")
+    with use_settings(None):  # none installed: the environment's, read afresh
+        command.upgrade(alembic_config(), "head")
 
     assert run_on(normalize_database_url(url), current_revision) == head_revision()
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings
+from app.config import use_settings
 from app.database import create_engine, create_session_factory, upgrade_database
 from app.main import create_app
 from app.models import User
@@ -21,7 +21,7 @@ from app.services import LeadService
 from app.services.base import get_acting_user, remember_verified_user
 from app.services.exceptions import InactiveUserException
 from app.services.security import create_access_token
-from tests.conftest import ON_POSTGRES, TEST_DATABASE_URL, TEST_SECRET, LeadFactory
+from tests.conftest import ON_POSTGRES, TEST_DATABASE_URL, LeadFactory, make_settings
 from tests.test_lead_bulk import sql_statements
 
 LEADS = "/api/v1/leads"
@@ -116,40 +116,42 @@ async def test_reads_do_not_wait_for_a_sqlite_writer(tmp_path: Path) -> None:
     a write in the same situation waits for the lock (and here, with a short busy timeout,
     gives up)."""
     url = f"sqlite+aiosqlite:///{tmp_path}/crm.db"
-    settings = Settings(
-        _env_file=None, database_url=url, secret_key=TEST_SECRET, sqlite_busy_timeout_ms=200
-    )
-    engine = create_engine(url, settings)
-    writer = create_engine(url, settings)
-    await upgrade_database(engine)
-    try:
-        async with create_session_factory(engine)() as db:
-            admin = User(
-                email="admin@example.com", full_name="Admin", hashed_password="x", is_superuser=True
-            )
-            db.add(admin)
-            await db.commit()
-            admin_id = admin.id
-        app = create_app(settings, engine=engine)
-        token, _ = create_access_token(admin_id, settings)
-        headers = {"Authorization": f"Bearer {token}"}
-        transport = httpx.ASGITransport(app=app)
-        async with (
-            httpx.AsyncClient(transport=transport, base_url="http://t") as client,
-            writer.connect() as holder,
-        ):
-            await holder.execute(text("SELECT 1"))  # BEGIN IMMEDIATE: holds the write lock
-            read = await client.get(LEADS, headers=headers)
-            write = await client.post(
-                LEADS,
-                json={"first_name": "A", "last_name": "B", "email": "a@b.com"},
-                headers=headers,
-            )
-        assert read.status_code == 200, read.text
-        assert write.status_code in (409, 503), write.text
-    finally:
-        await engine.dispose()
-        await writer.dispose()
+    settings = make_settings(database_url=url, sqlite_busy_timeout_ms=200)
+    with use_settings(settings):
+        engine = create_engine(url, settings)
+        writer = create_engine(url, settings)
+        await upgrade_database(engine)
+        try:
+            async with create_session_factory(engine)() as db:
+                admin = User(
+                    email="admin@example.com",
+                    full_name="Admin",
+                    hashed_password="x",
+                    is_superuser=True,
+                )
+                db.add(admin)
+                await db.commit()
+                admin_id = admin.id
+            app = create_app(engine=engine)
+            token, _ = create_access_token(admin_id, settings)
+            headers = {"Authorization": f"Bearer {token}"}
+            transport = httpx.ASGITransport(app=app)
+            async with (
+                httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+                writer.connect() as holder,
+            ):
+                await holder.execute(text("SELECT 1"))  # BEGIN IMMEDIATE: holds the write lock
+                read = await client.get(LEADS, headers=headers)
+                write = await client.post(
+                    LEADS,
+                    json={"first_name": "A", "last_name": "B", "email": "a@b.com"},
+                    headers=headers,
+                )
+            assert read.status_code == 200, read.text
+            assert write.status_code in (409, 503), write.text
+        finally:
+            await engine.dispose()
+            await writer.dispose()
 
 
 @pytest.mark.skipif(not ON_POSTGRES, reason="needs TEST_DATABASE_URL (PostgreSQL)")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import get_settings
+from app.config import Settings, install_settings
 from app.models import LeadSource, User
 from app.services import LeadService
 
@@ -40,10 +40,12 @@ def score(db: AsyncSession, superuser: User) -> Scorer:
     return scored
 
 
-def use_settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
+def settings_from_environment(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
+    """Put settings read from this environment in force (the conftest's autouse fixture takes
+    them out again): the environment's spelling of a list is part of what is tested."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
+    install_settings(Settings(_env_file=None))
 
 
 # ------------------------------------------------------------------------------------- base
@@ -178,7 +180,7 @@ async def test_referral_with_company_and_business_email_scores_90(score: Scorer)
 async def test_free_email_domains_setting_replaces_the_default_list(
     score: Scorer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    use_settings(monkeypatch, FREE_EMAIL_DOMAINS="acme-industries.com,example.org")
+    settings_from_environment(monkeypatch, FREE_EMAIL_DOMAINS="acme-industries.com,example.org")
     assert await score(email=BUSINESS_MAIL) == 50
     assert await score(email="pat@example.org") == 50
     assert await score(email="pat@gmail.com") == 60
@@ -187,14 +189,14 @@ async def test_free_email_domains_setting_replaces_the_default_list(
 async def test_free_email_domains_setting_is_trimmed_and_lowercased(
     score: Scorer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    use_settings(monkeypatch, FREE_EMAIL_DOMAINS=" Acme-Industries.COM , ")
+    settings_from_environment(monkeypatch, FREE_EMAIL_DOMAINS=" Acme-Industries.COM , ")
     assert await score(email=BUSINESS_MAIL) == 50
 
 
 async def test_high_value_tags_setting_replaces_the_default_list(
     score: Scorer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    use_settings(monkeypatch, HIGH_VALUE_TAGS="whale,board-member")
+    settings_from_environment(monkeypatch, HIGH_VALUE_TAGS="whale,board-member")
     assert await score(tags=["whale"]) == 65
     assert await score(tags=["board-member"]) == 65
     assert await score(tags=["vip"]) == 50
@@ -203,14 +205,14 @@ async def test_high_value_tags_setting_replaces_the_default_list(
 async def test_high_value_tags_setting_is_trimmed_and_lowercased(
     score: Scorer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    use_settings(monkeypatch, HIGH_VALUE_TAGS=" Whale ,SHARK")
+    settings_from_environment(monkeypatch, HIGH_VALUE_TAGS=" Whale ,SHARK")
     assert await score(tags=["shark"]) == 65
 
 
 async def test_settings_are_used_when_a_lead_is_rescored_on_update(
     db: AsyncSession, superuser: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    use_settings(monkeypatch, HIGH_VALUE_TAGS="whale")
+    settings_from_environment(monkeypatch, HIGH_VALUE_TAGS="whale")
     lead = await LeadService.create_lead(
         db, {"first_name": "Pat", "last_name": "Doe", "email": FREE_MAIL}, user_id=superuser.id
     )

@@ -14,7 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings
+from app.config import Settings, get_settings
 from app.models import User
 from app.schemas.lead import MAX_ID
 from app.services.base import remember_verified_user
@@ -24,11 +24,11 @@ from app.services.security import InvalidToken, decode_access_token
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
 
-async def get_settings_dep(request: Request) -> Settings:
-    """The settings the running app was built with (tests build apps with their own).
+async def get_settings_dep() -> Settings:
+    """The settings in force, the very object the services read (`app.config.get_settings`).
     (Every dependency here is `async def`: FastAPI runs a plain `def` one in a worker thread,
     which costs more than the work it does.)"""
-    return request.app.state.settings
+    return get_settings()
 
 
 READ_ONLY_METHODS = frozenset({"GET", "HEAD"})

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings, get_settings
+from app.config import get_settings
 from app.models import FieldValidationError, User
 from app.models.types import utcnow
 from app.models.validation import email_address
@@ -49,7 +49,6 @@ class UserService:
         password: str,
         *,
         client_address: str | None = None,
-        settings: Settings | None = None,
     ) -> User:
         """The active user with these credentials. Every failure, unknown email, wrong password
         or inactive account alike, raises the same AuthenticationException. Too many failures
@@ -59,7 +58,7 @@ class UserService:
         Not `@transactional` itself, because a failed attempt must be recorded although the call
         fails, and a transaction that raises is rolled back: the attempt is one transaction
         (`_attempt_login`) that commits whatever the outcome, and the failure is raised after."""
-        rules = login_throttle.ThrottleRules.from_settings(settings or get_settings())
+        rules = login_throttle.ThrottleRules.from_settings(get_settings())
         user = await _attempt_login(db, email, password, client_address, rules)
         if user is None:
             raise AuthenticationException(LOGIN_FAILED)

@@ -46,7 +46,7 @@ async def login(
     # Behind a proxy, uvicorn's proxy-headers handling has already put the real client here.
     client_address = request.client.host if request.client else None
     user = await UserService.authenticate(
-        db, form.username, form.password, client_address=client_address, settings=settings
+        db, form.username, form.password, client_address=client_address
     )
     token, lifetime = create_access_token(user.id, settings, version=user.token_version)
     return Token(access_token=token, expires_in=lifetime)
