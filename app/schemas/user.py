@@ -88,3 +88,24 @@ class Token(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_in: int = Field(description="Seconds until the token expires.")
+
+
+class LoginRequest(BaseModel):
+    """The body of `POST /auth/token`, as a JSON object or as the OAuth2 password form (what
+    the docs' Authorize button sends): the same fields either way. Unknown fields (an OAuth2
+    client's `client_id`, say) are ignored, as RFC 6749 (section 3.2) asks of a token
+    endpoint."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [{"username": "admin@example.com", "password": "a long passphrase"}]
+        },
+    )
+
+    username: str = Field(description="The account's email address.")
+    password: str = Field(description="The account's password.")
+    grant_type: Literal["password"] = Field(
+        default="password", description="OAuth2's grant type; only `password` is supported."
+    )
+    scope: str = Field(default="", description="OAuth2 scopes; accepted and not used.")
