@@ -3,7 +3,7 @@
 python -m app [--host H] [--port P] [--workers N] [--reload]
 python -m app migrate
 python -m app create-user EMAIL [--superuser] [--full-name NAME]   (password: prompt or stdin)
-python -m app seed-demo --leads N [--agents K]
+python -m app seed-demo --leads N [--agents K] [--force]   (--force: under APP_ENV=production)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from app.config import Settings, get_settings
+from app.config import AppEnv, Settings, get_settings
 
 logger = logging.getLogger("app.bootstrap")
 
@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     seed = commands.add_parser("seed-demo", help="insert realistic demo leads and agents")
     seed.add_argument("--leads", type=int, default=1000)
     seed.add_argument("--agents", type=int, default=10)
+    seed.add_argument("--force", action="store_true", help="seed even though APP_ENV is production")
     seed.set_defaults(handler=_seed_demo)
     return parser
 
@@ -114,8 +115,15 @@ async def _prepare(settings: Settings, db: Any, engine: Any) -> None:
     from app.database import startup_lock, upgrade_database
 
     async with startup_lock(engine):
-        await upgrade_database(engine)
+        report = await upgrade_database(engine)
         generated = await ensure_first_superuser(db)
+    if report.applied:
+        logger.info(
+            "migrated the database to revision %s (%d revisions applied)",
+            report.after,
+            len(report.applied),
+            extra={"revisions": [revision for revision, _ in report.applied]},
+        )
     if generated:
         email, path = generated
         # WARNING, so that it shows at LOG_LEVEL=WARNING too: someone has to fetch the password.
@@ -132,10 +140,20 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from app.database import upgrade_database
 
     async def run(settings: Settings, db: Any, engine: Any) -> None:
-        await upgrade_database(engine)
+        report = await upgrade_database(engine)
+        where = _safe_url(settings)
+        if not report.applied:
+            print(f"{where} is already at revision {report.after} (head): nothing to apply.")
+            return
+        start = f"revision {report.before}" if report.before else "an empty database"
+        count = len(report.applied)
+        print(f"Migrated {where} from {start}, applying {count} revision(s):")
+        for revision, description in report.applied:
+            print(f"  {revision}  {description}")
+        head = " (head)" if report.after == report.head else ""
+        print(f"It is now at revision {report.after}{head}.")
 
     _run(settings, run)
-    print("Database is up to date.")
     return 0
 
 
@@ -178,6 +196,14 @@ def _seed_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.leads < 0 or args.agents < 1:
         print("error: --leads must be 0 or more and --agents at least 1", file=sys.stderr)
+        return 2
+    if settings.app_env is AppEnv.PRODUCTION and not args.force:
+        print(
+            f"error: APP_ENV=production: refusing to add demo leads and agents (all with the "
+            f"same known password) to {_safe_url(settings)}; pass --force if that is really "
+            "what you want.",
+            file=sys.stderr,
+        )
         return 2
 
     async def run(settings: Settings, db: Any, engine: Any) -> None:

@@ -25,18 +25,31 @@ DEFAULT_ADMIN_PASSWORD_FILE = ".crm_admin_password"
 
 
 def secret_key_path(settings: Settings) -> Path:
-    """Beside the SQLite database file, or in the working folder for other databases."""
+    """Beside the SQLite database file, or in the working folder for other databases (never in
+    production, which needs SECRET_KEY itself)."""
     if settings.secret_key_file:
         return Path(settings.secret_key_file)
     return _beside_database(settings, ".secret", DEFAULT_SECRET_FILE)
 
 
 def admin_password_path(settings: Settings) -> Path:
-    """Where a generated first-superuser password is kept: like the key file, beside the SQLite
-    database file, or in the working folder for other databases."""
+    """Where a generated first-superuser password is kept: ADMIN_PASSWORD_FILE, else like the
+    key file, beside the SQLite database file, or in the working folder for other databases.
+
+    In production a database that is not a file (PostgreSQL) has no "beside": the working
+    folder is wherever the process manager happened to start the app, and a password left
+    there is found by whoever looks next. So production refuses, and asks for
+    ADMIN_PASSWORD or ADMIN_PASSWORD_FILE instead."""
     if settings.admin_password_file:
         return Path(settings.admin_password_file)
-    return _beside_database(settings, ".admin_password", DEFAULT_ADMIN_PASSWORD_FILE)
+    path = _beside_database(settings, ".admin_password", DEFAULT_ADMIN_PASSWORD_FILE)
+    if settings.app_env is AppEnv.PRODUCTION and path == Path(DEFAULT_ADMIN_PASSWORD_FILE):
+        raise RuntimeError(
+            "APP_ENV=production and the database has no superuser yet: set ADMIN_PASSWORD "
+            "(the first superuser's password) or ADMIN_PASSWORD_FILE (where to write a "
+            f"generated one); it is not written into the working directory ({Path.cwd()})."
+        )
+    return path
 
 
 def _beside_database(settings: Settings, suffix: str, otherwise: str) -> Path:

@@ -16,11 +16,14 @@ import asyncio
 import fcntl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -143,14 +146,45 @@ def alembic_config(url: str | None = None) -> AlembicConfig:
     return config
 
 
-async def upgrade_database(engine: AsyncEngine, revision: str = "head") -> None:
-    """Apply the Alembic migrations to the engine's database.
+@dataclass(frozen=True)
+class MigrationReport:
+    """What `upgrade_database` did: the revision before (None: an empty database) and after,
+    the revisions applied in order, as (id, description), and the scripts' head."""
+
+    before: str | None
+    after: str | None
+    applied: tuple[tuple[str, str], ...]
+    head: str | None
+
+
+async def upgrade_database(engine: AsyncEngine, revision: str = "head") -> MigrationReport:
+    """Apply the Alembic migrations to the engine's database; what was done.
 
     Alembic's command API is synchronous and its env.py runs its own event loop with its own
     engine (on SQLite without foreign-key enforcement, which table rebuilds need), so it runs in
-    a worker thread."""
+    a worker thread. Alembic's own log lines are not the report (they are silenced at INFO, see
+    app/logging_config.py): the revisions are read before and after instead."""
     url = engine.url.render_as_string(hide_password=False)
-    await asyncio.to_thread(command.upgrade, alembic_config(url), revision)
+    config = alembic_config(url)
+    before = await current_revision(engine)
+    await asyncio.to_thread(command.upgrade, config, revision)
+    after = await current_revision(engine)
+    script = ScriptDirectory.from_config(config)
+    applied: tuple[tuple[str, str], ...] = ()
+    if after is not None and after != before:
+        steps = reversed(list(script.iterate_revisions(after, before)))
+        applied = tuple((step.revision, step.doc) for step in steps)
+    return MigrationReport(before, after, applied, script.get_current_head())
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The database's Alembic revision; None for a database never migrated."""
+
+    def read(conn: Any) -> str | None:
+        return MigrationContext.configure(conn).get_current_revision()
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(read)
 
 
 STARTUP_LOCK_KEY = 4_711_2026  # any constant; identifies this app's start-up lock

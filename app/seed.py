@@ -1,7 +1,10 @@
 """Realistic demo data, loaded fast enough that a frontend (or a benchmark) has something to show.
 
 Statuses and sources are skewed the way a real pipeline is (many NEW, few WON), scores follow
-the real scoring rules, a few leads are unassigned, and every lead has a short history.
+the real scoring rules, a few leads are unassigned, and every lead has a short history. Dates
+follow each lead's life: created within the last year, last contacted at some point after that
+(leads still NEW were never contacted: no contact date, no calls), changed last at or after the
+last contact, and nothing in the future.
 
 SQLite gets batched INSERTs. PostgreSQL gets the bulk path: rows generated column by column and
 streamed with binary COPY while the next ones are generated; for a large load the table's
@@ -266,6 +269,7 @@ def _fake_lead(
     status = rng.choices(statuses, status_weights)[0]
     created_at = now - timedelta(seconds=rng.randint(0, 365 * 24 * 3600))
     contacted = status is not LeadStatus.NEW
+    last_contact, updated_at = _life_dates(rng.random, now, created_at, contacted)
     return {
         "first_name": first,
         "last_name": last,
@@ -280,12 +284,22 @@ def _fake_lead(
         "probability": round(rng.random(), 2) if contacted else None,
         "tags": rng.sample(TAGS, rng.choice((0, 0, 1, 1, 2, 3, 4))),
         "call_attempts": rng.randint(1, 6) if contacted else 0,
-        "last_contact_date": (
-            min(now, created_at + timedelta(days=rng.randint(0, 30))) if contacted else None
-        ),
+        "last_contact_date": last_contact,
         "created_at": created_at,
-        "updated_at": created_at,
+        "updated_at": updated_at,
     }
+
+
+def _life_dates(
+    r: Callable[[], float], now: datetime, created_at: datetime, contacted: bool
+) -> tuple[datetime | None, datetime]:
+    """(last_contact_date, updated_at) for a lead created at `created_at`: created <= last
+    contact <= last change <= now. A contacted lead's last contact falls anywhere in its life
+    so far, its last change after that; a lead never contacted was mostly left as created."""
+    if contacted:
+        last_contact = created_at + (now - created_at) * r()
+        return last_contact, last_contact + (now - last_contact) * r()
+    return None, created_at + (now - created_at) * r() ** 3
 
 
 def _history(rng: random.Random, row: dict[str, Any]) -> str:
@@ -469,11 +483,9 @@ def _lead_columns_factory(
         ]
         created = [first_year + timedelta(seconds=(start + i + r()) * step) for i in span]
         calls = [int(r() * 6) + 1 if c else 0 for c in contacted]
-        day = timedelta(days=1)
-        last_contact = [
-            min(now, at + day * int(r() * 31)) if c else None
-            for at, c in zip(created, contacted, strict=True)
-        ]
+        life_dates = [_life_dates(r, now, at, c) for at, c in zip(created, contacted, strict=True)]
+        last_contact = [contact for contact, _ in life_dates]
+        updated = [changed for _, changed in life_dates]
         notes = [_history_fast(rng, at, s) for at, s in zip(created, lead_scores, strict=True)]
         return zip(
             firsts,
@@ -493,7 +505,7 @@ def _lead_columns_factory(
             calls,
             last_contact,
             created,
-            created,
+            updated,
             strict=True,
         )
 

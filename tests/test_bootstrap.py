@@ -23,11 +23,13 @@ from tests.log_scan import never_log
 
 def bootstrap_settings(**values: object) -> Settings:
     return Settings(
-        _env_file=None,
-        app_env="testing",
-        secret_key=SecretStr(TEST_SECRET),
-        admin_email="first@example.com",
-        **values,
+        **{
+            "_env_file": None,
+            "app_env": "testing",
+            "secret_key": SecretStr(TEST_SECRET),
+            "admin_email": "first@example.com",
+            **values,
+        }
     )
 
 
@@ -83,3 +85,55 @@ def test_the_password_file_is_beside_a_sqlite_database_by_default(tmp_path: Path
     settings = bootstrap_settings(database_url=f"sqlite+aiosqlite:///{database}")
 
     assert admin_password_path(settings) == tmp_path / "crm.db.admin_password"
+
+
+def production_settings(**values: object) -> Settings:
+    return bootstrap_settings(app_env="production", **values)
+
+
+def test_production_with_postgresql_refuses_a_password_file_in_the_working_folder() -> None:
+    settings = production_settings(database_url="postgresql+asyncpg://crm@db.internal/crm")
+
+    with pytest.raises(RuntimeError, match="ADMIN_PASSWORD_FILE") as refused:
+        admin_password_path(settings)
+    assert "ADMIN_PASSWORD " in str(refused.value)  # the other way out, named too
+    assert str(Path.cwd()) in str(refused.value)
+
+
+def test_production_puts_the_password_where_admin_password_file_says(tmp_path: Path) -> None:
+    chosen = tmp_path / "admin_password"
+    settings = production_settings(
+        database_url="postgresql+asyncpg://crm@db.internal/crm", admin_password_file=str(chosen)
+    )
+
+    assert admin_password_path(settings) == chosen
+
+
+def test_production_with_a_sqlite_file_keeps_the_password_beside_it(tmp_path: Path) -> None:
+    database = tmp_path / "crm.db"
+    settings = production_settings(database_url=f"sqlite+aiosqlite:///{database}")
+
+    assert admin_password_path(settings) == tmp_path / "crm.db.admin_password"
+
+
+async def test_production_without_a_place_for_the_password_makes_no_superuser(
+    db: AsyncSession,
+) -> None:
+    settings = production_settings(database_url="postgresql+asyncpg://crm@db.internal/crm")
+
+    with use_settings(settings), pytest.raises(RuntimeError, match="ADMIN_PASSWORD_FILE"):
+        await ensure_first_superuser(db)
+
+    assert await count_rows(db, "users") == 0
+
+
+async def test_production_with_admin_password_needs_no_file(db: AsyncSession) -> None:
+    settings = production_settings(
+        database_url="postgresql+asyncpg://crm@db.internal/crm",
+        admin_password=SecretStr("a long production passphrase"),
+    )
+
+    with use_settings(settings):
+        assert await ensure_first_superuser(db) is None
+
+    assert await count_rows(db, "users") == 1

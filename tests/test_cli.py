@@ -15,12 +15,17 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
+from app.bootstrap import DEFAULT_ADMIN_PASSWORD_FILE, DEFAULT_SECRET_FILE
+from app.database import alembic_config
 from app.services.security import verify_password
 from tests.conftest import TEST_DATABASE_URL, postgres_only
 from tests.log_scan import never_log
@@ -130,6 +135,40 @@ def test_migrate_twice_is_a_no_op(tmp_path: Path) -> None:
     assert_no_traceback(second)
 
 
+def revisions_in_order() -> list[tuple[str, str]]:
+    """(id, description) of every migration, oldest first, from the scripts themselves."""
+    script = ScriptDirectory.from_config(alembic_config())
+    return [(rev.revision, rev.doc) for rev in reversed(list(script.walk_revisions()))]
+
+
+def test_migrate_on_an_empty_database_lists_the_revisions_it_applied(tmp_path: Path) -> None:
+    result = run_cli("migrate", cwd=tmp_path)
+
+    assert result.returncode == 0, describe(result)
+    revisions = revisions_in_order()
+    lines = result.stdout.splitlines()
+    assert "from an empty database" in lines[0], describe(result)
+    assert f"applying {len(revisions)} revision" in lines[0], describe(result)
+    listed = [line.split(None, 1)[0] for line in lines[1:-1]]
+    assert listed == [revision for revision, _ in revisions], describe(result)
+    for (_, description), line in zip(revisions, lines[1:-1], strict=True):
+        assert description in line
+    head = revisions[-1][0]
+    assert lines[-1] == f"It is now at revision {head} (head).", describe(result)
+    assert "up to date" not in result.stdout
+
+
+def test_migrate_on_an_up_to_date_database_says_nothing_was_needed(migrated: Path) -> None:
+    result = run_cli("migrate", cwd=migrated)
+
+    assert result.returncode == 0, describe(result)
+    head = revisions_in_order()[-1][0]
+    assert result.stdout.strip().endswith(
+        f"is already at revision {head} (head): nothing to apply."
+    ), describe(result)
+    assert "Migrated" not in result.stdout
+
+
 # --- create-user -------------------------------------------------------------------------------
 
 
@@ -175,7 +214,7 @@ def test_create_user_refuses_a_too_short_password(migrated: Path) -> None:
     result = run_cli("create-user", "short@example.com", cwd=migrated, stdin="1234567\n")
 
     assert result.returncode != 0, describe(result)
-    assert "password" in result.stderr and "8" in result.stderr, describe(result)
+    assert "password" in result.stderr.lower() and "8" in result.stderr, describe(result)
     assert_no_traceback(result)
     assert sqlite_rows(migrated / "crm.db", "SELECT count(*) FROM users") == [(0,)]
 
@@ -212,6 +251,83 @@ def test_seed_demo_inserts_leads_and_demo_agents(tmp_path: Path) -> None:
         )
     }
     assert assigned and assigned <= agent_ids
+
+
+def test_seed_demo_refuses_under_production_without_force(tmp_path: Path) -> None:
+    result = run_cli("seed-demo", "--leads", "5", cwd=tmp_path, env=cli_env(APP_ENV="production"))
+
+    assert result.returncode == 2, describe(result)
+    assert "APP_ENV=production" in result.stderr and "--force" in result.stderr, describe(result)
+    assert_no_traceback(result)
+    assert not (tmp_path / "crm.db").exists()  # refused before touching the database
+
+
+def test_seed_demo_under_production_with_force_seeds(tmp_path: Path) -> None:
+    result = run_cli(
+        "seed-demo", "--leads", "5", "--force", cwd=tmp_path, env=cli_env(APP_ENV="production")
+    )
+
+    assert result.returncode == 0, describe(result)
+    assert sqlite_rows(tmp_path / "crm.db", "SELECT count(*) FROM leads") == [(5,)]
+
+
+LIFE_COLUMNS = "status, created_at, last_contact_date, updated_at, call_attempts"
+
+
+def assert_lead_lives_look_real(rows: list[tuple[Any, ...]], *, seeded_before: datetime) -> None:
+    """created <= last contact <= last change <= the end of the seeding, spread out; a lead
+    still NEW was never contacted (no date, no calls)."""
+    assert len(rows) >= 100
+    contacted = 0
+    changed_after_creation = 0
+    for status, created, contact, updated, calls in rows:
+        if status == "NEW":
+            assert contact is None and calls == 0, (status, contact, calls)
+            assert created <= updated <= seeded_before
+        else:
+            contacted += 1
+            assert contact is not None and calls >= 1
+            assert created <= contact <= updated <= seeded_before, (created, contact, updated)
+        changed_after_creation += updated > created
+    contacts = [row[2] for row in rows if row[2] is not None]
+    assert contacted > len(rows) // 2
+    assert len(set(contacts)) == len(contacts)  # no common "seed time" contact
+    assert changed_after_creation > len(rows) * 0.9
+    days_after_creation = {(row[2] - row[1]).days for row in rows if row[2] is not None}
+    assert len(days_after_creation) > 30  # spread over the leads' lives, not a fixed offset
+
+
+def sqlite_datetime(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def test_seed_demo_dates_follow_each_leads_life(tmp_path: Path) -> None:
+    result = run_cli("seed-demo", "--leads", "500", cwd=tmp_path)
+    finished = datetime.now(UTC)
+
+    assert result.returncode == 0, describe(result)
+    rows = [
+        (status, sqlite_datetime(created), sqlite_datetime(contact), sqlite_datetime(updated), n)
+        for status, created, contact, updated, n in sqlite_rows(
+            tmp_path / "crm.db", f"SELECT {LIFE_COLUMNS} FROM leads"
+        )
+    ]
+    assert_lead_lives_look_real(rows, seeded_before=finished)
+
+
+@postgres_only
+def test_seed_demo_dates_follow_each_leads_life_through_copy_on_postgresql(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL takes the COPY path, which draws the same dates a column at a time."""
+    with throwaway_database_sync("crm_seed") as name:
+        url = make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+        result = run_cli("seed-demo", "--leads", "500", cwd=tmp_path, env=cli_env(DATABASE_URL=url))
+        finished = datetime.now(UTC)
+        assert result.returncode == 0, describe(result)
+        rows = run_async(lambda: postgres_fetch(name, f"SELECT {LIFE_COLUMNS} FROM leads"))
+
+    assert_lead_lives_look_real([tuple(row) for row in rows], seeded_before=finished)
 
 
 # --- serving -----------------------------------------------------------------------------------
@@ -371,3 +487,79 @@ def test_migrate_accepts_a_plain_postgres_url(tmp_path: Path) -> None:
         tables = {row["tablename"] for row in rows}
         assert {"users", "leads", "alembic_version"} <= tables
         assert not (tmp_path / "crm.db").exists()
+
+
+# --- generated files ---------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ignored_by_git(name: str) -> bool:
+    """Whether the repository's .gitignore keeps a file of this name out of commits."""
+    result = subprocess.run(["git", "check-ignore", "--no-index", "-q", name], cwd=ROOT)
+    assert result.returncode in (0, 1), f"git check-ignore failed in {ROOT} (not a clone?)"
+    return result.returncode == 0
+
+
+def test_every_file_a_first_start_makes_is_ignored_by_git(tmp_path: Path, serve) -> None:
+    stop(serve(tmp_path).process)
+
+    made = {path.name for path in tmp_path.iterdir() if not path.name.startswith("server-")}
+    assert {"crm.db", "crm.db.secret", "crm.db.admin_password", "crm.db.lock"} <= made, made
+    assert [name for name in sorted(made) if not ignored_by_git(name)] == []
+
+
+def test_the_working_folder_key_and_password_files_are_ignored_by_git() -> None:
+    """Where a development start with PostgreSQL keeps them."""
+    assert ignored_by_git(DEFAULT_SECRET_FILE)
+    assert ignored_by_git(DEFAULT_ADMIN_PASSWORD_FILE)
+
+
+PRODUCTION_KEY = "production-signing-key-" + "x" * 32
+
+
+@postgres_only
+def test_production_with_postgresql_will_not_write_a_password_into_the_working_folder(
+    tmp_path: Path,
+) -> None:
+    with throwaway_database_sync("crm_prod") as name:
+        url = make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+        env = cli_env(APP_ENV="production", SECRET_KEY=PRODUCTION_KEY, DATABASE_URL=url)
+        # Were it to serve instead of refusing, the timeout would end it (failing the test).
+        result = run_cli(
+            "--port", str(free_port()), cwd=tmp_path, env=env, timeout=READY_DEADLINE_SECONDS
+        )
+        users = run_async(lambda: postgres_fetch(name, "SELECT count(*) AS n FROM users"))
+
+    assert result.returncode == 2, describe(result)
+    assert "ADMIN_PASSWORD_FILE" in result.stderr and "ADMIN_PASSWORD" in result.stderr
+    assert str(tmp_path) in result.stderr, describe(result)  # says which folder it spared
+    assert_no_traceback(result)
+    assert list(tmp_path.iterdir()) == []
+    assert users[0]["n"] == 0
+
+
+@postgres_only
+def test_production_with_postgresql_writes_the_password_where_admin_password_file_says(
+    tmp_path: Path, serve
+) -> None:
+    keep = tmp_path / "secrets"
+    keep.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    with throwaway_database_sync("crm_prod") as name:
+        url = make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+        server = serve(
+            work,
+            APP_ENV="production",
+            SECRET_KEY=PRODUCTION_KEY,
+            DATABASE_URL=url,
+            ADMIN_PASSWORD_FILE=str(keep / "admin_password"),
+        )
+        password = generated_password(server)
+        with server.client() as client:
+            log_in(client, DEFAULT_ADMIN, password)
+        stop(server.process)
+
+    assert (keep / "admin_password").is_file()
+    assert [path.name for path in work.iterdir() if not path.name.startswith("server-")] == []
