@@ -76,7 +76,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from app.bootstrap import resolve_secret_key
     from app.logging_config import configure_logging, logging_config
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     # Fail early on a missing production key; make the key file (each worker reads it again).
     settings = resolve_secret_key()
     _run(settings, _prepare)
@@ -91,7 +91,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         workers=None if args.reload else args.workers,
         reload=args.reload,
         log_level=settings.log_level.lower(),
-        log_config=logging_config(settings.log_level),  # applied again in each worker process
+        # Applied again in each worker process.
+        log_config=logging_config(settings.log_level, settings.log_format),
         access_log=False,  # app.access writes one line per request, with its request id
         # On SIGTERM: stop accepting, let the requests in flight finish for this long, then
         # cancel them; the app's lifespan closes the database pool after that.

@@ -67,6 +67,11 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
@@ -107,6 +112,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     log_level: str = "INFO"
+    # json (default): one JSON object per line, for log shippers; text: readable lines for a
+    # developer's terminal.
+    log_format: LogFormat = LogFormat.JSON
     # On SIGTERM the server stops accepting connections, lets the requests in flight finish for
     # up to this long (then cancels them), and closes the database pool.
     shutdown_grace_seconds: int = Field(default=30, ge=0, le=3600)

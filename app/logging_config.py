@@ -1,5 +1,6 @@
 """The process's logging: one JSON object per line on stderr, for the app's loggers, uvicorn's
-and the libraries' alike, so a log shipper parses every line the same way.
+and the libraries' alike, so a log shipper parses every line the same way. `LOG_FORMAT=text`
+writes the same records as plain lines for a developer's terminal instead.
 
 `python -m app` applies `logging_config()` before it prepares the database and hands the same
 dict to uvicorn, which applies it again in every worker process. uvicorn's own access log is off:
@@ -54,18 +55,72 @@ class JsonFormatter(logging.Formatter):
             return json.dumps(entry, default=repr, ensure_ascii=False)
 
 
-def logging_config(level: str) -> dict[str, Any]:
-    """A `logging.config.dictConfig` dict: everything to stderr as JSON at `level`."""
+class TextFormatter(logging.Formatter):
+    """One line per record, for reading in a terminal, with the same fields as the JSON format:
+
+        2026-11-26 10:29:03.124Z INFO    app.access: GET /api/v1/leads 200 | request_id=...
+
+    Control characters in the message or a field (line breaks included) are written escaped
+    (`\\n`), so no text a client sent can start a line that looks like a record of its own or
+    steer the terminal; a traceback follows its record on indented lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.fromtimestamp(record.created, UTC)
+        stamp = moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        line = f"{stamp} {record.levelname:<7} {record.name}: {_one_line(record.getMessage())}"
+        fields = [
+            f"{key}={_field_value(value)}"
+            for key, value in record.__dict__.items()
+            if key not in _STANDARD_ATTRIBUTES
+        ]
+        if fields:
+            line += " | " + " ".join(fields)
+        if record.exc_info:
+            record.exc_text = record.exc_text or self.formatException(record.exc_info)
+        if record.exc_text:
+            line += "\n" + _indented(record.exc_text)
+        if record.stack_info:
+            line += "\n" + _indented(self.formatStack(record.stack_info))
+        return line
+
+
+def _one_line(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _field_value(value: object) -> str:
+    """Plain when that reads unambiguously, else JSON-quoted (spaces, quotes, `=`, empty)."""
+    if value is None or isinstance(value, bool | int | float):
+        return json.dumps(value)
+    text = value if isinstance(value, str) else repr(value)
+    if text and text.isprintable() and not any(c.isspace() or c in "\"'=|" for c in text):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _indented(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())
+
+
+FORMATTERS: dict[str, type[logging.Formatter]] = {"json": JsonFormatter, "text": TextFormatter}
+
+
+def logging_config(level: str, log_format: str = "json") -> dict[str, Any]:
+    """A `logging.config.dictConfig` dict: everything to stderr at `level`, as JSON lines
+    (`log_format="json"`) or as text lines (`"text"`)."""
     level = level.upper()
+    formatter = FORMATTERS[str(log_format).lower()]
     return {
         "version": 1,
         # Loggers made at import time (app.access, ...) must keep working.
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": JsonFormatter}},
+        "formatters": {"default": {"()": formatter}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
-                "formatter": "json",
+                "formatter": "default",
                 "stream": "ext://sys.stderr",
             }
         },
@@ -80,9 +135,12 @@ def logging_config(level: str) -> dict[str, Any]:
             # never logged, whatever LOG_LEVEL says.
             "sqlalchemy": {"level": "WARNING"},
             "aiosqlite": {"level": "WARNING"},
+            # Its INFO lines (context impl, DDL mode, plugins, one per revision) are noise at
+            # every start; `python -m app` says in one line what the migrations did.
+            "alembic": {"level": level if level == "DEBUG" else "WARNING"},
         },
     }
 
 
-def configure_logging(level: str) -> None:
-    logging.config.dictConfig(logging_config(level))
+def configure_logging(level: str, log_format: str = "json") -> None:
+    logging.config.dictConfig(logging_config(level, log_format))

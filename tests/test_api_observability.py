@@ -7,9 +7,12 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import re
+import time
 from collections.abc import Callable
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +23,8 @@ from sqlalchemy import inspect
 from app.logging_config import JsonFormatter
 from app.models import User
 from app.services import LeadService
+from tests.conftest import client_of
+from tests.support import READY_DEADLINE_SECONDS, Server, log_lines, server_launcher
 
 LEADS = "/api/v1/leads"
 STATISTICS = "/api/v1/leads/statistics"
@@ -333,3 +338,56 @@ async def test_the_access_line_of_a_failed_request_says_500(
     assert record.status == 500
     assert record.request_id == response.headers["x-request-id"]
     assert record.user_id == uid(agent)
+
+
+# ------------------------------------------------------------- access log: client and worker
+
+
+async def test_the_access_line_carries_the_client_address_and_the_worker_pid(
+    app: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.access")
+    async with client_of(app, client=("203.0.113.9", 51234)) as client:
+        await client.get("/health")
+
+    (record,) = access_records(caplog)
+    assert record.client == "203.0.113.9"
+    assert record.pid == os.getpid()
+    line = json.loads(JsonFormatter().format(record))
+    assert (line["client"], line["pid"]) == ("203.0.113.9", os.getpid())
+
+
+def served_access_lines(server: Server, path: str) -> list[dict[str, Any]]:
+    """The served app's access lines for `path` (they are written after the answer is sent,
+    so they may be a moment behind it)."""
+    deadline = time.monotonic() + READY_DEADLINE_SECONDS
+    while True:
+        lines = [
+            line
+            for line in log_lines(server.output())
+            if line.get("logger") == "app.access" and line.get("path") == path
+        ]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("trusted", "expected"),
+    [("127.0.0.1", "198.51.100.20"), ("192.0.2.1", "127.0.0.1")],
+    ids=["from-a-trusted-proxy", "from-an-untrusted-peer"],
+)
+def test_a_served_access_line_names_the_client_after_the_proxy_rule(
+    tmp_path: Path, trusted: str, expected: str
+) -> None:
+    """uvicorn believes X-Forwarded-For only from FORWARDED_ALLOW_IPS; the line says whom it
+    believed, and which worker process served the request."""
+    with server_launcher(wait_until_ready=True) as start:
+        server = start(tmp_path, FORWARDED_ALLOW_IPS=trusted)
+        with server.client() as client:
+            response = client.get("/health", headers={"X-Forwarded-For": "198.51.100.20"})
+        assert response.status_code == 200
+        (line,) = served_access_lines(server, "/health")
+
+    assert line["client"] == expected
+    assert line["pid"] == server.process.pid  # one worker: the server process itself

@@ -11,9 +11,12 @@ others (a 413 from BodySizeLimit, a CORS preflight) and of Starlette's routing (
 - a request id: the client's `X-Request-ID` when it is sane (so a gateway's id carries through),
   else a new one; sent back in the header, kept in `scope["state"]["request_id"]` for the
   handlers (a 500's body quotes it) and written in the access line.
-- one access line per request (`app.access`, INFO, JSON through app/logging_config.py):
+- one access line per request (`app.access`, INFO, through app/logging_config.py):
   request_id, method, path (never the query string: it carries search terms), status,
-  duration_ms and user_id (set by app/api/deps.py's get_current_user, else null).
+  duration_ms, user_id (set by app/api/deps.py's get_current_user, else null), client (the
+  address in `scope["client"]`, which uvicorn's proxy-headers rule has already set to the real
+  client's when the peer is a trusted proxy, FORWARDED_ALLOW_IPS) and pid (the worker process
+  that served it).
 - a 500 for any exception nothing else handled, answered here rather than by Starlette's
   ServerErrorMiddleware: that one sits outside every middleware, so its answer would miss the
   headers above, and it re-raises the exception for the server to log a second time.
@@ -151,6 +154,7 @@ class RequestObserver:
         finally:
             if logging_access:
                 duration_ms = round((time.perf_counter() - started) * 1000, 2)
+                client = scope.get("client")
                 access_logger.info(
                     "%s %s %s",
                     scope["method"],
@@ -163,5 +167,7 @@ class RequestObserver:
                         "status": status,
                         "duration_ms": duration_ms,
                         "user_id": state.get("user_id"),
+                        "client": client[0] if client else None,
+                        "pid": os.getpid(),
                     },
                 )
