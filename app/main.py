@@ -20,6 +20,7 @@ from fastapi.openapi.docs import (
     get_swagger_ui_oauth2_redirect_html,
 )
 from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -68,12 +69,14 @@ def create_app(*, engine: AsyncEngine | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
     )
     if engine is not None:  # usable before the lifespan runs, e.g. under httpx's ASGITransport
         app.state.engine = engine
         app.state.session_factory = create_session_factory(engine)
         app.state.read_session_factory = create_session_factory(engine, read_only=True)
 
+    app.state.query_names = {}  # app/api/deps.py: each operation's query parameters
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(api_router)
@@ -92,6 +95,13 @@ def create_app(*, engine: AsyncEngine | None = None) -> FastAPI:
     # Added last, so it is outermost: its headers reach every answer, the others' included.
     app.add_middleware(RequestObserver, page_policies=docs_policies, assets_prefix=DOCS_ASSETS)
     return app
+
+
+def operation_id(route: APIRoute) -> str:
+    """Each operation's id is its route function's name in camelCase (`list_leads` ->
+    `listLeads`): short, stable, and what a generated client names its methods."""
+    first, *rest = route.name.split("_")
+    return first + "".join(word.capitalize() for word in rest)
 
 
 def _settle_garbage_collector() -> None:

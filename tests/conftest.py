@@ -8,49 +8,35 @@ savepoint inside it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from pwdlib import PasswordHash
-from pwdlib.hashers.argon2 import Argon2Hasher
-from pydantic import SecretStr
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.api.deps import get_session
-from app.config import Settings, install_settings, normalize_database_url, use_settings
+from app.config import Settings, install_settings, use_settings
 from app.database import create_engine, create_session_factory, upgrade_database
-from app.main import create_app
 from app.models import Base, Lead, User
 from app.seed import DEMO_AGENT_PASSWORD
 from app.services import LeadService, security
 from app.services.security import create_access_token
-from tests.log_scan import SecretScanner, collect_test_secrets, never_log
-
-TEST_DATABASE_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", "").strip())
-ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
-MEMORY_SQLITE_URL = "sqlite+aiosqlite://"
-
-# The app hashes passwords with argon2 at its recommended cost, about 0.2 s a hash or check here,
-# on purpose. Tests create users and log in by the hundred, so they use the same algorithm and
-# code path at argon2's lowest cost (see `_cheap_password_hashing`); only the parameters written
-# into each hash differ. Servers started as subprocesses keep the real cost.
-TEST_HASHER = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
-
-# An argon2 hash (at that cost) of "correct horse battery staple", so fixtures need not hash.
-PASSWORD = "correct horse battery staple"
-PASSWORD_HASH = (
-    "$argon2id$v=19$m=1024,t=1,p=1$DigTYjvXFLdQV+OzukkOqQ$"
-    "W3mYY+8K6IalPPg8DIEyDE8yx6OfhOzWoJ6lpjosdss"
+from tests.helpers import (
+    MEMORY_SQLITE_URL,
+    ON_POSTGRES,
+    PASSWORD_HASH,
+    TEST_DATABASE_URL,
+    TEST_HASHER,
+    LeadFactory,
+    UserFactory,
+    app_in_session,
+    client_of,
+    make_settings,
 )
-
-postgres_only = pytest.mark.skipif(not ON_POSTGRES, reason="needs TEST_DATABASE_URL (PostgreSQL)")
+from tests.log_scan import SecretScanner, collect_test_secrets, never_log
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -150,9 +136,6 @@ async def db(
         await session.close()
 
 
-UserFactory = Callable[..., Awaitable[User]]
-
-
 @pytest.fixture
 def make_user(db: AsyncSession) -> UserFactory:
     counter = iter(range(1, 10_000))
@@ -195,9 +178,6 @@ async def inactive_user(make_user: UserFactory) -> User:
     return await make_user(email="gone@crm.example.com", active=False, name="Former Agent")
 
 
-LeadFactory = Callable[..., Awaitable[Lead]]
-
-
 @pytest.fixture
 def make_lead(db: AsyncSession, superuser: User) -> LeadFactory:
     """Create a lead through the service (so it is scored and noted like any real lead).
@@ -220,20 +200,7 @@ def make_lead(db: AsyncSession, superuser: User) -> LeadFactory:
     return make
 
 
-async def count_rows(db: AsyncSession, table: str = "leads") -> int:
-    return int(await db.scalar(text(f"SELECT count(*) FROM {table}")) or 0)
-
-
 # --- HTTP ---------------------------------------------------------------------------------------
-
-TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-signing"
-
-
-def make_settings(**changes: Any) -> Settings:
-    """The tests' settings: no .env file, APP_ENV=testing, a fixed signing key, and `changes`.
-    Put them in force with `use_settings(make_settings(...))`: the app, its dependencies and
-    the services all read `get_settings()`, so that is the one way to change a setting."""
-    return Settings(_env_file=None, app_env="testing", secret_key=SecretStr(TEST_SECRET), **changes)
 
 
 @pytest.fixture
@@ -242,26 +209,6 @@ def settings() -> Iterator[Settings]:
     overrides this fixture the same way, `with use_settings(make_settings(...)) as s: yield s`."""
     with use_settings(make_settings()) as installed:
         yield installed
-
-
-def app_in_session(engine: AsyncEngine, db: AsyncSession) -> FastAPI:
-    """The real application, built from the settings in force, its requests running in the
-    test's session (so on PostgreSQL the test's rollback undoes them too)."""
-    application = create_app(engine=engine)
-
-    async def test_session() -> AsyncIterator[AsyncSession]:
-        yield db
-
-    application.dependency_overrides[get_session] = test_session
-    return application
-
-
-@contextlib.asynccontextmanager
-async def client_of(app: FastAPI, **transport: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client of `app` through ASGI (`transport`: ASGITransport's options)."""
-    asgi = httpx.ASGITransport(app=app, **transport)
-    async with httpx.AsyncClient(transport=asgi, base_url="http://testserver") as c:
-        yield c
 
 
 @pytest.fixture
@@ -284,3 +231,9 @@ def auth_headers(settings: Settings) -> Callable[[User], dict[str, str]]:
         return {"Authorization": f"Bearer {token}"}
 
     return headers
+
+
+@pytest.fixture
+def h(auth_headers: Callable[[User], dict[str, str]], superuser: User) -> dict[str, str]:
+    """The superuser's Authorization header: what most API tests call with."""
+    return auth_headers(superuser)

@@ -36,7 +36,7 @@ from sqlalchemy.pool import NullPool
 
 from app.config import Settings
 from app.database import create_engine, create_session_factory, upgrade_database
-from tests.conftest import TEST_DATABASE_URL, TEST_SECRET
+from tests.helpers import TEST_DATABASE_URL, TEST_SECRET
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_DEADLINE_SECONDS = 30.0  # for /health/ready to answer 200, and for workers to start

@@ -37,7 +37,7 @@ from app.config import Settings
 from app.models import Lead, LeadStatus, User
 from app.services import LeadService
 from app.services.security import JWT_ALGORITHM, create_access_token
-from tests.conftest import PASSWORD, LeadFactory
+from tests.helpers import PASSWORD, LeadFactory
 
 API = "/api/v1"
 LEADS = Lead.__table__

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import use_settings
 from app.main import create_app
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 
 FRONTEND = "http://localhost:5173"
 

@@ -14,19 +14,20 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import inspect, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.database import create_engine
 from app.main import create_app
 from app.models import Lead, User
+from app.models.lead import PRIVATE_COLUMNS
 from app.services import LeadService
-from tests.conftest import LeadFactory, count_rows
+from tests.helpers import LeadFactory, count_rows, uid
 
 LEADS = "/api/v1/leads"
 DERIVED_FIELDS = {"days_since_created", "days_since_last_contact", "is_hot_lead"}
-LEAD_FIELDS = set(Lead.__table__.columns.keys()) | DERIVED_FIELDS
+LEAD_FIELDS = set(Lead.__table__.columns.keys()) - PRIVATE_COLUMNS | DERIVED_FIELDS
 DATETIME_FIELDS = (
     "created_at",
     "updated_at",
@@ -38,13 +39,6 @@ NOTE_LINE = re.compile(r"^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC\] user (\d+): (.*)
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-
-def uid(obj: User | Lead) -> int:
-    """An object's id without loading anything (safe after a rollback expired it)."""
-    identity = inspect(obj).identity
-    assert identity is not None
-    return int(identity[0])
 
 
 def parse_utc(value: str) -> datetime:
@@ -103,12 +97,6 @@ async def stored_lead(db: AsyncSession, lead_id: int) -> Lead:
 async def set_created_at(db: AsyncSession, lead_id: int, when: datetime) -> None:
     await db.execute(update(Lead).where(Lead.id == lead_id).values(created_at=when))
     await db.commit()
-
-
-@pytest.fixture
-def h(auth_headers: Any, superuser: User) -> dict[str, str]:
-    """The superuser's Authorization header."""
-    return auth_headers(superuser)
 
 
 @pytest.fixture(autouse=True)

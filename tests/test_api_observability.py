@@ -18,23 +18,17 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import inspect
 
 from app.logging_config import JsonFormatter
 from app.models import User
 from app.services import LeadService
-from tests.conftest import client_of
+from tests.helpers import client_of, uid
 from tests.support import READY_DEADLINE_SECONDS, Server, log_lines, server_launcher
 
 LEADS = "/api/v1/leads"
 STATISTICS = "/api/v1/leads/statistics"
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
-
-
-def uid(user: User) -> int:
-    """The id without touching the (possibly expired) instance."""
-    return int(inspect(user).identity[0])
 
 
 def access_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

@@ -18,7 +18,7 @@ from app.models import Lead, LeadStatus, User
 from app.models.types import utcnow
 from app.schemas.lead import LeadPage, LeadRead
 from app.services import LeadService
-from tests.conftest import LeadFactory
+from tests.helpers import LeadFactory
 
 LEADS = "/api/v1/leads"
 

@@ -9,13 +9,13 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings, use_settings
 from app.models import User
 from app.services.user_service import LOGIN_FAILED
-from tests.conftest import (
+from tests.helpers import (
     PASSWORD,
     TEST_SECRET,
     UserFactory,
@@ -23,6 +23,7 @@ from tests.conftest import (
     client_of,
     count_rows,
     make_settings,
+    uid,
 )
 
 TOKEN_URL = "/api/v1/auth/token"
@@ -32,13 +33,6 @@ NEW_PASSWORD = "a brand new passphrase"
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-
-def uid(user: User) -> int:
-    """A user's id without loading anything (safe after a rollback expired the object)."""
-    identity = inspect(user).identity
-    assert identity is not None
-    return int(identity[0])
 
 
 async def login(client: httpx.AsyncClient, email: str, password: str) -> httpx.Response:
@@ -69,12 +63,6 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     assert body["code"] == code
     assert isinstance(body["detail"], str) and body["detail"]
     return body
-
-
-@pytest.fixture
-def h(auth_headers: Any, superuser: User) -> dict[str, str]:
-    """The superuser's Authorization header."""
-    return auth_headers(superuser)
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from app.bootstrap import admin_password_path, ensure_first_superuser
 from app.config import Settings, use_settings
 from app.models import User
 from app.services.security import verify_password
-from tests.conftest import TEST_SECRET, count_rows
+from tests.helpers import TEST_SECRET, count_rows
 from tests.log_scan import never_log
 
 

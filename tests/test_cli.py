@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from app.bootstrap import DEFAULT_ADMIN_PASSWORD_FILE, DEFAULT_SECRET_FILE
 from app.database import alembic_config
 from app.services.security import verify_password
-from tests.conftest import TEST_DATABASE_URL, postgres_only
+from tests.helpers import TEST_DATABASE_URL, postgres_only
 from tests.log_scan import never_log
 from tests.support import (
     READY_DEADLINE_SECONDS,

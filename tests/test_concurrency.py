@@ -43,13 +43,7 @@ from app.models import Lead, LeadStatus, User
 from app.services import LeadService
 from app.services.exceptions import ConflictException
 from app.services.security import create_access_token
-from tests.conftest import (
-    ON_POSTGRES,
-    PASSWORD,
-    PASSWORD_HASH,
-    TEST_SECRET,
-    postgres_only,
-)
+from tests.helpers import ON_POSTGRES, PASSWORD, PASSWORD_HASH, TEST_SECRET, postgres_only
 from tests.support import (
     Server,
     engine_settings,

@@ -16,7 +16,7 @@ from app.bootstrap import resolve_secret_key, secret_key_path
 from app.config import AppEnv, Settings, get_settings, normalize_database_url, use_settings
 from app.models import User
 from app.services.security import create_access_token
-from tests.conftest import PASSWORD, app_in_session, client_of, make_settings
+from tests.helpers import PASSWORD, app_in_session, client_of, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN_URL = "/api/v1/auth/token"

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import AppEnv, Settings
 from app.database import create_engine, create_session_factory, is_memory_sqlite
-from tests.conftest import ON_POSTGRES, TEST_DATABASE_URL, postgres_only
+from tests.helpers import ON_POSTGRES, TEST_DATABASE_URL, postgres_only
 
 
 async def pragma(engine: AsyncEngine, name: str) -> object:

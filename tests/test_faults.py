@@ -41,7 +41,7 @@ from app.database import (
 from app.main import create_app
 from app.services.security import create_access_token
 from app.services.user_service import UserService
-from tests.conftest import MEMORY_SQLITE_URL, ON_POSTGRES, TEST_DATABASE_URL, postgres_only
+from tests.helpers import MEMORY_SQLITE_URL, ON_POSTGRES, TEST_DATABASE_URL, postgres_only
 from tests.support import (
     Server,
     established_sockets,

@@ -23,14 +23,9 @@ from app.services.exceptions import (
     UserNotFoundException,
     ValidationException,
 )
-from tests.conftest import LeadFactory
+from tests.helpers import LeadFactory, stamp
 
 # ------------------------------------------------------------------------------------ helpers
-
-
-def stamp(at: datetime) -> str:
-    """The `[YYYY-MM-DD HH:MM UTC]` prefix of a note line written at `at`."""
-    return at.astimezone(UTC).strftime("[%Y-%m-%d %H:%M UTC]")
 
 
 async def snapshot(db: AsyncSession, ids: list[int]) -> list[tuple[Any, ...]]:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import FieldValidationError, Lead, LeadSource, LeadStatus, User
-from tests.conftest import UserFactory, count_rows
+from tests.helpers import UserFactory, count_rows, stamp
 
 NOTE_LINE = re.compile(r"^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC\] user \d+: .+$")
 
@@ -32,10 +32,6 @@ def make(**fields: Any) -> Lead:
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def stamp(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("[%Y-%m-%d %H:%M UTC]")
 
 
 def refused(field: str) -> Any:

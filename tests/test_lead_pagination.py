@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import use_settings
 from app.models import Lead, LeadSource, LeadStatus, User
+from app.schemas.filters import SORT_FIELDS
 from app.services import LeadService
 from app.services.exceptions import ValidationException
-from app.services.lead_filters import SORT_FIELDS
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 STATUSES = list(LeadStatus)
@@ -171,6 +171,38 @@ async def test_a_cursor_for_another_sort_is_refused(db: AsyncSession) -> None:
     assert caught.value.field == "cursor"
 
 
+async def test_a_cursor_followed_under_other_filters_is_refused_naming_cursor(
+    db: AsyncSession,
+) -> None:
+    await insert_leads(db, 20)
+    page = await LeadService.list_leads(db, limit=2, status="NEW")
+    with pytest.raises(ValidationException) as caught:
+        await LeadService.list_leads(db, limit=2, status="WON", cursor=page.next_cursor)
+    assert caught.value.field == "cursor"
+    assert "other filters" in caught.value.message
+
+
+async def test_a_cursor_followed_without_its_filters_is_refused(db: AsyncSession) -> None:
+    await insert_leads(db, 20)
+    page = await LeadService.list_leads(db, limit=2, lead_score_min=42)
+    with pytest.raises(ValidationException) as caught:
+        await LeadService.list_leads(db, limit=2, cursor=page.next_cursor)
+    assert caught.value.field == "cursor"
+
+
+async def test_a_cursor_accepts_the_same_filters_in_another_order_and_case(
+    db: AsyncSession,
+) -> None:
+    await insert_leads(db, 40)
+    page = await LeadService.list_leads(db, limit=2, status=["NEW", "WON"], source="other")
+    assert page.next_cursor is not None
+    again = await LeadService.list_leads(
+        db, limit=2, status=["won", "new"], source=["OTHER"], cursor=page.next_cursor
+    )
+    assert again.items
+    assert {lead.id for lead in again.items}.isdisjoint(lead.id for lead in page.items)
+
+
 async def test_skip_and_cursor_together_are_refused(db: AsyncSession) -> None:
     await insert_leads(db, 5)
     page = await LeadService.list_leads(db, limit=2)
@@ -225,3 +257,24 @@ async def test_the_api_refuses_a_bad_cursor_naming_it(
     response = await client.get("/api/v1/leads?cursor=zzz", headers=auth_headers(superuser))
     assert response.status_code == 422
     assert response.json()["errors"][0]["loc"] == ["query", "cursor"]
+
+
+async def test_the_api_refuses_a_cursor_sent_with_other_filters(
+    client: httpx.AsyncClient,
+    db: AsyncSession,
+    superuser: User,
+    auth_headers: Callable[[User], dict[str, str]],
+) -> None:
+    headers = auth_headers(superuser)
+    await insert_leads(db, 20)
+    first = await client.get("/api/v1/leads?status=NEW&limit=1", headers=headers)
+    cursor = first.json()["next_cursor"]
+    moved = await client.get(
+        "/api/v1/leads", params={"status": "LOST", "limit": 1, "cursor": cursor}, headers=headers
+    )
+    assert moved.status_code == 422
+    assert moved.json()["errors"][0]["loc"] == ["query", "cursor"]
+    same = await client.get(
+        "/api/v1/leads", params={"status": "NEW", "limit": 1, "cursor": cursor}, headers=headers
+    )
+    assert same.status_code == 200

@@ -21,7 +21,7 @@ from app.services.exceptions import (
     UserNotFoundException,
     ValidationException,
 )
-from tests.conftest import LeadFactory
+from tests.helpers import LeadFactory
 
 T0 = datetime(2024, 3, 10, 12, 0, tzinfo=UTC)
 PIPELINE = list(LeadStatus)  # NEW, CONTACTED, QUALIFIED, PROPOSAL, NEGOTIATION, WON, LOST, CALLBACK

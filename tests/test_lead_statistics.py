@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models import LeadSource, LeadStatus, User
 from app.services import LeadService
 from app.services.exceptions import InactiveUserException, UserNotFoundException
-from tests.conftest import LeadFactory
+from tests.helpers import LeadFactory
 
 ALL_STATUSES = [
     "NEW",

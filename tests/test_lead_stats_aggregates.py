@@ -37,13 +37,7 @@ from app.database import (
 from app.models import Base, Lead, LeadSource, LeadStats, LeadStatus, User
 from app.seed import seed_demo
 from app.services import LeadService
-from tests.conftest import (
-    ON_POSTGRES,
-    PASSWORD_HASH,
-    LeadFactory,
-    UserFactory,
-    postgres_only,
-)
+from tests.helpers import ON_POSTGRES, PASSWORD_HASH, LeadFactory, UserFactory, postgres_only
 from tests.support import own_engine, postgres_url, run_together, throwaway_database
 
 # (assignee or 0, status, source) -> (count, score sum, hot count), all-zero keys left out.

@@ -24,7 +24,7 @@ from app.services.exceptions import (
     UserNotFoundException,
     ValidationException,
 )
-from tests.conftest import LeadFactory, count_rows
+from tests.helpers import LeadFactory, count_rows, stamp
 
 NO_SUCH_ID = 987_654
 FREE_MAIL = "pat@gmail.com"
@@ -32,10 +32,6 @@ BUSINESS_MAIL = "pat@acme-industries.com"
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-
-def stamp(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("[%Y-%m-%d %H:%M UTC]")
 
 
 def note(at: datetime, user: User, text: str) -> str:
@@ -1042,6 +1038,36 @@ async def test_restore_undoes_a_soft_delete_and_notes_it(
     assert saved.notes == f"{archived_history}\n" + note(
         saved.updated_at, agent, "Restored (status LOST → QUALIFIED)"
     )
+
+
+async def test_restore_gives_back_the_archived_tag_a_lead_already_had(
+    db: AsyncSession, make_lead: LeadFactory, agent: User
+) -> None:
+    tagged = await make_lead(owner=agent, tags=["archived", "vip"])
+    await LeadService.delete_lead(db, tagged.id, user_id=agent.id)
+    assert (await reload(db, tagged)).tags == ["archived", "vip"]
+    await LeadService.restore_lead(db, tagged.id, user_id=agent.id)
+    assert (await reload(db, tagged)).tags == ["archived", "vip"]
+
+
+async def test_restore_removes_the_archived_tag_the_archive_added(
+    db: AsyncSession, make_lead: LeadFactory, agent: User
+) -> None:
+    plain = await make_lead(owner=agent, tags=["vip"])
+    await LeadService.delete_lead(db, plain.id, user_id=agent.id)
+    assert (await reload(db, plain)).tags == ["vip", "archived"]
+    await LeadService.restore_lead(db, plain.id, user_id=agent.id)
+    assert (await reload(db, plain)).tags == ["vip"]
+
+
+async def test_archiving_again_after_a_restore_remembers_afresh(
+    db: AsyncSession, make_lead: LeadFactory, agent: User
+) -> None:
+    lead = await make_lead(owner=agent, tags=["vip"])
+    for _ in range(2):
+        await LeadService.delete_lead(db, lead.id, user_id=agent.id)
+        await LeadService.restore_lead(db, lead.id, user_id=agent.id)
+    assert (await reload(db, lead)).tags == ["vip"]
 
 
 async def test_a_restored_lead_can_be_updated_again(

@@ -13,13 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings, use_settings
-from app.models import Lead, User
+from app.models import User
 from app.models.types import TAG_MAX_LENGTH
-from tests.conftest import LeadFactory, count_rows, make_settings
+from tests.helpers import LeadFactory, count_rows, make_settings, uid
 
 LEADS = "/api/v1/leads"
 NOTE_LIMIT = 30
@@ -47,19 +47,8 @@ def settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
 
 
 @pytest.fixture
-def h(auth_headers: Any, superuser: User) -> dict[str, str]:
-    return auth_headers(superuser)
-
-
-@pytest.fixture
 async def lead_id(make_lead: LeadFactory) -> int:
     return uid(await make_lead())
-
-
-def uid(obj: User | Lead) -> int:
-    identity = inspect(obj).identity
-    assert identity is not None
-    return int(identity[0])
 
 
 async def leads_snapshot(db: AsyncSession) -> list[tuple[Any, ...]]:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import LogFormat, Settings, get_settings, use_settings
 from app.logging_config import JsonFormatter, TextFormatter, logging_config
 from app.services.security import create_access_token
-from tests.conftest import PASSWORD, TEST_SECRET, make_settings
+from tests.helpers import PASSWORD, TEST_SECRET, make_settings
 from tests.log_scan import secrets_in
 from tests.support import log_lines, server_launcher
 

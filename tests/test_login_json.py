@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import inspect
 
 from app.models import User
-from tests.conftest import PASSWORD, TEST_SECRET
+from tests.helpers import PASSWORD, TEST_SECRET
 
 TOKEN_URL = "/api/v1/auth/token"
 AGENT = "agent@crm.example.com"

@@ -33,7 +33,7 @@ from app.models.types import utcnow
 from app.services import user_service
 from app.services.exceptions import AuthenticationException, TooManyAttemptsException
 from app.services.user_service import LOGIN_FAILED, UserService
-from tests.conftest import (
+from tests.helpers import (
     PASSWORD,
     PASSWORD_HASH,
     app_in_session,

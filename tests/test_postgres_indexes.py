@@ -9,8 +9,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Lead
+from app.schemas.filters import LeadFilters
 from app.services.lead_filters import lead_conditions
-from tests.conftest import postgres_only
+from tests.helpers import postgres_only
 
 pytestmark = postgres_only
 
@@ -41,7 +42,8 @@ async def fill_leads(db: AsyncSession) -> None:
 
 async def plan_for(db: AsyncSession, **filters: Any) -> str:
     """The plan of the count behind a page's `total`, which must visit every match."""
-    query = select(func.count()).select_from(Lead).where(*lead_conditions(**filters))
+    where = lead_conditions(LeadFilters.from_python(**filters))
+    query = select(func.count()).select_from(Lead).where(*where)
     compiled = query.compile(bind=db.get_bind())
     params = tuple(compiled.params[name] for name in compiled.positiontup or ())
     conn = await db.connection()

@@ -21,7 +21,7 @@ from app.services import LeadService
 from app.services.base import get_acting_user, remember_verified_user
 from app.services.exceptions import InactiveUserException
 from app.services.security import create_access_token
-from tests.conftest import ON_POSTGRES, TEST_DATABASE_URL, LeadFactory, make_settings
+from tests.helpers import ON_POSTGRES, TEST_DATABASE_URL, LeadFactory, make_settings
 from tests.test_lead_bulk import sql_statements
 
 LEADS = "/api/v1/leads"

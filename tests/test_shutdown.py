@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TEST_SECRET
+from tests.helpers import TEST_SECRET
 from tests.log_scan import secrets_in
 from tests.support import Server, established_sockets, log_lines, server_launcher, sqlite_rows
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import httpx
 import jwt
-from sqlalchemy import inspect, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import User
 from app.services.security import JWT_ALGORITHM
-from tests.conftest import PASSWORD, TEST_SECRET
+from tests.helpers import PASSWORD, TEST_SECRET, uid
 
 API = "/api/v1"
 ME = f"{API}/users/me"
@@ -29,12 +29,6 @@ INVALID_TOKEN = {
 }
 
 Headers = dict[str, str]
-
-
-def uid(user: User) -> int:
-    identity = inspect(user).identity
-    assert identity is not None
-    return int(identity[0])
 
 
 def bearer(token: str) -> Headers:

@@ -11,14 +11,20 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi._compat import ModelField
+from fastapi.dependencies.models import Dependant
+from fastapi.dependencies.utils import get_cached_model_fields
+from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings, get_settings
 from app.models import User
-from app.schemas.lead import MAX_ID
+from app.schemas.common import MAX_ID
 from app.services.base import remember_verified_user
-from app.services.exceptions import AuthenticationException
+from app.services.exceptions import AuthenticationException, ValidationException
+from app.services.messages import unknown_name
 from app.services.security import InvalidToken, decode_access_token
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
@@ -77,3 +83,53 @@ async def get_current_user(
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def refuse_unknown_query_parameters(request: Request) -> None:
+    """A misspelt filter must not silently return everything, nor any parameter be ignored:
+    one the operation does not declare is a 422 naming it (GET /leads's query model says the
+    same through `extra="forbid"`)."""
+    if not request.query_params:
+        return
+    unknown = sorted(set(request.query_params) - _declared_query_names(request))
+    if unknown:
+        raise ValidationException(
+            [(["query", name], unknown_name(["query", name])) for name in unknown]
+        )
+
+
+async def refuse_unknown_query_parameters_after_login(request: Request, user: CurrentUser) -> None:
+    """The same, for operations that need a login: an anonymous caller hears about the missing
+    token first, and learns nothing about the parameters."""
+    await refuse_unknown_query_parameters(request)
+
+
+def _declared_query_names(request: Request) -> frozenset[str]:
+    """The operation's query parameter names, worked out once per route and app."""
+    route: APIRoute = request.scope["route"]
+    cache: dict[tuple[str, frozenset[str]], frozenset[str]] = request.app.state.query_names
+    key = (route.path_format, frozenset(route.methods))
+    names = cache.get(key)
+    if names is None:
+        names = cache[key] = frozenset(field.alias for field in _query_fields(route.dependant))
+    return names
+
+
+def _query_fields(dependant: Dependant) -> list[ModelField]:
+    """The query parameters of an operation, its dependencies' included."""
+    fields = [field for param in dependant.query_params for field in _fields_of(param)]
+    for sub in dependant.dependencies:
+        fields.extend(_query_fields(sub))
+    return fields
+
+
+def _fields_of(param: ModelField) -> list[ModelField]:
+    """A query model (`Annotated[LeadListQuery, Query()]`) stands for each of its fields."""
+    model = param.field_info.annotation
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return get_cached_model_fields(model)
+    return [param]
+
+
+KnownQuery = Depends(refuse_unknown_query_parameters)
+KnownQueryAfterLogin = Depends(refuse_unknown_query_parameters_after_login)

@@ -10,6 +10,7 @@ anything unexpected becomes a 500 with no internals in the body, only a `request
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request, status
@@ -18,7 +19,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.schemas.common import ErrorResponse
+from app.schemas.common import CODE_BY_STATUS, DATABASE_UNAVAILABLE, ErrorResponse
 from app.services.exceptions import (
     AuthenticationException,
     ConflictException,
@@ -48,22 +49,6 @@ STATUS_BY_EXCEPTION: dict[type[CRMException], int] = {
     DatabaseException: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
-CODE_BY_STATUS = {
-    400: "bad_request",
-    401: "not_authenticated",
-    403: "permission_denied",
-    404: "not_found",
-    405: "method_not_allowed",
-    406: "not_acceptable",
-    409: "conflict",
-    413: "request_too_large",
-    415: "unsupported_media_type",
-    422: "validation_error",
-    429: "too_many_requests",
-    500: "internal_error",
-    503: "service_unavailable",
-}
-
 
 def error_response(
     status_code: int,
@@ -72,18 +57,28 @@ def error_response(
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = ErrorResponse(detail=detail, code=code, errors=errors)
-    return JSONResponse(
-        body.model_dump(exclude_none=True), status_code=status_code, headers=headers
-    )
+    body = ErrorResponse(detail=detail, code=code, **({"errors": errors} if errors else {}))
+    return JSONResponse(body.model_dump(), status_code=status_code, headers=headers)
+
+
+def status_code_name(status_code: int) -> str:
+    """The code of an HTTP error no exception names (4xx without an entry: bad_request)."""
+    fallback = "internal_error" if status_code >= 500 else "bad_request"
+    return CODE_BY_STATUS.get(status_code, fallback)
 
 
 def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     """The `responses=` entry of a route: each listed status documented with ErrorResponse."""
     return {
-        code: {"model": ErrorResponse, "description": CODE_BY_STATUS.get(code, "error")}
+        code: {"model": ErrorResponse, "description": status_code_name(code)}
         for code in status_codes
     }
+
+
+def created_at(what: str) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entry of a route that answers 201: where the new resource is."""
+    location = {"description": f"The new {what}'s URL.", "schema": {"type": "string"}}
+    return {201: {"description": f"The {what} was created.", "headers": {"Location": location}}}
 
 
 async def _crm_exception(request: Request, exc: Exception) -> JSONResponse:
@@ -112,22 +107,55 @@ def _service_loc(request: Request, loc: list[Any]) -> list[Any]:
 
 async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {
-            "loc": [str(part) if not isinstance(part, int) else part for part in e["loc"]],
-            "msg": e["msg"],
-        }
-        for e in exc.errors()
-    ]
-    where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
-    return error_response(422, f"Invalid request: {where}.", "validation_error", errors)
+    problem = ValidationException.of_pydantic(exc.errors())
+    return error_response(422, problem.message, problem.code, problem.errors)
 
 
 async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = CODE_BY_STATUS.get(exc.status_code, "error")
-    detail = exc.detail if isinstance(exc.detail, str) else "The request failed."
-    return error_response(exc.status_code, detail, code, headers=getattr(exc, "headers", None))
+    headers = dict(getattr(exc, "headers", None) or {})
+    where = f"{request.method} {request.url.path}"
+    if exc.status_code == status.HTTP_404_NOT_FOUND:
+        detail = f"There is nothing at {request.url.path}; /docs lists every endpoint."
+    elif exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        allowed = allowed_methods(request)
+        headers["Allow"] = ", ".join(allowed)
+        detail = f"{where} is not supported; {request.url.path} accepts {', '.join(allowed)}."
+    else:
+        detail = exc.detail if isinstance(exc.detail, str) else "The request failed"
+        detail = detail if detail.endswith(".") else detail + "."
+    return error_response(
+        exc.status_code, detail, status_code_name(exc.status_code), headers=headers or None
+    )
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the OpenAPI document lists for this path. Starlette's own `Allow` names
+    only the methods of the first route that matched the path, and FastAPI makes one route per
+    method. A path outside the document (the docs pages) falls back to that first route."""
+    methods_by_path: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        request.app.state, "methods_by_path", None
+    )
+    if methods_by_path is None:
+        paths = request.app.openapi()["paths"]
+        methods_by_path = [  # literal paths first: /leads/statistics is no /leads/{lead_id}
+            (_template(path), sorted(m.upper() for m in paths[path] if m in HTTP_METHODS))
+            for path in sorted(paths, key=lambda path: path.count("{"))
+        ]
+        request.app.state.methods_by_path = methods_by_path
+    for pattern, methods in methods_by_path:
+        if pattern.fullmatch(request.url.path):
+            return methods
+    route = request.scope.get("route")
+    return sorted(getattr(route, "methods", None) or ["GET"])
+
+
+HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def _template(path: str) -> re.Pattern[str]:
+    """`/api/v1/leads/{lead_id}` as a pattern of the paths it stands for."""
+    return re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)))
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -135,7 +163,7 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     not the client's fault, and usually over in a moment."""
     logger.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
     return error_response(
-        503, "The database is not available right now; please retry.", "database_unavailable"
+        503, "The database is not available right now; please retry.", DATABASE_UNAVAILABLE
     )
 
 
@@ -152,9 +180,11 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         extra={"request_id": request_id},
     )
     body = ErrorResponse(
-        detail="An unexpected error occurred.", code="internal_error", request_id=request_id
+        detail="An unexpected error occurred.",
+        code="internal_error",
+        **({"request_id": request_id} if request_id else {}),
     )
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=500)
+    return JSONResponse(body.model_dump(), status_code=500)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

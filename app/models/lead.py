@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 HOT_LEAD_MIN_SCORE = 80
 ARCHIVED_TAG = "archived"
+# Columns kept for the service's own bookkeeping, never part of a lead as the API shows it.
+PRIVATE_COLUMNS = frozenset({"archive_added_tag"})
 COMPANY_MAX_LENGTH = 200
 JOB_TITLE_MAX_LENGTH = 200
 
@@ -83,18 +85,6 @@ def _enum_column(enum_cls: type[StrEnum], name: str) -> Enum:
     )
 
 
-def _coerce_enum(enum_cls: type[StrEnum], field: str, value: object) -> Any:
-    if isinstance(value, enum_cls):
-        return value
-    if isinstance(value, str):
-        try:
-            return enum_cls(value.strip().upper())
-        except ValueError:
-            pass
-    allowed = ", ".join(m.value for m in enum_cls)
-    raise v.FieldValidationError(field, f"must be one of {allowed}, not {value!r}")
-
-
 class Lead(Base):
     __tablename__ = "leads"
 
@@ -132,6 +122,9 @@ class Lead(Base):
     status_before_archive: Mapped[LeadStatus | None] = mapped_column(
         _enum_column(LeadStatus, "lead_status_before_archive")
     )
+    # Whether archiving added the `archived` tag (null while the lead is live): restoring takes
+    # the tag away only then, so a lead tagged `archived` by hand keeps its tags. Not shown.
+    archive_added_tag: Mapped[bool | None] = mapped_column(Boolean)
 
     assignee: Mapped[User | None] = relationship(
         back_populates="leads", foreign_keys=[assigned_to], lazy="raise"
@@ -187,13 +180,13 @@ class Lead(Base):
 
     @validates("source")
     def _validate_source(self, key: str, value: object) -> LeadSource:
-        return _coerce_enum(LeadSource, key, value)
+        return v.enum_member(LeadSource, key, value)
 
     @validates("status", "status_before_archive")
     def _validate_status(self, key: str, value: object) -> LeadStatus | None:
         if value is None and key == "status_before_archive":
             return None
-        return _coerce_enum(LeadStatus, key, value)
+        return v.enum_member(LeadStatus, key, value)
 
     @validates("assigned_to", "created_by")
     def _validate_user_ref(self, key: str, value: object) -> int | None:
@@ -227,9 +220,7 @@ class Lead(Base):
 
     @validates("score_is_manual")
     def _validate_flag(self, key: str, value: object) -> bool:
-        if not isinstance(value, bool):
-            raise v.FieldValidationError(key, "must be true or false")
-        return value
+        return v.flag(key, value)
 
     @validates("notes")
     def _validate_notes(self, key: str, value: object) -> str | None:
@@ -341,4 +332,4 @@ def _check_contact(mapper: Mapper[Lead], connection: Any, lead: Lead) -> None:
     """A lead nobody can reach is useless: it needs an email or a phone. Checked at flush, since
     the two fields may be set in any order."""
     if lead.email is None and lead.phone is None:
-        raise v.FieldValidationError("email", "a lead needs an email or a phone number")
+        raise v.FieldValidationError("email", v.NO_CONTACT)

@@ -2,41 +2,93 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    MISSING,
     AfterValidator,
     BaseModel,
+    BeforeValidator,
+    ConfigDict,
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
+    PlainSerializer,
+    WithJsonSchema,
     field_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema, PydanticKnownError, core_schema
+from pydantic_core import CoreSchema, PydanticCustomError, PydanticKnownError, core_schema
 
 from app.config import get_settings
-from app.models.validation import UNSTORABLE_DATETIMES
+from app.models import validation
+from app.models.validation import MAX_INT32, UNSTORABLE_DATETIMES, FieldValidationError
 
-NUL = "\x00"
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return NUL in value
-    if isinstance(value, list | tuple):
-        return any(_has_nul(item) for item in value)
-    return False
+MAX_ID = MAX_INT32  # ids are 32-bit integers in the database
 
 
 def no_nul(value: Any) -> Any:
-    """Refuse text holding a NUL character: PostgreSQL cannot store one, so it would fail as a
-    database error there (and be stored on SQLite) instead of being a plain validation error."""
-    if _has_nul(value):
-        raise ValueError("must not contain NUL (\\u0000) characters")
+    """The NUL rule (app/models/validation.py) over a text or a list of texts."""
+    for text in value if isinstance(value, list | tuple) else [value]:
+        if isinstance(text, str):
+            try:
+                validation.no_nul("value", text)
+            except FieldValidationError as exc:
+                raise ValueError(exc.message) from None
     return value
+
+
+def _whole_number_input(value: Any) -> Any:
+    """The integer-not-bool rule before pydantic converts: `true` and `2.0` are no counts or
+    ids. Text passes on (a query parameter arrives as text and pydantic parses it)."""
+    if isinstance(value, str) or validation.is_whole_number(value):
+        return value
+    raise PydanticCustomError("int_type", "must be a whole number")
+
+
+def _json_integer_input(value: Any) -> Any:
+    """The rule for a JSON body: a JSON integer, which includes `60.0` (JSON Schema counts a
+    number with no fraction as an integer), but not `true` and not the text `"60"`."""
+    if validation.is_whole_number(value) or (isinstance(value, float) and value.is_integer()):
+        return value
+    raise PydanticCustomError("int_type", "must be a whole number")
+
+
+def whole_number(*constraints: Any) -> Any:
+    """A count or an id in a query or from a Python caller (text is parsed), within
+    `constraints` (`Field(ge=0)`, a `SettingLimit`). They go inside the rule's validator, so the
+    schema shows them as `minimum`/`maximum`."""
+    return Annotated[int, *constraints, BeforeValidator(_whole_number_input)]
+
+
+def json_int(*constraints: Any) -> Any:
+    """The same in a JSON body, where text is no number."""
+    return Annotated[int, *constraints, BeforeValidator(_json_integer_input)]
+
+
+QueryId = whole_number(Field(ge=1, le=MAX_ID))
+BodyId = json_int(Field(ge=1, le=MAX_ID))
+
+
+def _number_input(value: Any) -> Any:
+    """Money is a JSON number: not text (which pydantic would otherwise parse), not a flag."""
+    if validation.is_number(value):
+        return value
+    raise PydanticCustomError("decimal_type", "must be a number")
+
+
+MONEY_MAX = Decimal("9999999999999.99")
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_number_input),
+    Field(ge=0, le=MONEY_MAX, max_digits=15, decimal_places=2),
+    PlainSerializer(float, return_type=float, when_used="json"),
+    WithJsonSchema({"type": "number", "minimum": 0, "maximum": float(MONEY_MAX)}),
+]
 
 
 @dataclass(frozen=True)
@@ -86,7 +138,13 @@ class SettingLimit:
 
 
 class RequestBody(BaseModel):
-    """Base of every JSON request body: no text field may hold a NUL character."""
+    """Base of every JSON request body: unknown fields are refused, and no text field may hold
+    a NUL character. Its number and flag fields are strict types (`json_int`, `StrictBool`,
+    `StrictFloat`, `Money`): JSON `true` is no count, `1` no flag and `"5"` no number, exactly
+    as the schema says. (Not `strict=True` for the whole model: FastAPI validates the decoded
+    JSON as Python objects, where strict mode would refuse every date and enum given as text.)"""
+
+    model_config = ConfigDict(extra="forbid")
 
     @field_validator("*", mode="after")
     @classmethod
@@ -113,32 +171,116 @@ def storable(value: datetime) -> datetime:
     return value
 
 
-UtcDateTime = Annotated[datetime, AfterValidator(to_utc), AfterValidator(storable)]
+# ISO 8601 text: a calendar date, and for a date-time a time of day after it. pydantic alone also
+# reads a number as Unix time ("0.5" is 1970-01-01T00:00:00.5Z), which the schema does not allow.
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+ISO_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _iso_date_time_input(value: Any) -> Any:
+    if isinstance(value, datetime) or (isinstance(value, str) and ISO_DATE_TIME.match(value)):
+        return value
+    raise PydanticCustomError("datetime_type", "must be an ISO 8601 date-time")
+
+
+def _iso_date_or_date_time_input(value: Any) -> Any:
+    """`2026-11-01` is a whole day (a date); anything longer is a point in time."""
+    if isinstance(value, str) and ISO_DATE.match(value):
+        return date.fromisoformat(value)
+    if isinstance(value, date) or (isinstance(value, str) and ISO_DATE_TIME.match(value)):
+        return value
+    raise PydanticCustomError("date_or_datetime_type", "must be an ISO 8601 date or date-time")
+
+
+def _bound_in_range(value: datetime | date) -> datetime | date:
+    """A datetime must exist in UTC; a date must have a next day (an end date covers it whole)."""
+    if isinstance(value, datetime):
+        return storable(to_utc(value))
+    if value >= date.max:
+        raise ValueError(f"must be before {date.max.isoformat()}")
+    return value
+
+
+UtcDateTime = Annotated[
+    datetime,
+    BeforeValidator(_iso_date_time_input),
+    AfterValidator(to_utc),
+    AfterValidator(storable),
+]
+# A date (a whole UTC day) or a date-time: the bounds of a date range.
+DateBound = Annotated[
+    datetime | date,
+    BeforeValidator(_iso_date_or_date_time_input),
+    AfterValidator(_bound_in_range),
+]
 
 
 class ErrorItem(BaseModel):
-    loc: list[str | int] = Field(description="Where the problem is, e.g. ['body', 'email'].")
-    msg: str
+    loc: list[str | int] = Field(
+        description="Where the problem is: the part of the request, then the field, e.g. "
+        "['body', 'email'] or ['query', 'status', 0]."
+    )
+    msg: str = Field(description="What is wrong there, as a sentence naming the field.")
+
+
+# The code of an error that no service exception names, by HTTP status.
+CODE_BY_STATUS = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+# The database failed outside a service call (while reading the caller's account, say).
+DATABASE_UNAVAILABLE = "database_unavailable"
+
+
+def _error_codes() -> tuple[str, ...]:
+    """Every `code` the API can answer with: each service exception's, and the HTTP ones."""
+    from app.services.exceptions import CRMException
+
+    classes, codes = [CRMException], {DATABASE_UNAVAILABLE, *CODE_BY_STATUS.values()}
+    while classes:
+        cls = classes.pop()
+        codes.add(cls.code)
+        classes.extend(cls.__subclasses__())
+    codes.discard(CRMException.code)  # the base is never raised itself
+    return tuple(sorted(codes))
+
+
+ErrorCode = Literal[_error_codes()]  # type: ignore[valid-type]
 
 
 class ErrorResponse(BaseModel):
     """The one shape of every error the API returns."""
 
-    detail: str = Field(description="A sentence for a person.")
-    code: str = Field(description="A stable snake_case code for programs.")
-    errors: list[ErrorItem] | None = Field(
-        default=None, description="Each invalid field (validation errors only)."
+    detail: str = Field(description="A sentence for a person: what was wrong, and where.")
+    code: ErrorCode = Field(description="A stable snake_case code for programs.")
+    errors: list[ErrorItem] | MISSING = Field(
+        MISSING, description="Each invalid field (validation errors only)."
     )
-    request_id: str | None = Field(
-        default=None,
+    request_id: str | MISSING = Field(
+        MISSING,
         description="The request's X-Request-ID (500 only): quote it to find the logged error.",
     )
 
 
 class Health(BaseModel):
-    status: Literal["ok"] = "ok"
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    status: Literal["ok"] = Field("ok", description="Always ok: the process answers.")
 
 
 class Readiness(BaseModel):
-    status: Literal["ok"] = "ok"
-    database: Literal["ok"] = "ok"
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    status: Literal["ok"] = Field("ok", description="ok: the app can serve requests.")
+    database: Literal["ok"] = Field("ok", description="ok: the database answered.")

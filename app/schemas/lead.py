@@ -1,87 +1,99 @@
 """Lead request and response bodies.
 
-The schemas check shape, types, enums, lengths and ranges, so the OpenAPI document tells a
-client exactly what is accepted; the model's validators still check everything again (email
-syntax, phone form, trimming), because they guard every path, not only HTTP.
+The schemas check shape, types, enums, lengths, ranges and patterns, so the OpenAPI document
+tells a client exactly what is accepted; the model's validators still check everything again
+(email syntax, trimming), because they guard every path, not only HTTP.
+
+A field that may be left out but never set to null is typed `X | MISSING`: the OpenAPI
+document then shows it optional and not nullable, and a generated client cannot send `null`
+for it. `| None` appears only where null means something: clear this value (`company`,
+`assigned_to`, the dates) or, for `lead_score`, "score it automatically".
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    MISSING,
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    create_model,
+)
 
 from app.models import LeadSource, LeadStatus
 from app.models.lead import COMPANY_MAX_LENGTH, JOB_TITLE_MAX_LENGTH
 from app.models.types import TAG_MAX_LENGTH
-from app.models.validation import EMAIL_MAX_LENGTH, NAME_MAX_LENGTH
-from app.schemas.common import RequestBody, SettingLimit, UtcDateTime
+from app.models.validation import (
+    EMAIL_MAX_LENGTH,
+    NAME_MAX_LENGTH,
+    NO_NUL_PATTERN,
+    NOT_BLANK_PATTERN,
+    PHONE_MAX_LENGTH,
+    PHONE_PATTERN,
+)
+from app.schemas.common import BodyId, Money, RequestBody, SettingLimit, UtcDateTime, json_int
 
-MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
 # Far beyond any real lead, and far enough below the 32-bit column limit that recording calls
 # one by one can never overflow it.
 CALL_ATTEMPTS_MAX = 1_000_000
 
-DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
-Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX_LENGTH)]
-Tag = Annotated[str, Field(min_length=1, max_length=TAG_MAX_LENGTH)]
+Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NOT_BLANK_PATTERN)]
+Tag = Annotated[str, Field(min_length=1, max_length=TAG_MAX_LENGTH, pattern=NOT_BLANK_PATTERN)]
 # Limits an operator may change are settings (see SettingLimit), not constants here.
-NoteText = Annotated[str, Field(min_length=1), SettingLimit("note_max_length")]
-Money = Annotated[
-    Decimal,
-    Field(ge=0, max_digits=15, decimal_places=2),
-    PlainSerializer(float, return_type=float, when_used="json"),
+NoteText = Annotated[
+    str, Field(min_length=1, pattern=NOT_BLANK_PATTERN), SettingLimit("note_max_length")
 ]
+Email = Annotated[
+    str, Field(max_length=EMAIL_MAX_LENGTH, pattern=NO_NUL_PATTERN, examples=["jane@acme.com"])
+]
+Company = Annotated[str, Field(max_length=COMPANY_MAX_LENGTH, pattern=NO_NUL_PATTERN)]
+JobTitle = Annotated[str, Field(max_length=JOB_TITLE_MAX_LENGTH, pattern=NO_NUL_PATTERN)]
+EMAIL_DESCRIPTION = (
+    "An email address (its syntax is checked, stricter than `format: email`; no DNS lookup). "
+    "Blank or null means none."
+)
+Phone = Annotated[
+    str, Field(max_length=PHONE_MAX_LENGTH, pattern=PHONE_PATTERN, examples=["+1 (555) 010-2030"])
+]
+PHONE_DESCRIPTION = (
+    "7 to 15 digits, an optional leading +, spaces, dots, dashes and brackets anywhere; stored "
+    "without the separators. Blank or null means none."
+)
+Score = json_int(Field(ge=0, le=100))
+Probability = Annotated[StrictFloat, Field(ge=0.0, le=1.0)]
+CallAttempts = json_int(Field(ge=0, le=CALL_ATTEMPTS_MAX))
+Tags = Annotated[list[Tag], SettingLimit("tags_max_per_lead")]
 
 
-def _unique_ids(ids: list[int]) -> list[int]:
+def _lead_ids_are_distinct(ids: list[int]) -> list[int]:
     if len(set(ids)) != len(ids):
-        raise ValueError("lead ids must not repeat")
+        raise ValueError("must not list an id twice")
     return ids
 
 
 LeadIds = Annotated[
-    list[DbId],
-    Field(min_length=1),
+    list[BodyId],
+    Field(
+        min_length=1,
+        json_schema_extra={"uniqueItems": True},
+        description="Distinct lead ids.",
+    ),
     SettingLimit("bulk_max_ids"),
-    AfterValidator(_unique_ids),
+    AfterValidator(_lead_ids_are_distinct),
 ]
 
 
-class LeadFields(RequestBody):
-    """Fields a client may send, all optional here; LeadCreate makes the names required."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    first_name: Name | None = None
-    last_name: Name | None = None
-    email: Annotated[str, Field(max_length=EMAIL_MAX_LENGTH, examples=["jane@acme.com"])] | None = (
-        None
-    )
-    phone: Annotated[str, Field(max_length=40, examples=["+1 (555) 010-2030"])] | None = None
-    company: Annotated[str, Field(max_length=COMPANY_MAX_LENGTH)] | None = None
-    job_title: Annotated[str, Field(max_length=JOB_TITLE_MAX_LENGTH)] | None = None
-    source: LeadSource | None = None
-    status: LeadStatus | None = None
-    assigned_to: DbId | None = None
-    lead_score: Annotated[int, Field(ge=0, le=100)] | None = None
-    probability: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    estimated_value: Money | None = None
-    tags: Annotated[list[Tag], SettingLimit("tags_max_per_lead")] | None = None
-    notes: NoteText | None = None
-    call_attempts: Annotated[int, Field(ge=0, le=CALL_ATTEMPTS_MAX)] | None = None
-    last_contact_date: UtcDateTime | None = None
-    next_follow_up_date: UtcDateTime | None = None
-
-
-class LeadCreate(LeadFields):
-    first_name: Name
-    last_name: Name
+class LeadCreate(RequestBody):
+    """A new lead: a first and last name, and an email or a phone number (or both).
+    Scored automatically unless `lead_score` is given."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -98,60 +110,143 @@ class LeadCreate(LeadFields):
         },
     )
 
+    first_name: Name = Field(description="Trimmed; not blank.")
+    last_name: Name = Field(description="Trimmed; not blank.")
+    email: Email | MISSING | None = Field(MISSING, description=EMAIL_DESCRIPTION)
+    phone: Phone | MISSING | None = Field(MISSING, description=PHONE_DESCRIPTION)
+    company: Company | MISSING | None = Field(MISSING, description="Blank or null means none.")
+    job_title: JobTitle | MISSING | None = Field(MISSING, description="Blank or null means none.")
+    source: LeadSource | MISSING = Field(
+        MISSING, description="Where the lead came from; OTHER if left out."
+    )
+    status: LeadStatus | MISSING = Field(MISSING, description="Pipeline stage; NEW if left out.")
+    assigned_to: BodyId | MISSING | None = Field(
+        MISSING,
+        description="The agent who owns the lead. An agent's lead is always the agent's own; a "
+        "superuser may name any active user, or null for nobody.",
+    )
+    lead_score: Score | MISSING | None = Field(
+        MISSING, description="0-100. Left out or null: scored automatically."
+    )
+    probability: Probability | MISSING | None = Field(
+        MISSING, description="Chance of winning, 0.0-1.0."
+    )
+    estimated_value: Money | MISSING | None = Field(
+        MISSING, description="Expected deal value: 0 or more, at most 2 decimal places."
+    )
+    tags: Tags | MISSING | None = Field(
+        MISSING, description="Tags, stored trimmed and lowercased, duplicates dropped."
+    )
+    notes: NoteText | MISSING | None = Field(
+        MISSING, description="A first note, after the 'Created' line of the history."
+    )
+    call_attempts: CallAttempts | MISSING = Field(MISSING, description="Calls made so far.")
+    last_contact_date: UtcDateTime | MISSING | None = Field(
+        MISSING, description="When the lead was last contacted (ISO 8601; naive means UTC)."
+    )
+    next_follow_up_date: UtcDateTime | MISSING | None = Field(
+        MISSING, description="When to follow up (ISO 8601; naive means UTC)."
+    )
 
-class LeadUpdate(LeadFields):
-    """A partial update: only the fields sent are changed. `notes` is appended, never replaces;
-    `tags` replaces the set; `lead_score: null` hands the score back to automatic scoring."""
 
-    score_is_manual: bool | None = None
+class LeadUpdate(RequestBody):
+    """A partial update: only the fields sent are changed, each change recorded in the notes.
+    `notes` is appended, never replaces; `tags` replaces the set; `lead_score: null` hands the
+    score back to automatic scoring. The lead must keep an email or a phone number."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={"examples": [{"status": "CONTACTED", "notes": "Called, wants a demo."}]},
+    )
+
+    first_name: Name | MISSING = Field(MISSING, description="Trimmed; not blank.")
+    last_name: Name | MISSING = Field(MISSING, description="Trimmed; not blank.")
+    email: Email | MISSING | None = Field(MISSING, description=EMAIL_DESCRIPTION)
+    phone: Phone | MISSING | None = Field(MISSING, description=PHONE_DESCRIPTION)
+    company: Company | MISSING | None = Field(MISSING, description="Null or blank clears it.")
+    job_title: JobTitle | MISSING | None = Field(MISSING, description="Null or blank clears it.")
+    source: LeadSource | MISSING = Field(MISSING, description="Where the lead came from.")
+    status: LeadStatus | MISSING = Field(MISSING, description="Pipeline stage.")
+    assigned_to: BodyId | MISSING | None = Field(
+        MISSING, description="Reassign (superusers only); null for nobody."
+    )
+    lead_score: Score | MISSING | None = Field(
+        MISSING, description="A manual score, 0-100; null returns to automatic scoring."
+    )
+    score_is_manual: StrictBool | MISSING = Field(
+        MISSING, description="false returns to automatic scoring."
+    )
+    probability: Probability | MISSING | None = Field(
+        MISSING, description="Chance of winning, 0.0-1.0; null clears it."
+    )
+    estimated_value: Money | MISSING | None = Field(
+        MISSING, description="Expected deal value, at most 2 decimal places; null clears it."
+    )
+    tags: Tags | MISSING | None = Field(
+        MISSING, description="The new tag set; [] or null removes them all."
+    )
+    notes: NoteText | MISSING | None = Field(
+        MISSING, description="A note to append to the history; null adds none."
+    )
+    call_attempts: CallAttempts | MISSING = Field(MISSING, description="Calls made so far.")
+    last_contact_date: UtcDateTime | MISSING | None = Field(
+        MISSING, description="When the lead was last contacted; null clears it."
+    )
+    next_follow_up_date: UtcDateTime | MISSING | None = Field(
+        MISSING, description="When to follow up; null clears it."
     )
 
 
 class LeadRead(BaseModel):
+    """A lead as stored, with three values derived from it."""
+
     model_config = ConfigDict(from_attributes=True)
 
-    id: int
-    first_name: str
-    last_name: str
-    email: str | None
-    phone: str | None
-    company: str | None
-    job_title: str | None
-    source: LeadSource
-    status: LeadStatus
-    assigned_to: int | None
-    lead_score: int
-    score_is_manual: bool
-    probability: float | None
-    estimated_value: Money | None
-    tags: list[str]
-    notes: str | None
-    call_attempts: int
-    last_contact_date: datetime | None
-    next_follow_up_date: datetime | None
-    created_by: int | None
-    created_at: datetime
-    updated_at: datetime
-    archived_at: datetime | None
-    status_before_archive: LeadStatus | None
-    days_since_created: int
-    days_since_last_contact: int | None
-    is_hot_lead: bool
+    id: int = Field(description="The lead's id.")
+    first_name: str = Field(description="First name.")
+    last_name: str = Field(description="Last name.")
+    email: str | None = Field(description="Email address, normalised.")
+    phone: str | None = Field(description="Phone number without separators, e.g. +15550102030.")
+    company: str | None = Field(description="Company.")
+    job_title: str | None = Field(description="Job title.")
+    source: LeadSource = Field(description="Where the lead came from.")
+    status: LeadStatus = Field(description="Pipeline stage.")
+    assigned_to: int | None = Field(description="The owning agent's user id, or null.")
+    lead_score: int = Field(description="0-100, automatic unless `score_is_manual`.")
+    score_is_manual: bool = Field(description="Whether the score was set by hand.")
+    probability: float | None = Field(description="Chance of winning, 0.0-1.0.")
+    estimated_value: Money | None = Field(description="Expected deal value.")
+    tags: list[str] = Field(description="Tags, lowercased.")
+    notes: str | None = Field(
+        description="The history: one `[YYYY-MM-DD HH:MM UTC] user N: ...` line per change."
+    )
+    call_attempts: int = Field(description="Calls made so far.")
+    last_contact_date: datetime | None = Field(description="When the lead was last contacted.")
+    next_follow_up_date: datetime | None = Field(description="When to follow up.")
+    created_by: int | None = Field(description="The user who created it.")
+    created_at: datetime = Field(description="When it was created.")
+    updated_at: datetime = Field(description="When it last changed.")
+    archived_at: datetime | None = Field(description="When it was archived; null if live.")
+    status_before_archive: LeadStatus | None = Field(
+        description="The status it had when archived; restoring gives it back."
+    )
+    days_since_created: int = Field(description="Whole days since `created_at`.")
+    days_since_last_contact: int | None = Field(
+        description="Whole days since `last_contact_date`, null if never contacted."
+    )
+    is_hot_lead: bool = Field(description="Score 80 or more, still open, not archived.")
 
 
 class LeadPage(BaseModel):
-    items: list[LeadRead]
+    """One page of a list of leads."""
+
+    items: list[LeadRead] = Field(description="The leads of this page, in the order asked for.")
     total: int = Field(
         description="How many leads match, counted up to a cap (10,000 by default): when "
         "`total_is_exact` is false there are more, so show it as '10,000+'."
     )
-    total_is_exact: bool
-    skip: int
-    limit: int
+    total_is_exact: bool = Field(description="Whether `total` is the exact count.")
+    skip: int = Field(description="The `skip` asked for.")
+    limit: int = Field(description="The `limit` asked for.")
     next_cursor: str | None = Field(
         description="Pass as `cursor` to get the next page (same filters and sort); null on "
         "the last page. The way to walk a large result."
@@ -159,53 +254,63 @@ class LeadPage(BaseModel):
 
 
 class NoteCreate(RequestBody):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"text": "Sent the price list."}]}
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"text": "Sent the price list."}]})
 
-    text: NoteText
+    text: NoteText = Field(description="The note; it becomes one line of the history.")
 
 
 class CallCreate(RequestBody):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"note": "Left a voicemail."}]}
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"note": "Left a voicemail."}]})
 
-    note: NoteText | None = None
+    note: NoteText | MISSING | None = Field(MISSING, description="What happened on the call.")
 
 
 class BulkStatusUpdate(RequestBody):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [{"lead_ids": [101, 102], "status": "CONTACTED", "note": "Campaign"}]
         },
     )
 
     lead_ids: LeadIds
-    status: LeadStatus
-    note: NoteText | None = None
+    status: LeadStatus = Field(description="The status every lead gets.")
+    note: NoteText | MISSING | None = Field(MISSING, description="A note added to every lead.")
 
 
 class BulkAssign(RequestBody):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={"examples": [{"lead_ids": [101, 102], "agent_user_id": 7}]},
     )
 
     lead_ids: LeadIds
-    agent_user_id: DbId
+    agent_user_id: BodyId = Field(description="The active user who gets the leads.")
 
 
 class BulkResult(BaseModel):
-    updated_count: int
-    lead_ids: list[int]
+    updated_count: int = Field(description="How many leads changed.")
+    lead_ids: list[int] = Field(description="Their ids, ascending.")
+
+
+def _counts_by(enum_cls: Any, what: str) -> type[BaseModel]:
+    """An object with one count per member of `enum_cls`, every key always present, so that a
+    generated client types it as exactly those keys."""
+    fields: dict[str, Any] = {
+        member.value: (int, Field(description=f"Leads {what} {member.value}."))
+        for member in enum_cls
+    }
+    return create_model(f"LeadsBy{enum_cls.__name__.removeprefix('Lead')}", **fields)
+
+
+LeadsByStatus = _counts_by(LeadStatus, "in status")
+LeadsBySource = _counts_by(LeadSource, "from")
 
 
 class LeadStatistics(BaseModel):
-    total_leads: int
-    leads_by_status: dict[LeadStatus, int]
-    leads_by_source: dict[LeadSource, int]
-    average_lead_score: float
-    hot_leads_count: int
+    """Pipeline figures over the leads the caller may see, archived ones left out."""
+
+    total_leads: int = Field(description="Live leads.")
+    leads_by_status: LeadsByStatus = Field(description="Live leads per status.")  # type: ignore[valid-type]
+    leads_by_source: LeadsBySource = Field(description="Live leads per source.")  # type: ignore[valid-type]
+    average_lead_score: float = Field(description="Mean score, rounded to 2 decimals.")
+    hot_leads_count: int = Field(description="Hot leads: score 80+, open, not archived.")
     conversion_rate: float = Field(description="WON leads as a percentage of all leads.")

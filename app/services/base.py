@@ -19,10 +19,12 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
+import pydantic
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import FieldValidationError, User
+from app.models.validation import is_whole_number
 from app.services.exceptions import (
     ConflictException,
     CRMException,
@@ -59,7 +61,10 @@ def transactional(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]
                 raise
             except FieldValidationError as exc:
                 await _rollback(db)
-                raise ValidationException(str(exc), field=exc.field) from exc
+                raise ValidationException.of_fields([exc]) from exc
+            except pydantic.ValidationError as exc:  # arguments checked by a model (LeadFilters)
+                await _rollback(db)
+                raise ValidationException.of_pydantic(exc.errors()) from exc
             except IntegrityError as exc:
                 await _rollback(db)
                 raise ConflictException(
@@ -143,8 +148,8 @@ def _verified_in_this_transaction(db: AsyncSession, user_id: int) -> User | None
 
 async def get_acting_user(db: AsyncSession, user_id: int) -> User:
     """The user on whose behalf a call runs; unknown and inactive users may do nothing."""
-    if isinstance(user_id, bool) or not isinstance(user_id, int):
-        raise ValidationException("user_id must be a whole number", field="user_id")
+    if not is_whole_number(user_id):
+        raise ValidationException.at("user_id", "must be a whole number")
     user = _verified_in_this_transaction(db, user_id)
     if user is not None:
         return user
@@ -163,13 +168,12 @@ def as_data(data: Mapping[str, Any] | Any) -> dict[str, Any]:
         return data.model_dump(exclude_unset=True)
     if isinstance(data, Mapping):
         return dict(data)
-    raise ValidationException("The data must be a mapping of field names to values.")
+    raise ValidationException.at(None, "The data must be a mapping of field names to values.")
 
 
 def reject_unknown_fields(data: Mapping[str, Any], allowed: frozenset[str]) -> None:
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise ValidationException(
-            f"Unknown or read-only field(s): {', '.join(unknown)}.",
-            errors=[{"loc": [name], "msg": "is not a field that can be set"} for name in unknown],
+        raise ValidationException.of_fields(
+            FieldValidationError(name, "is not a field that can be set") for name in unknown
         )

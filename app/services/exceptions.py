@@ -6,8 +6,11 @@ one place. Services raise these and nothing HTTP-specific.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from app.models.validation import FieldValidationError
+from app.services import messages
 
 
 class CRMException(Exception):
@@ -49,16 +52,36 @@ class PermissionDeniedException(CRMException):
 
 
 class ValidationException(CRMException):
-    """Bad input. `errors` lists each problem as {"loc": [field], "msg": text}."""
+    """Bad input. `errors` lists each problem as {"loc": [...], "msg": a sentence}; the message
+    is one sentence over all of them (app/services/messages.py words both)."""
 
     code = "validation_error"
 
-    def __init__(self, message: str, *, field: str | None = None, errors: list[Any] | None = None):
-        super().__init__(message)
-        self.field = field
-        if errors is None:
-            errors = [{"loc": [field] if field else [], "msg": message}]
-        self.errors = errors
+    def __init__(self, problems: Sequence[tuple[Sequence[str | int], str]]) -> None:
+        self.errors: list[dict[str, Any]] = [
+            {"loc": list(loc), "msg": message} for loc, message in problems
+        ]
+        names = [part for loc, _ in problems for part in loc if isinstance(part, str)]
+        self.field = names[-1] if names else None
+        super().__init__(messages.summary([message for _, message in problems]))
+
+    @classmethod
+    def at(cls, field: str | None, predicate: str) -> ValidationException:
+        """One problem with one field (`predicate`: "must be ..."), or with the whole call when
+        `field` is None (then `predicate` is a sentence)."""
+        loc = [field] if field else []
+        return cls([(loc, messages.sentence(loc, predicate))])
+
+    @classmethod
+    def of_fields(cls, errors: Iterable[FieldValidationError]) -> ValidationException:
+        return cls([([e.field], messages.sentence([e.field], e.message)) for e in errors])
+
+    @classmethod
+    def of_pydantic(
+        cls, errors: Iterable[Mapping[str, Any]], *, under: Sequence[str] = ()
+    ) -> ValidationException:
+        """From a pydantic ValidationError's `errors()`; `under` prefixes each location."""
+        return cls([([*under, *loc], text) for loc, text in messages.pydantic_problems(errors)])
 
 
 class DuplicateException(CRMException):

@@ -35,10 +35,18 @@ from app.models import (
     User,
     format_note_line,
 )
-from app.models.lead import note_timestamp
+from app.models.lead import PRIVATE_COLUMNS, note_timestamp
 from app.models.lead_stats import LeadStats
 from app.models.types import utcnow
-from app.models.validation import MAX_INT32, tag_list
+from app.models.validation import (
+    MAX_INT32,
+    NO_CONTACT,
+    enum_member,
+    is_whole_number,
+    no_nul,
+    tag_list,
+)
+from app.schemas.filters import LENIENT, LeadFilters, LeadPaging
 from app.services import lead_bulk
 from app.services.base import (
     as_data,
@@ -55,7 +63,7 @@ from app.services.exceptions import (
     ValidationException,
     id_list,
 )
-from app.services.lead_filters import lead_conditions, order_by, page_bounds
+from app.services.lead_filters import lead_conditions, order_by
 from app.services.pagination import after, decode_cursor, encode_cursor
 from app.services.scoring import SCORING_FIELDS, calculate_lead_score
 
@@ -111,50 +119,42 @@ class LeadService:
         cursor: str | None = None,
         exact_total: bool = False,
     ) -> tuple[list[Lead], int]:
-        """One page of leads matching every filter given, and how many match in all.
+        """The reference design's call: one page of leads matching every filter given, and how
+        many match in all. A thin wrapper over `list_leads`, whose `LeadFilters` documents each
+        filter; here `status`/`source` take one value or several, in any case.
 
-        `status`/`source` take one value or several; `tags` matches leads with any of them;
-        `search` is a case-insensitive substring of name, email, phone or company. Agents see
-        only their own leads; archived leads only with `include_archived`. `total` is counted
-        up to TOTAL_COUNT_CAP (then it is the cap) unless `exact_total`; `list_leads` also says
-        whether it is exact and gives the cursor for the next page.
+        `total` is counted up to TOTAL_COUNT_CAP (then it is the cap) unless `exact_total`;
+        `list_leads` also says whether it is exact and gives the cursor of the next page.
         """
-        page = await _list_page(db, **_list_arguments(locals()), as_rows=False)
+        arguments = {name: value for name, value in locals().items() if name not in NOT_FILTERS}
+        filters, paging = filters_and_paging(None, None, arguments)
+        page = await _list_page(db, filters, paging, user_id=user_id, as_rows=False)
         return page.items, page.total
 
     @staticmethod
     @transactional
     async def list_leads(
         db: AsyncSession,
+        filters: LeadFilters | None = None,
+        paging: LeadPaging | None = None,
         *,
-        status: LeadStatus | str | Iterable[LeadStatus | str] | None = None,
-        source: LeadSource | str | Iterable[LeadSource | str] | None = None,
-        assigned_to: int | None = None,
-        date_range_start: datetime | date | None = None,
-        date_range_end: datetime | date | None = None,
-        lead_score_min: int | None = None,
-        lead_score_max: int | None = None,
-        search: str | None = None,
-        is_hot_leads_only: bool = False,
-        tags: Iterable[str] | str | None = None,
-        skip: int = 0,
-        limit: int = 100,
-        sort_by: str = "created_at",
-        sort_order: str = "desc",
         user_id: int | None = None,
-        include_archived: bool = False,
-        cursor: str | None = None,
-        exact_total: bool = False,
+        **arguments: Any,
     ) -> LeadPageResult:
-        """`get_leads` with everything a page needs: whether `total` is exact, and the cursor
-        of the next page (None on the last one). Walk a large result with `cursor`, not
-        `skip`: every page then costs the same, and inserts cannot shift the pages.
+        """A page of the leads matching `filters`, ordered and cut by `paging`, with everything
+        a page needs: `total`, whether it is exact, and the cursor of the next page (None on
+        the last one). Walk a large result with `cursor`, not `skip`: every page then costs the
+        same, and inserts cannot shift the pages. Agents see only their own leads.
+
+        The filters and paging may also be given as keywords (`status="NEW", limit=20`), read
+        as `LeadFilters.from_python` reads them.
 
         The items are read-only rows (attribute access like a `Lead`: `row.id`, `row.status`),
         not ORM objects: a page is read often, and skipping the identity map and per-object
         bookkeeping makes it several times cheaper. Use `get_lead_by_id` for a lead to change.
         """
-        return await _list_page(db, **_list_arguments(locals()), as_rows=True)
+        filters, paging = filters_and_paging(filters, paging, arguments)
+        return await _list_page(db, filters, paging, user_id=user_id, as_rows=True)
 
     @staticmethod
     @transactional
@@ -234,7 +234,9 @@ class LeadService:
 
         lead = Lead()
         errors = [
-            {"loc": [name], "msg": "is required"} for name in REQUIRED_FIELDS if name not in data
+            FieldValidationError(name, "is required")
+            for name in REQUIRED_FIELDS
+            if name not in data
         ]
         for name, value in data.items():
             if name == "lead_score" and value is None:
@@ -242,11 +244,11 @@ class LeadService:
             try:
                 setattr(lead, name, value)
             except FieldValidationError as exc:
-                errors.append({"loc": [exc.field], "msg": exc.message})
+                errors.append(exc)
         if not errors and lead.email is None and lead.phone is None:
-            errors.append({"loc": ["email"], "msg": "a lead needs an email or a phone number"})
+            errors.append(FieldValidationError("email", NO_CONTACT))
         if errors:
-            raise ValidationException(_errors_sentence(errors), errors=errors)
+            raise ValidationException.of_fields(errors)
 
         lead.score_is_manual = data.get("lead_score") is not None
         if not lead.score_is_manual:
@@ -299,11 +301,11 @@ class LeadService:
                     continue  # same set in another order is no change
                 setattr(lead, name, data[name])
             except FieldValidationError as exc:
-                errors.append({"loc": [exc.field], "msg": exc.message})
+                errors.append(exc)
         if lead.email is None and lead.phone is None:
-            errors.append({"loc": ["email"], "msg": "a lead needs an email or a phone number"})
+            errors.append(FieldValidationError("email", NO_CONTACT))
         if errors:
-            raise ValidationException(_errors_sentence(errors), errors=errors)
+            raise ValidationException.of_fields(errors)
 
         changed = [n for n in TRACKED_FIELDS if _comparable(getattr(lead, n)) != before[n]]
         rescore = not lead.score_is_manual and any(
@@ -355,7 +357,7 @@ class LeadService:
             now = utcnow()
             lead.status_before_archive = lead.status
             lead.status = LeadStatus.LOST
-            lead.add_tag(ARCHIVED_TAG)
+            lead.archive_added_tag = lead.add_tag(ARCHIVED_TAG)
             lead.archived_at = lead.updated_at = now
             lead.add_note(
                 f"Archived (status was {lead.status_before_archive.value})",
@@ -367,8 +369,9 @@ class LeadService:
     @staticmethod
     @transactional
     async def restore_lead(db: AsyncSession, lead_id: int, user_id: int) -> Lead:
-        """Undo a soft delete: the status from before archiving comes back, the `archived` tag
-        goes. Restoring a lead that is not archived changes nothing."""
+        """Undo a soft delete: the status from before archiving comes back, and the tags are
+        exactly those the lead had (the `archived` tag goes only if archiving added it).
+        Restoring a lead that is not archived changes nothing."""
         user = await get_acting_user(db, user_id)
         lead = await _load_lead(db, lead_id, for_update=True)
         _ensure_may_touch(user, lead)
@@ -383,7 +386,9 @@ class LeadService:
             lead.status = restored
             lead.status_before_archive = None
             lead.archived_at = None
-            lead.remove_tag(ARCHIVED_TAG)
+            if lead.archive_added_tag is not False:  # None: archived before this was recorded
+                lead.remove_tag(ARCHIVED_TAG)
+            lead.archive_added_tag = None
             lead.updated_at = now
         return await _with_assignee(db, lead)
 
@@ -391,9 +396,9 @@ class LeadService:
     @transactional
     async def add_lead_note(db: AsyncSession, lead_id: int, text: str, user_id: int) -> Lead:
         """Append one note line to the lead's history."""
-        note = _note_text(text)
+        note = _note_text(text, "text")
         if note is None:
-            raise ValidationException("text must not be blank.", field="text")
+            raise ValidationException.at("text", "must not be blank")
         user = await get_acting_user(db, user_id)
         lead = await _load_lead(db, lead_id, for_update=True)
         _ensure_may_touch(user, lead)
@@ -409,7 +414,7 @@ class LeadService:
         db: AsyncSession, lead_id: int, user_id: int, note: str | None = None
     ) -> Lead:
         """Count one call attempt, stamp `last_contact_date`, and note it."""
-        text = _note_text(note)
+        text = _note_text(note, "note")
         user = await get_acting_user(db, user_id)
         lead = await _load_lead(db, lead_id, for_update=True)
         _ensure_may_touch(user, lead)
@@ -441,8 +446,8 @@ class LeadService:
         its status was. Returns the updated leads in id order, or with `ids_only=True` just
         their ids in order (no lead is read back: what the API answers with)."""
         ids = _checked_ids(lead_ids)
-        status = _coerce_status(new_status)
-        text = _note_text(note)
+        status = enum_member(LeadStatus, "status", new_status)
+        text = _note_text(note, "note")
         user = await get_acting_user(db, user_id)
 
         now = utcnow()
@@ -473,7 +478,7 @@ class LeadService:
         user = await get_acting_user(db, assigned_by_user_id)
         if not user.is_superuser:
             raise PermissionDeniedException("Only a superuser may assign leads.", ids)
-        agent = await _active_user(db, agent_user_id, role="Agent")
+        agent = await _active_user(db, agent_user_id, role="Agent", field="agent_user_id")
 
         now = utcnow()
         previous = func.coalesce(
@@ -492,8 +497,8 @@ class LeadService:
 # --------------------------------------------------------------------------------- helpers
 
 
-# Every column of a lead, for reads that need rows rather than ORM objects.
-LEAD_COLUMNS = tuple(Lead.__table__.c)
+# Every column of a lead as the API shows it, for reads that need rows rather than ORM objects.
+LEAD_COLUMNS = tuple(c for c in Lead.__table__.c if c.name not in PRIVATE_COLUMNS)
 
 
 @dataclass
@@ -504,54 +509,64 @@ class LeadPageResult:
     next_cursor: str | None
 
 
-def _list_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
-    return {name: value for name, value in arguments.items() if name != "db"}
+NOT_FILTERS = frozenset({"db", "user_id"})
+
+
+def filters_and_paging(
+    filters: LeadFilters | None, paging: LeadPaging | None, arguments: dict[str, Any]
+) -> tuple[LeadFilters, LeadPaging]:
+    """The two models from a Python caller's keywords (or as given): each keyword goes to the
+    model that declares it, and one neither declares is refused by `LeadFilters`."""
+    given = {"filters": filters, "paging": paging}
+    paging_arguments = {
+        k: arguments.pop(k) for k in list(arguments) if k in LeadPaging.model_fields
+    }
+    for name, model, values in (
+        ("paging", LeadPaging, paging_arguments),
+        ("filters", LeadFilters, arguments),
+    ):
+        if values and given[name] is not None:
+            raise TypeError(f"pass {name} either as a {model.__name__} or as keywords, not both")
+    if filters is None:
+        filters = LeadFilters.model_validate(arguments, context=LENIENT)
+    if paging is None:
+        paging = LeadPaging.model_validate(paging_arguments, context=LENIENT)
+    return filters, paging
 
 
 async def _list_page(
     db: AsyncSession,
+    filters: LeadFilters,
+    paging: LeadPaging,
     *,
     user_id: int | None,
-    skip: int,
-    limit: int,
-    sort_by: str,
-    sort_order: str,
-    cursor: str | None,
-    exact_total: bool,
     as_rows: bool,
-    **filters: Any,
 ) -> LeadPageResult:
-    settings = get_settings()
     scope = await _scope_user_id(db, user_id)
-    where = lead_conditions(**filters, scope_user_id=scope)
-    ordering = order_by(sort_by, sort_order)
-    skip, limit = page_bounds(skip, limit, settings.page_max_limit)
-
-    cap = None if exact_total else settings.total_count_cap
+    where = lead_conditions(filters, scope_user_id=scope)
+    cap = None if paging.exact_total else get_settings().total_count_cap
     total, total_is_exact = await _count(db, where, cap)
     page_where = list(where)
-    if cursor is not None:
-        if skip:
-            raise ValidationException("Use either skip or cursor, not both.", field="skip")
-        page_where.append(after(decode_cursor(cursor, sort_by, sort_order.lower())))
+    fingerprint = filters.fingerprint(paging)
+    if paging.cursor is not None:
+        page_where.append(after(decode_cursor(paging.cursor, paging, fingerprint)))
     if as_rows:
         query = select(*LEAD_COLUMNS)
     else:
         query = select(Lead).options(selectinload(Lead.assignee))
     query = (
         query.where(*page_where)
-        .order_by(*ordering)
-        .offset(skip)
-        .limit(limit + 1)  # one more than asked: is there a next page?
+        .order_by(*order_by(paging))
+        .offset(paging.skip)
+        .limit(paging.limit + 1)  # one more than asked: is there a next page?
     )
     if as_rows:  # plain Core on the session's connection: no ORM result processing at all
         rows = list((await (await db.connection()).execute(query)).all())
     else:
         rows = list(await db.scalars(query))
-    items = rows[:limit]
-    next_cursor = (
-        encode_cursor(items[-1], sort_by, sort_order.lower()) if len(rows) > limit else None
-    )
+    items = rows[: paging.limit]
+    more = len(rows) > paging.limit
+    next_cursor = encode_cursor(items[-1], paging, fingerprint) if more else None
     return LeadPageResult(items, total, total_is_exact, next_cursor)
 
 
@@ -578,8 +593,8 @@ async def _scope_user_id(db: AsyncSession, user_id: int | None) -> int | None:
 
 
 async def _load_lead(db: AsyncSession, lead_id: int, *, for_update: bool = False) -> Lead:
-    if isinstance(lead_id, bool) or not isinstance(lead_id, int):
-        raise ValidationException("lead_id must be a whole number.", field="lead_id")
+    if not is_whole_number(lead_id):
+        raise ValidationException.at("lead_id", "must be a whole number")
     query = select(Lead).where(Lead.id == lead_id).execution_options(populate_existing=True)
     if for_update:
         query = query.with_for_update()
@@ -610,9 +625,11 @@ def _ensure_not_archived(lead: Lead) -> None:
         raise ConflictException(f"Lead {lead.id} is archived; restore it before changing it.")
 
 
-async def _active_user(db: AsyncSession, user_id: Any, *, role: str) -> User:
-    if isinstance(user_id, bool) or not isinstance(user_id, int):
-        raise ValidationException(f"{role} id must be a whole number.", field="assigned_to")
+async def _active_user(
+    db: AsyncSession, user_id: Any, *, role: str, field: str = "assigned_to"
+) -> User:
+    if not is_whole_number(user_id):
+        raise ValidationException.at(field, "must be a whole number")
     user = await db.get(User, user_id)
     if user is None:
         raise UserNotFoundException(user_id, role=role)
@@ -644,20 +661,18 @@ async def _check_reassignment(db: AsyncSession, user: User, lead: Lead, assigned
 def _checked_ids(lead_ids: Any) -> list[int]:
     limit = get_settings().bulk_max_ids
     if isinstance(lead_ids, str | bytes) or not isinstance(lead_ids, Iterable):
-        raise ValidationException("lead_ids must be a list of lead ids.", field="lead_ids")
+        raise ValidationException.at("lead_ids", "must be a list of lead ids")
     ids = list(lead_ids)
     if not ids:
-        raise ValidationException("lead_ids must not be empty.", field="lead_ids")
+        raise ValidationException.at("lead_ids", "must not be empty")
     if len(ids) > limit:
-        raise ValidationException(
-            f"lead_ids may hold at most {limit} ids, not {len(ids)}.", field="lead_ids"
-        )
-    if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
-        raise ValidationException("lead_ids must all be whole numbers.", field="lead_ids")
+        raise ValidationException.at("lead_ids", f"may hold at most {limit} ids, not {len(ids)}")
+    if not all(is_whole_number(i) for i in ids):
+        raise ValidationException.at("lead_ids", "must all be whole numbers")
     repeated = sorted(i for i, count in Counter(ids).items() if count > 1)
     if repeated:
-        raise ValidationException(
-            f"lead_ids lists some ids more than once: {id_list(repeated)}.", field="lead_ids"
+        raise ValidationException.at(
+            "lead_ids", f"lists some ids more than once: {id_list(repeated)}"
         )
     return sorted(ids)
 
@@ -670,21 +685,12 @@ def _appended(line: ColumnElement[str]) -> ColumnElement[str]:
     )
 
 
-def _coerce_status(value: Any) -> LeadStatus:
-    try:
-        return LeadStatus(value.strip().upper() if isinstance(value, str) else value)
-    except ValueError:
-        allowed = ", ".join(s.value for s in LeadStatus)
-        raise ValidationException(
-            f"status must be one of {allowed}, not {value!r}.", field="status"
-        ) from None
-
-
-def _note_text(text: Any) -> str | None:
+def _note_text(text: Any, field: str = "notes") -> str | None:
     if text is None:
         return None
-    if not isinstance(text, str) or "\x00" in text:
-        raise ValidationException("notes must be text without NUL characters.", field="notes")
+    if not isinstance(text, str):
+        raise ValidationException.at(field, "must be text")
+    no_nul(field, text)
     return text if text.strip() else None
 
 
@@ -716,7 +722,3 @@ def _ratio(part: int, whole: int, *, scale: int) -> float:
         return 0.0
     value = Decimal(part) * scale / Decimal(whole)
     return float(value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
-
-
-def _errors_sentence(errors: list[dict[str, Any]]) -> str:
-    return "Invalid lead data: " + "; ".join(f"{e['loc'][0]} {e['msg']}" for e in errors) + "."

@@ -6,8 +6,8 @@ rows inserted meanwhile cannot shift the pages, since a page starts after a row,
 position.
 
 The cursor is URL-safe base64 of a small JSON document: the sort key and order it belongs to,
-the last row's sort value and its id. It is opaque to clients; a cursor made for another sort is
-refused.
+the last row's sort value and its id, and a digest of the filters. It is opaque to clients; a
+cursor made for another sort or other filters is refused.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from sqlalchemy import and_, or_, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.models import Lead, LeadStatus
-from app.models.validation import MAX_INT32
+from app.models.validation import MAX_INT32, is_whole_number, no_nul
+from app.schemas.filters import LeadPaging
 from app.services.exceptions import ValidationException
 from app.services.lead_filters import NULLABLE_SORTS, STATUS_POSITION, sort_column
 
@@ -47,13 +48,22 @@ def sort_value(lead: Lead, sort_by: str) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def encode_cursor(lead: Lead, sort_by: str, sort_order: str) -> str:
-    document = {"s": sort_by, "o": sort_order, "v": sort_value(lead, sort_by), "i": lead.id}
+def encode_cursor(lead: Lead, paging: LeadPaging, fingerprint: str) -> str:
+    document = {
+        "s": paging.sort_by,
+        "o": paging.sort_order,
+        "v": sort_value(lead, paging.sort_by),
+        "i": lead.id,
+        "f": fingerprint,
+    }
     raw = json.dumps(document, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(token: str, sort_by: str, sort_order: str) -> Cursor:
+def decode_cursor(token: str, paging: LeadPaging, fingerprint: str) -> Cursor:
+    """The cursor's position, if it was made for this very list: the same sort and the same
+    filters (`LeadFilters.fingerprint`). Followed under other filters it would start a page at
+    a row of another result."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         document = json.loads(raw)
@@ -63,6 +73,7 @@ def decode_cursor(token: str, sort_by: str, sort_order: str) -> Cursor:
             _checked_value(document["s"], document["v"]),
             _checked_id(document["i"]),
         )
+        made_for = document["f"]
     except (
         ValueError,
         KeyError,
@@ -71,20 +82,22 @@ def decode_cursor(token: str, sort_by: str, sort_order: str) -> Cursor:
         binascii.Error,
         json.JSONDecodeError,
     ):
-        raise ValidationException(
-            "cursor is not a cursor this API handed out.", field="cursor"
-        ) from None
-    if (cursor.sort_by, cursor.sort_order) != (sort_by, sort_order):
-        raise ValidationException(
-            f"cursor belongs to sort_by={cursor.sort_by}, sort_order={cursor.sort_order}; "
-            "ask with the same sort or start again without a cursor.",
-            field="cursor",
+        raise ValidationException.at("cursor", "is not a cursor this API handed out") from None
+    if (cursor.sort_by, cursor.sort_order, made_for) != (
+        paging.sort_by,
+        paging.sort_order,
+        fingerprint,
+    ):
+        raise ValidationException.at(
+            "cursor",
+            "was made for other filters or another sort; ask with the same ones, or start "
+            "again without a cursor",
         )
     return cursor
 
 
 def _checked_id(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT32:
+    if not is_whole_number(value) or not 1 <= value <= MAX_INT32:
         raise ValueError("not a lead id")
     return value
 
@@ -98,9 +111,9 @@ def _checked_value(sort_by: Any, value: Any) -> Any:
     if sort_by in DATETIME_SORTS and isinstance(value, str):
         moment = datetime.fromisoformat(value)
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    if sort_by in TEXT_SORTS and isinstance(value, str) and "\x00" not in value:
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
+    if sort_by in TEXT_SORTS and isinstance(value, str):
+        return no_nul("cursor", value)
+    if is_whole_number(value):
         if sort_by == "lead_score" and 0 <= value <= 100:
             return value
         if sort_by == "status" and 0 <= value < len(STATUS_POSITION):

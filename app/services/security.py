@@ -18,6 +18,7 @@ from pwdlib import PasswordHash
 
 from app.config import Settings
 from app.models.types import utcnow
+from app.models.validation import is_whole_number
 
 JWT_ALGORITHM = "HS256"
 MIN_PASSWORD_LENGTH = 8
@@ -82,7 +83,7 @@ def decode_access_token(token: str, settings: Settings) -> AccessClaims:
         if claims.get("type") != "access":
             raise InvalidToken("not an access token")
         version = claims.get("ver", 0)
-        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        if not is_whole_number(version) or version < 0:
             raise InvalidToken("malformed token version")
         return AccessClaims(user_id=int(claims["sub"]), version=version)
     except (jwt.PyJWTError, ValueError, TypeError) as exc:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import get_settings
 from app.models import FieldValidationError, User
 from app.models.types import utcnow
-from app.models.validation import email_address
+from app.models.validation import email_address, flag
 from app.services import login_throttle
 from app.services.base import as_data, get_acting_user, reject_unknown_fields, transactional
 from app.services.exceptions import (
@@ -94,16 +94,15 @@ class UserService:
             await _require_superuser(db, acting_user_id)
         missing = [f for f in ("email", "full_name", "password") if data.get(f) is None]
         if missing:
-            raise ValidationException(
-                f"Missing required field(s): {', '.join(missing)}.",
-                errors=[{"loc": [f], "msg": "is required"} for f in missing],
+            raise ValidationException.of_fields(
+                FieldValidationError(name, "is required") for name in missing
             )
         user = User(
             email=data["email"],
             full_name=data["full_name"],
             hashed_password=_new_hash(data["password"]),
-            is_superuser=bool(data.get("is_superuser", False)),
-            is_active=bool(data.get("is_active", True)),
+            is_superuser=flag("is_superuser", data.get("is_superuser", False)),
+            is_active=flag("is_active", data.get("is_active", True)),
         )
         taken = await db.scalar(select(User.id).where(User.email == user.email))
         if taken is not None:
@@ -146,8 +145,8 @@ class UserService:
         if data.get("password") is not None and not (
             isinstance(current, str) and verify_password(current, user.hashed_password)
         ):
-            raise ValidationException(
-                "current_password is missing or wrong.", field="current_password"
+            raise ValidationException.at(
+                "current_password", "is missing or wrong: a new password needs the current one"
             )
         if _apply(user, data):
             await _void_tokens(db, user)
@@ -220,9 +219,8 @@ def _new_hash(password: Any) -> str:
     if not isinstance(password, str) or not (
         MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH
     ):
-        raise ValidationException(
-            f"password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters.",
-            field="password",
+        raise ValidationException.at(
+            "password", f"must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters long"
         )
     return hash_password(password)
 
@@ -236,8 +234,7 @@ def _apply(user: User, data: dict[str, Any]) -> bool:
             user.hashed_password = _new_hash(value)
             void_tokens = True
         elif name in ("is_active", "is_superuser"):
-            if not isinstance(value, bool):
-                raise ValidationException(f"{name} must be true or false.", field=name)
+            flag(name, value)
             if name == "is_active" and value is False:
                 void_tokens = True
             setattr(user, name, value)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, status
 from sqlalchemy import text
 
+from app.api.deps import KnownQuery
 from app.api.errors import error_response, error_responses
 from app.schemas.common import Health, Readiness
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], dependencies=[KnownQuery])
 
 
 @router.get(

@@ -7,9 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from app.api.deps import CurrentUser, SessionDep
-from app.api.errors import error_responses
-from app.schemas.common import SettingLimit
-from app.schemas.lead import MAX_ID
+from app.api.errors import created_at, error_responses
+from app.schemas.common import MAX_ID, SettingLimit
 from app.schemas.user import UserCreate, UserPage, UserRead, UserSelfUpdate, UserUpdate
 from app.services.user_service import UserService
 
@@ -25,7 +24,7 @@ UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="The user's id.")]
     status_code=status.HTTP_200_OK,
     responses=error_responses(401),
 )
-async def read_me(user: CurrentUser) -> UserRead:
+async def get_me(user: CurrentUser) -> UserRead:
     return UserRead.model_validate(user)
 
 
@@ -37,7 +36,10 @@ async def read_me(user: CurrentUser) -> UserRead:
     responses=error_responses(400, 401, 413, 422),
 )
 async def update_me(body: UserSelfUpdate, db: SessionDep, user: CurrentUser) -> UserRead:
-    """A new `password` needs `current_password`."""
+    """Only the fields sent change. A new `password` needs `current_password`, your password
+    now: without it, or with a wrong one, the answer is 422 naming `current_password` (a rule
+    the schema alone cannot state). A new password logs you out everywhere else too: every
+    token issued before it stops working."""
     return UserRead.model_validate(await UserService.update_me(db, user.id, body))
 
 
@@ -51,8 +53,10 @@ async def update_me(body: UserSelfUpdate, db: SessionDep, user: CurrentUser) -> 
 async def list_users(
     db: SessionDep,
     user: CurrentUser,
-    skip: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-    limit: Annotated[int, Query(ge=1), SettingLimit("page_max_limit")] = 100,
+    skip: Annotated[int, Query(ge=0, le=MAX_ID, description="Accounts to skip.")] = 0,
+    limit: Annotated[
+        int, Query(ge=1, description="Accounts per page."), SettingLimit("page_max_limit")
+    ] = 100,
 ) -> UserPage:
     """Superusers only."""
     users, total = await UserService.list_users(db, acting_user_id=user.id, skip=skip, limit=limit)
@@ -65,19 +69,21 @@ async def list_users(
     summary="Create a user",
     response_model=UserRead,
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(400, 401, 403, 409, 413, 422),
+    responses={**created_at("user"), **error_responses(400, 401, 403, 409, 413, 422)},
 )
 async def create_user(
     body: UserCreate, db: SessionDep, user: CurrentUser, request: Request, response: Response
 ) -> UserRead:
-    """Superusers only. 409 when the email is taken (compared case-insensitively)."""
+    """Superusers only. 409 when the email is taken (compared case-insensitively). An email
+    whose syntax is invalid is refused with 422 (the check is stricter than JSON Schema's
+    `format: email`)."""
     created = await UserService.create_user(db, body, acting_user_id=user.id)
     response.headers["Location"] = str(request.url_for("get_user", user_id=created.id).path)
     return UserRead.model_validate(created)
 
 
 @router.get(
-    "/{user_id}",
+    "/{user_id:int}",
     name="get_user",
     summary="Read a user",
     response_model=UserRead,
@@ -90,7 +96,7 @@ async def get_user(user_id: UserId, db: SessionDep, user: CurrentUser) -> UserRe
 
 
 @router.patch(
-    "/{user_id}",
+    "/{user_id:int}",
     summary="Change a user",
     response_model=UserRead,
     status_code=status.HTTP_200_OK,

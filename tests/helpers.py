@@ -1,0 +1,92 @@
+"""What the tests share besides fixtures: the test database's URL, known passwords, settings
+and app builders, and small readers. Test modules import these from here; fixtures live in
+tests/conftest.py, which builds on this module too (no test module imports conftest)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+from pydantic import SecretStr
+from sqlalchemy import inspect, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from app.api.deps import get_session
+from app.config import Settings, normalize_database_url
+from app.main import create_app
+from app.models import Lead, User
+
+TEST_DATABASE_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", "").strip())
+ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
+MEMORY_SQLITE_URL = "sqlite+aiosqlite://"
+
+# The app hashes passwords with argon2 at its recommended cost, about 0.2 s a hash or check here,
+# on purpose. Tests create users and log in by the hundred, so they use the same algorithm and
+# code path at argon2's lowest cost (see conftest's `_cheap_password_hashing`); only the
+# parameters written into each hash differ. Servers started as subprocesses keep the real cost.
+TEST_HASHER = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
+
+# An argon2 hash (at that cost) of "correct horse battery staple", so fixtures need not hash.
+PASSWORD = "correct horse battery staple"
+PASSWORD_HASH = (
+    "$argon2id$v=19$m=1024,t=1,p=1$DigTYjvXFLdQV+OzukkOqQ$"
+    "W3mYY+8K6IalPPg8DIEyDE8yx6OfhOzWoJ6lpjosdss"
+)
+TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-signing"
+
+postgres_only = pytest.mark.skipif(not ON_POSTGRES, reason="needs TEST_DATABASE_URL (PostgreSQL)")
+
+UserFactory = Callable[..., Awaitable[User]]
+LeadFactory = Callable[..., Awaitable[Lead]]
+
+
+def uid(obj: User | Lead) -> int:
+    """An object's id without loading anything (safe after a rollback expired it)."""
+    identity = inspect(obj).identity
+    assert identity is not None
+    return int(identity[0])
+
+
+def stamp(at: datetime) -> str:
+    """The `[YYYY-MM-DD HH:MM UTC]` prefix of a note line written at `at`, as the reference
+    design prints it (spelt out here, not taken from the app, so a test can catch a change)."""
+    return at.astimezone(UTC).strftime("[%Y-%m-%d %H:%M UTC]")
+
+
+async def count_rows(db: AsyncSession, table: str = "leads") -> int:
+    return int(await db.scalar(text(f"SELECT count(*) FROM {table}")) or 0)
+
+
+def make_settings(**changes: Any) -> Settings:
+    """The tests' settings: no .env file, APP_ENV=testing, a fixed signing key, and `changes`.
+    Put them in force with `use_settings(make_settings(...))`: the app, its dependencies and
+    the services all read `get_settings()`, so that is the one way to change a setting."""
+    return Settings(_env_file=None, app_env="testing", secret_key=SecretStr(TEST_SECRET), **changes)
+
+
+def app_in_session(engine: AsyncEngine, db: AsyncSession) -> FastAPI:
+    """The real application, built from the settings in force, its requests running in the
+    test's session (so on PostgreSQL the test's rollback undoes them too)."""
+    application = create_app(engine=engine)
+
+    async def test_session() -> AsyncIterator[AsyncSession]:
+        yield db
+
+    application.dependency_overrides[get_session] = test_session
+    return application
+
+
+@contextlib.asynccontextmanager
+async def client_of(app: FastAPI, **transport: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of `app` through ASGI (`transport`: ASGITransport's options)."""
+    asgi = httpx.ASGITransport(app=app, **transport)
+    async with httpx.AsyncClient(transport=asgi, base_url="http://testserver") as c:
+        yield c
