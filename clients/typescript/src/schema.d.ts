@@ -12,7 +12,7 @@ export interface paths {
             cookie?: never;
         };
         /** Is the process alive? */
-        get: operations["health_health_get"];
+        get: operations["health"];
         put?: never;
         post?: never;
         delete?: never;
@@ -32,7 +32,7 @@ export interface paths {
          * Can it serve requests?
          * @description 200 when the database answers, 503 with the reason when it does not.
          */
-        get: operations["ready_health_ready_get"];
+        get: operations["ready"];
         put?: never;
         post?: never;
         delete?: never;
@@ -52,13 +52,14 @@ export interface paths {
         put?: never;
         /**
          * Log in
-         * @description OAuth2 password flow (form fields `username` = email, `password`), which is what the
-         *     docs explorer's Authorize button sends. Wrong credentials and inactive accounts get the
+         * @description Send `username` (the email) and `password` as JSON, `{"username": ..., "password":
+         *     ...}`, or as the OAuth2 password form, which is what the docs explorer's Authorize button
+         *     sends; any other Content-Type gets 415. Wrong credentials and inactive accounts get the
          *     same 401. After `LOGIN_MAX_FAILURES` failures for one email from one client address within
          *     `LOGIN_FAILURE_WINDOW_SECONDS`, that pair gets 429 with `Retry-After` (seconds) for
          *     `LOGIN_LOCKOUT_SECONDS`, even with the right password.
          */
-        post: operations["login_api_v1_auth_token_post"];
+        post: operations["login"];
         delete?: never;
         options?: never;
         head?: never;
@@ -73,7 +74,7 @@ export interface paths {
             cookie?: never;
         };
         /** Read your account */
-        get: operations["read_me_api_v1_users_me_get"];
+        get: operations["getMe"];
         put?: never;
         post?: never;
         delete?: never;
@@ -81,9 +82,12 @@ export interface paths {
         head?: never;
         /**
          * Change your name or password
-         * @description A new `password` needs `current_password`.
+         * @description Only the fields sent change. A new `password` needs `current_password`, your password
+         *     now: without it, or with a wrong one, the answer is 422 naming `current_password` (a rule
+         *     the schema alone cannot state). A new password logs you out everywhere else too: every
+         *     token issued before it stops working.
          */
-        patch: operations["update_me_api_v1_users_me_patch"];
+        patch: operations["updateMe"];
         trace?: never;
     };
     "/api/v1/users": {
@@ -97,13 +101,15 @@ export interface paths {
          * List users
          * @description Superusers only.
          */
-        get: operations["list_users_api_v1_users_get"];
+        get: operations["listUsers"];
         put?: never;
         /**
          * Create a user
-         * @description Superusers only. 409 when the email is taken (compared case-insensitively).
+         * @description Superusers only. 409 when the email is taken (compared case-insensitively). An email
+         *     whose syntax is invalid is refused with 422 (the check is stricter than JSON Schema's
+         *     `format: email`).
          */
-        post: operations["create_user_api_v1_users_post"];
+        post: operations["createUser"];
         delete?: never;
         options?: never;
         head?: never;
@@ -121,7 +127,7 @@ export interface paths {
          * Read a user
          * @description Superusers read anyone; others only themselves.
          */
-        get: operations["get_user_api_v1_users__user_id__get"];
+        get: operations["getUser"];
         put?: never;
         post?: never;
         delete?: never;
@@ -132,7 +138,7 @@ export interface paths {
          * @description Superusers only: name, active flag, superuser flag, password. Deactivating a user locks
          *     their tokens out at once.
          */
-        patch: operations["update_user_api_v1_users__user_id__patch"];
+        patch: operations["updateUser"];
         trace?: never;
     };
     "/api/v1/leads": {
@@ -146,16 +152,25 @@ export interface paths {
          * List leads
          * @description Leads matching every filter given. `status`, `source` and `tags` may repeat
          *     (`?status=NEW&status=CONTACTED`); tags match leads having any of them. Agents see only
-         *     their own leads. Walk a large result with `cursor` (from `next_cursor`), not `skip`.
+         *     their own leads. Walk a large result with `cursor` (from `next_cursor`, with the same
+         *     filters and sort), not `skip`.
+         *
+         *     Refused with 422 although the schema alone allows them: a `cursor` this API did not hand
+         *     out, or one made for other filters or another sort; `cursor` together with `skip`; a
+         *     `date_range_end` before `date_range_start`; a `lead_score_max` below `lead_score_min`.
          */
-        get: operations["list_leads_api_v1_leads_get"];
+        get: operations["listLeads"];
         put?: never;
         /**
          * Create a lead
          * @description Scored automatically unless `lead_score` is given. An agent's lead is assigned to the
          *     agent; a superuser may name any active user in `assigned_to`.
+         *
+         *     Refused with 422 although the schema alone allows them: an email whose syntax is invalid
+         *     (the check is stricter than JSON Schema's `format: email`), and a lead with neither an
+         *     email nor a phone number (a blank one counts as none).
          */
-        post: operations["create_lead_api_v1_leads_post"];
+        post: operations["createLead"];
         delete?: never;
         options?: never;
         head?: never;
@@ -174,7 +189,7 @@ export interface paths {
          * @description Counts by status and source, average score, hot leads and conversion rate over the
          *     leads the caller may see, archived ones left out.
          */
-        get: operations["lead_statistics_api_v1_leads_statistics_get"];
+        get: operations["getLeadStatistics"];
         put?: never;
         post?: never;
         delete?: never;
@@ -196,7 +211,7 @@ export interface paths {
          * Set the status of many leads
          * @description All or nothing: if any id is missing, not the caller's, or archived, nothing changes.
          */
-        post: operations["bulk_status_api_v1_leads_bulk_status_post"];
+        post: operations["bulkUpdateStatus"];
         delete?: never;
         options?: never;
         head?: never;
@@ -216,7 +231,7 @@ export interface paths {
          * Assign many leads to an agent
          * @description Superusers only; the agent must exist and be active. All or nothing.
          */
-        post: operations["bulk_assign_api_v1_leads_bulk_assign_post"];
+        post: operations["assignLeads"];
         delete?: never;
         options?: never;
         head?: never;
@@ -231,7 +246,7 @@ export interface paths {
             cookie?: never;
         };
         /** Read a lead */
-        get: operations["get_lead_api_v1_leads__lead_id__get"];
+        get: operations["getLead"];
         put?: never;
         post?: never;
         /**
@@ -239,15 +254,19 @@ export interface paths {
          * @description Archives the lead (soft delete, undone by /restore). `hard_delete=true` removes it for
          *     good and is for superusers only.
          */
-        delete: operations["delete_lead_api_v1_leads__lead_id__delete"];
+        delete: operations["deleteLead"];
         options?: never;
         head?: never;
         /**
          * Change a lead
          * @description Only the fields sent change, and each change is recorded in the notes. `notes` is
          *     appended as a new line; `tags` replaces the set.
+         *
+         *     Refused with 422 although the schema alone allows them: an email whose syntax is invalid
+         *     (stricter than `format: email`), and a change that would leave the lead with neither an
+         *     email nor a phone number. 409 for an archived lead (restore it first).
          */
-        patch: operations["update_lead_api_v1_leads__lead_id__patch"];
+        patch: operations["updateLead"];
         trace?: never;
     };
     "/api/v1/leads/{lead_id}/restore": {
@@ -260,7 +279,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Restore an archived lead */
-        post: operations["restore_lead_api_v1_leads__lead_id__restore_post"];
+        post: operations["restoreLead"];
         delete?: never;
         options?: never;
         head?: never;
@@ -277,7 +296,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Add a note to a lead */
-        post: operations["add_note_api_v1_leads__lead_id__notes_post"];
+        post: operations["addLeadNote"];
         delete?: never;
         options?: never;
         head?: never;
@@ -297,7 +316,7 @@ export interface paths {
          * Record a call attempt
          * @description Adds one to `call_attempts`, sets `last_contact_date` to now, and notes the call.
          */
-        post: operations["record_call_api_v1_leads__lead_id__calls_post"];
+        post: operations["recordCallAttempt"];
         delete?: never;
         options?: never;
         head?: never;
@@ -308,30 +327,6 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
-        /** Body_login_api_v1_auth_token_post */
-        Body_login_api_v1_auth_token_post: {
-            /** Grant Type */
-            grant_type?: string | null;
-            /** Username */
-            username: string;
-            /**
-             * Password
-             * Format: password
-             */
-            password: string;
-            /**
-             * Scope
-             * @default
-             */
-            scope?: string;
-            /** Client Id */
-            client_id?: string | null;
-            /**
-             * Client Secret
-             * Format: password
-             */
-            client_secret?: string | null;
-        };
         /**
          * BulkAssign
          * @example {
@@ -343,16 +338,28 @@ export interface components {
          *     }
          */
         BulkAssign: {
-            /** Lead Ids */
+            /**
+             * Lead Ids
+             * @description Distinct lead ids.
+             */
             lead_ids: number[];
-            /** Agent User Id */
+            /**
+             * Agent User Id
+             * @description The active user who gets the leads.
+             */
             agent_user_id: number;
         };
         /** BulkResult */
         BulkResult: {
-            /** Updated Count */
+            /**
+             * Updated Count
+             * @description How many leads changed.
+             */
             updated_count: number;
-            /** Lead Ids */
+            /**
+             * Lead Ids
+             * @description Their ids, ascending.
+             */
             lead_ids: number[];
         };
         /**
@@ -367,10 +374,17 @@ export interface components {
          *     }
          */
         BulkStatusUpdate: {
-            /** Lead Ids */
+            /**
+             * Lead Ids
+             * @description Distinct lead ids.
+             */
             lead_ids: number[];
+            /** @description The status every lead gets. */
             status: components["schemas"]["LeadStatus"];
-            /** Note */
+            /**
+             * Note
+             * @description A note added to every lead.
+             */
             note?: string | null;
         };
         /**
@@ -380,17 +394,23 @@ export interface components {
          *     }
          */
         CallCreate: {
-            /** Note */
+            /**
+             * Note
+             * @description What happened on the call.
+             */
             note?: string | null;
         };
         /** ErrorItem */
         ErrorItem: {
             /**
              * Loc
-             * @description Where the problem is, e.g. ['body', 'email'].
+             * @description Where the problem is: the part of the request, then the field, e.g. ['body', 'email'] or ['query', 'status', 0].
              */
             loc: (string | number)[];
-            /** Msg */
+            /**
+             * Msg
+             * @description What is wrong there, as a sentence naming the field.
+             */
             msg: string;
         };
         /**
@@ -400,36 +420,40 @@ export interface components {
         ErrorResponse: {
             /**
              * Detail
-             * @description A sentence for a person.
+             * @description A sentence for a person: what was wrong, and where.
              */
             detail: string;
             /**
              * Code
              * @description A stable snake_case code for programs.
+             * @enum {string}
              */
-            code: string;
+            code: "bad_request" | "conflict" | "database_error" | "database_unavailable" | "duplicate" | "inactive_user" | "internal_error" | "lead_not_found" | "method_not_allowed" | "not_acceptable" | "not_authenticated" | "not_found" | "permission_denied" | "request_too_large" | "service_unavailable" | "too_many_attempts" | "too_many_requests" | "unsupported_media_type" | "user_not_found" | "validation_error";
             /**
              * Errors
              * @description Each invalid field (validation errors only).
              */
-            errors?: components["schemas"]["ErrorItem"][] | null;
+            errors?: components["schemas"]["ErrorItem"][];
             /**
              * Request Id
              * @description The request's X-Request-ID (500 only): quote it to find the logged error.
              */
-            request_id?: string | null;
+            request_id?: string;
         };
         /** Health */
         Health: {
             /**
              * Status
+             * @description Always ok: the process answers.
              * @default ok
              * @constant
              */
-            status?: "ok";
+            status: "ok";
         };
         /**
          * LeadCreate
+         * @description A new lead: a first and last name, and an email or a phone number (or both).
+         *     Scored automatically unless `lead_score` is given.
          * @example {
          *       "company": "Acme Corp",
          *       "email": "jane.smith@acme.com",
@@ -444,53 +468,115 @@ export interface components {
          *     }
          */
         LeadCreate: {
-            /** First Name */
+            /**
+             * First Name
+             * @description Trimmed; not blank.
+             */
             first_name: string;
-            /** Last Name */
+            /**
+             * Last Name
+             * @description Trimmed; not blank.
+             */
             last_name: string;
-            /** Email */
+            /**
+             * Email
+             * @description An email address (its syntax is checked, stricter than `format: email`; no DNS lookup). Blank or null means none.
+             */
             email?: string | null;
-            /** Phone */
+            /**
+             * Phone
+             * @description 7 to 15 digits, an optional leading +, spaces, dots, dashes and brackets anywhere; stored without the separators. Blank or null means none.
+             */
             phone?: string | null;
-            /** Company */
+            /**
+             * Company
+             * @description Blank or null means none.
+             */
             company?: string | null;
-            /** Job Title */
+            /**
+             * Job Title
+             * @description Blank or null means none.
+             */
             job_title?: string | null;
-            source?: components["schemas"]["LeadSource"] | null;
-            status?: components["schemas"]["LeadStatus"] | null;
-            /** Assigned To */
+            /** @description Where the lead came from; OTHER if left out. */
+            source?: components["schemas"]["LeadSource"];
+            /** @description Pipeline stage; NEW if left out. */
+            status?: components["schemas"]["LeadStatus"];
+            /**
+             * Assigned To
+             * @description The agent who owns the lead. An agent's lead is always the agent's own; a superuser may name any active user, or null for nobody.
+             */
             assigned_to?: number | null;
-            /** Lead Score */
+            /**
+             * Lead Score
+             * @description 0-100. Left out or null: scored automatically.
+             */
             lead_score?: number | null;
-            /** Probability */
+            /**
+             * Probability
+             * @description Chance of winning, 0.0-1.0.
+             */
             probability?: number | null;
-            /** Estimated Value */
-            estimated_value?: number | string | null;
-            /** Tags */
+            /**
+             * Estimated Value
+             * @description Expected deal value: 0 or more, at most 2 decimal places.
+             */
+            estimated_value?: number | null;
+            /**
+             * Tags
+             * @description Tags, stored trimmed and lowercased, duplicates dropped.
+             */
             tags?: string[] | null;
-            /** Notes */
+            /**
+             * Notes
+             * @description A first note, after the 'Created' line of the history.
+             */
             notes?: string | null;
-            /** Call Attempts */
-            call_attempts?: number | null;
-            /** Last Contact Date */
+            /**
+             * Call Attempts
+             * @description Calls made so far.
+             */
+            call_attempts?: number;
+            /**
+             * Last Contact Date
+             * @description When the lead was last contacted (ISO 8601; naive means UTC).
+             */
             last_contact_date?: string | null;
-            /** Next Follow Up Date */
+            /**
+             * Next Follow Up Date
+             * @description When to follow up (ISO 8601; naive means UTC).
+             */
             next_follow_up_date?: string | null;
         };
-        /** LeadPage */
+        /**
+         * LeadPage
+         * @description One page of a list of leads.
+         */
         LeadPage: {
-            /** Items */
+            /**
+             * Items
+             * @description The leads of this page, in the order asked for.
+             */
             items: components["schemas"]["LeadRead"][];
             /**
              * Total
              * @description How many leads match, counted up to a cap (10,000 by default): when `total_is_exact` is false there are more, so show it as '10,000+'.
              */
             total: number;
-            /** Total Is Exact */
+            /**
+             * Total Is Exact
+             * @description Whether `total` is the exact count.
+             */
             total_is_exact: boolean;
-            /** Skip */
+            /**
+             * Skip
+             * @description The `skip` asked for.
+             */
             skip: number;
-            /** Limit */
+            /**
+             * Limit
+             * @description The `limit` asked for.
+             */
             limit: number;
             /**
              * Next Cursor
@@ -498,64 +584,138 @@ export interface components {
              */
             next_cursor: string | null;
         };
-        /** LeadRead */
+        /**
+         * LeadRead
+         * @description A lead as stored, with three values derived from it.
+         */
         LeadRead: {
-            /** Id */
+            /**
+             * Id
+             * @description The lead's id.
+             */
             id: number;
-            /** First Name */
+            /**
+             * First Name
+             * @description First name.
+             */
             first_name: string;
-            /** Last Name */
+            /**
+             * Last Name
+             * @description Last name.
+             */
             last_name: string;
-            /** Email */
+            /**
+             * Email
+             * @description Email address, normalised.
+             */
             email: string | null;
-            /** Phone */
+            /**
+             * Phone
+             * @description Phone number without separators, e.g. +15550102030.
+             */
             phone: string | null;
-            /** Company */
+            /**
+             * Company
+             * @description Company.
+             */
             company: string | null;
-            /** Job Title */
+            /**
+             * Job Title
+             * @description Job title.
+             */
             job_title: string | null;
+            /** @description Where the lead came from. */
             source: components["schemas"]["LeadSource"];
+            /** @description Pipeline stage. */
             status: components["schemas"]["LeadStatus"];
-            /** Assigned To */
+            /**
+             * Assigned To
+             * @description The owning agent's user id, or null.
+             */
             assigned_to: number | null;
-            /** Lead Score */
+            /**
+             * Lead Score
+             * @description 0-100, automatic unless `score_is_manual`.
+             */
             lead_score: number;
-            /** Score Is Manual */
+            /**
+             * Score Is Manual
+             * @description Whether the score was set by hand.
+             */
             score_is_manual: boolean;
-            /** Probability */
+            /**
+             * Probability
+             * @description Chance of winning, 0.0-1.0.
+             */
             probability: number | null;
-            /** Estimated Value */
+            /**
+             * Estimated Value
+             * @description Expected deal value.
+             */
             estimated_value: number | null;
-            /** Tags */
+            /**
+             * Tags
+             * @description Tags, lowercased.
+             */
             tags: string[];
-            /** Notes */
+            /**
+             * Notes
+             * @description The history: one `[YYYY-MM-DD HH:MM UTC] user N: ...` line per change.
+             */
             notes: string | null;
-            /** Call Attempts */
+            /**
+             * Call Attempts
+             * @description Calls made so far.
+             */
             call_attempts: number;
-            /** Last Contact Date */
+            /**
+             * Last Contact Date
+             * @description When the lead was last contacted.
+             */
             last_contact_date: string | null;
-            /** Next Follow Up Date */
+            /**
+             * Next Follow Up Date
+             * @description When to follow up.
+             */
             next_follow_up_date: string | null;
-            /** Created By */
+            /**
+             * Created By
+             * @description The user who created it.
+             */
             created_by: number | null;
             /**
              * Created At
              * Format: date-time
+             * @description When it was created.
              */
             created_at: string;
             /**
              * Updated At
              * Format: date-time
+             * @description When it last changed.
              */
             updated_at: string;
-            /** Archived At */
+            /**
+             * Archived At
+             * @description When it was archived; null if live.
+             */
             archived_at: string | null;
+            /** @description The status it had when archived; restoring gives it back. */
             status_before_archive: components["schemas"]["LeadStatus"] | null;
-            /** Days Since Created */
+            /**
+             * Days Since Created
+             * @description Whole days since `created_at`.
+             */
             days_since_created: number;
-            /** Days Since Last Contact */
+            /**
+             * Days Since Last Contact
+             * @description Whole days since `last_contact_date`, null if never contacted.
+             */
             days_since_last_contact: number | null;
-            /** Is Hot Lead */
+            /**
+             * Is Hot Lead
+             * @description Score 80 or more, still open, not archived.
+             */
             is_hot_lead: boolean;
         };
         /**
@@ -563,21 +723,29 @@ export interface components {
          * @enum {string}
          */
         LeadSource: "WEBSITE" | "FACEBOOK" | "INSTAGRAM" | "WHATSAPP" | "REFERRAL" | "OTHER";
-        /** LeadStatistics */
+        /**
+         * LeadStatistics
+         * @description Pipeline figures over the leads the caller may see, archived ones left out.
+         */
         LeadStatistics: {
-            /** Total Leads */
+            /**
+             * Total Leads
+             * @description Live leads.
+             */
             total_leads: number;
-            /** Leads By Status */
-            leads_by_status: {
-                [key: string]: number;
-            };
-            /** Leads By Source */
-            leads_by_source: {
-                [key: string]: number;
-            };
-            /** Average Lead Score */
+            /** @description Live leads per status. */
+            leads_by_status: components["schemas"]["LeadsByStatus"];
+            /** @description Live leads per source. */
+            leads_by_source: components["schemas"]["LeadsBySource"];
+            /**
+             * Average Lead Score
+             * @description Mean score, rounded to 2 decimals.
+             */
             average_lead_score: number;
-            /** Hot Leads Count */
+            /**
+             * Hot Leads Count
+             * @description Hot leads: score 80+, open, not archived.
+             */
             hot_leads_count: number;
             /**
              * Conversion Rate
@@ -592,48 +760,175 @@ export interface components {
         LeadStatus: "NEW" | "CONTACTED" | "QUALIFIED" | "PROPOSAL" | "NEGOTIATION" | "WON" | "LOST" | "CALLBACK";
         /**
          * LeadUpdate
-         * @description A partial update: only the fields sent are changed. `notes` is appended, never replaces;
-         *     `tags` replaces the set; `lead_score: null` hands the score back to automatic scoring.
+         * @description A partial update: only the fields sent are changed, each change recorded in the notes.
+         *     `notes` is appended, never replaces; `tags` replaces the set; `lead_score: null` hands the
+         *     score back to automatic scoring. The lead must keep an email or a phone number.
          * @example {
          *       "notes": "Called, wants a demo.",
          *       "status": "CONTACTED"
          *     }
          */
         LeadUpdate: {
-            /** First Name */
-            first_name?: string | null;
-            /** Last Name */
-            last_name?: string | null;
-            /** Email */
+            /**
+             * First Name
+             * @description Trimmed; not blank.
+             */
+            first_name?: string;
+            /**
+             * Last Name
+             * @description Trimmed; not blank.
+             */
+            last_name?: string;
+            /**
+             * Email
+             * @description An email address (its syntax is checked, stricter than `format: email`; no DNS lookup). Blank or null means none.
+             */
             email?: string | null;
-            /** Phone */
+            /**
+             * Phone
+             * @description 7 to 15 digits, an optional leading +, spaces, dots, dashes and brackets anywhere; stored without the separators. Blank or null means none.
+             */
             phone?: string | null;
-            /** Company */
+            /**
+             * Company
+             * @description Null or blank clears it.
+             */
             company?: string | null;
-            /** Job Title */
+            /**
+             * Job Title
+             * @description Null or blank clears it.
+             */
             job_title?: string | null;
-            source?: components["schemas"]["LeadSource"] | null;
-            status?: components["schemas"]["LeadStatus"] | null;
-            /** Assigned To */
+            /** @description Where the lead came from. */
+            source?: components["schemas"]["LeadSource"];
+            /** @description Pipeline stage. */
+            status?: components["schemas"]["LeadStatus"];
+            /**
+             * Assigned To
+             * @description Reassign (superusers only); null for nobody.
+             */
             assigned_to?: number | null;
-            /** Lead Score */
+            /**
+             * Lead Score
+             * @description A manual score, 0-100; null returns to automatic scoring.
+             */
             lead_score?: number | null;
-            /** Probability */
+            /**
+             * Score Is Manual
+             * @description false returns to automatic scoring.
+             */
+            score_is_manual?: boolean;
+            /**
+             * Probability
+             * @description Chance of winning, 0.0-1.0; null clears it.
+             */
             probability?: number | null;
-            /** Estimated Value */
-            estimated_value?: number | string | null;
-            /** Tags */
+            /**
+             * Estimated Value
+             * @description Expected deal value, at most 2 decimal places; null clears it.
+             */
+            estimated_value?: number | null;
+            /**
+             * Tags
+             * @description The new tag set; [] or null removes them all.
+             */
             tags?: string[] | null;
-            /** Notes */
+            /**
+             * Notes
+             * @description A note to append to the history; null adds none.
+             */
             notes?: string | null;
-            /** Call Attempts */
-            call_attempts?: number | null;
-            /** Last Contact Date */
+            /**
+             * Call Attempts
+             * @description Calls made so far.
+             */
+            call_attempts?: number;
+            /**
+             * Last Contact Date
+             * @description When the lead was last contacted; null clears it.
+             */
             last_contact_date?: string | null;
-            /** Next Follow Up Date */
+            /**
+             * Next Follow Up Date
+             * @description When to follow up; null clears it.
+             */
             next_follow_up_date?: string | null;
-            /** Score Is Manual */
-            score_is_manual?: boolean | null;
+        };
+        /** LeadsBySource */
+        LeadsBySource: {
+            /**
+             * Website
+             * @description Leads from WEBSITE.
+             */
+            WEBSITE: number;
+            /**
+             * Facebook
+             * @description Leads from FACEBOOK.
+             */
+            FACEBOOK: number;
+            /**
+             * Instagram
+             * @description Leads from INSTAGRAM.
+             */
+            INSTAGRAM: number;
+            /**
+             * Whatsapp
+             * @description Leads from WHATSAPP.
+             */
+            WHATSAPP: number;
+            /**
+             * Referral
+             * @description Leads from REFERRAL.
+             */
+            REFERRAL: number;
+            /**
+             * Other
+             * @description Leads from OTHER.
+             */
+            OTHER: number;
+        };
+        /** LeadsByStatus */
+        LeadsByStatus: {
+            /**
+             * New
+             * @description Leads in status NEW.
+             */
+            NEW: number;
+            /**
+             * Contacted
+             * @description Leads in status CONTACTED.
+             */
+            CONTACTED: number;
+            /**
+             * Qualified
+             * @description Leads in status QUALIFIED.
+             */
+            QUALIFIED: number;
+            /**
+             * Proposal
+             * @description Leads in status PROPOSAL.
+             */
+            PROPOSAL: number;
+            /**
+             * Negotiation
+             * @description Leads in status NEGOTIATION.
+             */
+            NEGOTIATION: number;
+            /**
+             * Won
+             * @description Leads in status WON.
+             */
+            WON: number;
+            /**
+             * Lost
+             * @description Leads in status LOST.
+             */
+            LOST: number;
+            /**
+             * Callback
+             * @description Leads in status CALLBACK.
+             */
+            CALLBACK: number;
         };
         /**
          * NoteCreate
@@ -642,34 +937,43 @@ export interface components {
          *     }
          */
         NoteCreate: {
-            /** Text */
+            /**
+             * Text
+             * @description The note; it becomes one line of the history.
+             */
             text: string;
         };
         /** Readiness */
         Readiness: {
             /**
              * Status
+             * @description ok: the app can serve requests.
              * @default ok
              * @constant
              */
-            status?: "ok";
+            status: "ok";
             /**
              * Database
+             * @description ok: the database answered.
              * @default ok
              * @constant
              */
-            database?: "ok";
+            database: "ok";
         };
         /** Token */
         Token: {
-            /** Access Token */
+            /**
+             * Access Token
+             * @description Send it as `Authorization: Bearer <token>`.
+             */
             access_token: string;
             /**
              * Token Type
+             * @description Always bearer.
              * @default bearer
              * @constant
              */
-            token_type?: "bearer";
+            token_type: "bearer";
             /**
              * Expires In
              * @description Seconds until the token expires.
@@ -678,6 +982,7 @@ export interface components {
         };
         /**
          * UserCreate
+         * @description A new account (superusers only); 409 when the email is taken.
          * @example {
          *       "email": "sam@example.com",
          *       "full_name": "Sam Seller",
@@ -686,79 +991,145 @@ export interface components {
          *     }
          */
         UserCreate: {
-            /** Email */
+            /**
+             * Email
+             * @description The login: an email address (syntax checked, stricter than `format: email`), compared case-insensitively and stored lowercased.
+             */
             email: string;
-            /** Full Name */
+            /**
+             * Full Name
+             * @description The name shown to colleagues; trimmed, not blank.
+             */
             full_name: string;
-            /** Password */
+            /**
+             * Password
+             * @description 8 to 1024 characters.
+             */
             password: string;
             /**
              * Is Superuser
-             * @default false
+             * @description A superuser account; false if left out.
              */
             is_superuser?: boolean;
         };
-        /** UserPage */
+        /**
+         * UserPage
+         * @description One page of accounts, by id.
+         */
         UserPage: {
-            /** Items */
+            /**
+             * Items
+             * @description The accounts of this page.
+             */
             items: components["schemas"]["UserRead"][];
-            /** Total */
+            /**
+             * Total
+             * @description How many accounts there are.
+             */
             total: number;
-            /** Skip */
+            /**
+             * Skip
+             * @description The `skip` asked for.
+             */
             skip: number;
-            /** Limit */
+            /**
+             * Limit
+             * @description The `limit` asked for.
+             */
             limit: number;
         };
-        /** UserRead */
+        /**
+         * UserRead
+         * @description An account. No password or hash is ever shown.
+         */
         UserRead: {
-            /** Id */
+            /**
+             * Id
+             * @description The user's id.
+             */
             id: number;
-            /** Email */
+            /**
+             * Email
+             * @description The login email, lowercased.
+             */
             email: string;
-            /** Full Name */
+            /**
+             * Full Name
+             * @description The name shown to colleagues.
+             */
             full_name: string;
-            /** Is Active */
+            /**
+             * Is Active
+             * @description Inactive accounts cannot log in or be assigned leads.
+             */
             is_active: boolean;
-            /** Is Superuser */
+            /**
+             * Is Superuser
+             * @description Superusers see every lead and manage accounts.
+             */
             is_superuser: boolean;
             /**
              * Created At
              * Format: date-time
+             * @description When the account was created.
              */
             created_at: string;
         };
         /**
          * UserSelfUpdate
-         * @description A user's change to their own account; a new password needs the current one.
+         * @description A user's change to their own account. A new `password` needs `current_password`; the
+         *     schema cannot say so, the server answers 422 naming `current_password` without it.
          * @example {
          *       "current_password": "the old one",
          *       "password": "a new long passphrase"
          *     }
          */
         UserSelfUpdate: {
-            /** Full Name */
-            full_name?: string | null;
-            /** Password */
-            password?: string | null;
-            /** Current Password */
-            current_password?: string | null;
+            /**
+             * Full Name
+             * @description The name shown to colleagues; trimmed, not blank.
+             */
+            full_name?: string;
+            /**
+             * Password
+             * @description A new password.
+             */
+            password?: string;
+            /**
+             * Current Password
+             * @description Your password now: required with `password`.
+             */
+            current_password?: string;
         };
         /**
          * UserUpdate
-         * @description A superuser's change to an account.
+         * @description A superuser's change to an account: only the fields sent change. A new password or a
+         *     deactivation logs the account out everywhere.
          * @example {
          *       "is_active": false
          *     }
          */
         UserUpdate: {
-            /** Full Name */
-            full_name?: string | null;
-            /** Is Active */
-            is_active?: boolean | null;
-            /** Is Superuser */
-            is_superuser?: boolean | null;
-            /** Password */
-            password?: string | null;
+            /**
+             * Full Name
+             * @description The name shown to colleagues; trimmed, not blank.
+             */
+            full_name?: string;
+            /**
+             * Is Active
+             * @description false deactivates the account (not your own).
+             */
+            is_active?: boolean;
+            /**
+             * Is Superuser
+             * @description Promote or demote (not yourself).
+             */
+            is_superuser?: boolean;
+            /**
+             * Password
+             * @description A new password for the account.
+             */
+            password?: string;
         };
     };
     responses: never;
@@ -769,7 +1140,7 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
-    health_health_get: {
+    health: {
         parameters: {
             query?: never;
             header?: never;
@@ -789,7 +1160,7 @@ export interface operations {
             };
         };
     };
-    ready_health_ready_get: {
+    ready: {
         parameters: {
             query?: never;
             header?: never;
@@ -818,7 +1189,7 @@ export interface operations {
             };
         };
     };
-    login_api_v1_auth_token_post: {
+    login: {
         parameters: {
             query?: never;
             header?: never;
@@ -827,13 +1198,81 @@ export interface operations {
         };
         requestBody: {
             content: {
-                /**
-                 * @example {
-                 *       "username": "admin@example.com",
-                 *       "password": "a long passphrase"
-                 *     }
-                 */
-                "application/x-www-form-urlencoded": components["schemas"]["Body_login_api_v1_auth_token_post"];
+                "application/json": {
+                    /**
+                     * Username
+                     * @description The account's email address.
+                     */
+                    username: string;
+                    /**
+                     * Password
+                     * @description The account's password.
+                     */
+                    password: string;
+                    /**
+                     * Grant Type
+                     * @description OAuth2's grant type; only `password` is supported.
+                     * @default password
+                     * @constant
+                     */
+                    grant_type?: "password";
+                    /**
+                     * Scope
+                     * @description OAuth2 scopes; accepted and not used.
+                     * @default
+                     */
+                    scope?: string;
+                };
+                "application/x-www-form-urlencoded": {
+                    /**
+                     * Username
+                     * @description The account's email address.
+                     */
+                    username: string;
+                    /**
+                     * Password
+                     * @description The account's password.
+                     */
+                    password: string;
+                    /**
+                     * Grant Type
+                     * @description OAuth2's grant type; only `password` is supported.
+                     * @default password
+                     * @constant
+                     */
+                    grant_type?: "password";
+                    /**
+                     * Scope
+                     * @description OAuth2 scopes; accepted and not used.
+                     * @default
+                     */
+                    scope?: string;
+                };
+                "multipart/form-data": {
+                    /**
+                     * Username
+                     * @description The account's email address.
+                     */
+                    username: string;
+                    /**
+                     * Password
+                     * @description The account's password.
+                     */
+                    password: string;
+                    /**
+                     * Grant Type
+                     * @description OAuth2's grant type; only `password` is supported.
+                     * @default password
+                     * @constant
+                     */
+                    grant_type?: "password";
+                    /**
+                     * Scope
+                     * @description OAuth2 scopes; accepted and not used.
+                     * @default
+                     */
+                    scope?: string;
+                };
             };
         };
         responses: {
@@ -844,6 +1283,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Token"];
+                };
+            };
+            /** @description bad_request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description not_authenticated */
@@ -857,6 +1305,15 @@ export interface operations {
             };
             /** @description request_too_large */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description unsupported_media_type */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -884,7 +1341,7 @@ export interface operations {
             };
         };
     };
-    read_me_api_v1_users_me_get: {
+    getMe: {
         parameters: {
             query?: never;
             header?: never;
@@ -913,7 +1370,7 @@ export interface operations {
             };
         };
     };
-    update_me_api_v1_users_me_patch: {
+    updateMe: {
         parameters: {
             query?: never;
             header?: never;
@@ -973,10 +1430,12 @@ export interface operations {
             };
         };
     };
-    list_users_api_v1_users_get: {
+    listUsers: {
         parameters: {
             query?: {
+                /** @description Accounts to skip. */
                 skip?: number;
+                /** @description Accounts per page. */
                 limit?: number;
             };
             header?: never;
@@ -1023,7 +1482,7 @@ export interface operations {
             };
         };
     };
-    create_user_api_v1_users_post: {
+    createUser: {
         parameters: {
             query?: never;
             header?: never;
@@ -1036,9 +1495,11 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Successful Response */
+            /** @description The user was created. */
             201: {
                 headers: {
+                    /** @description The new user's URL. */
+                    Location?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1101,7 +1562,7 @@ export interface operations {
             };
         };
     };
-    get_user_api_v1_users__user_id__get: {
+    getUser: {
         parameters: {
             query?: never;
             header?: never;
@@ -1160,7 +1621,7 @@ export interface operations {
             };
         };
     };
-    update_user_api_v1_users__user_id__patch: {
+    updateUser: {
         parameters: {
             query?: never;
             header?: never;
@@ -1250,26 +1711,41 @@ export interface operations {
             };
         };
     };
-    list_leads_api_v1_leads_get: {
+    listLeads: {
         parameters: {
             query?: {
+                /** @description Any of these statuses; repeat the parameter for several. */
                 status?: components["schemas"]["LeadStatus"][] | null;
+                /** @description Any of these sources; repeat the parameter for several. */
                 source?: components["schemas"]["LeadSource"][] | null;
+                /** @description Only this user's leads. */
                 assigned_to?: number | null;
+                /** @description Created at or after this: a date-time, or a date (from its midnight, UTC). */
                 date_range_start?: string | null;
+                /** @description Created at or before this date-time, or on or before this date (UTC). */
                 date_range_end?: string | null;
+                /** @description Lowest lead score, 0-100. */
                 lead_score_min?: number | null;
+                /** @description Highest lead score, 0-100; not below `lead_score_min`. */
                 lead_score_max?: number | null;
+                /** @description Case-insensitive text in the name, email, phone or company. */
                 search?: string | null;
+                /** @description Only hot leads: score 80 or more, still open, not archived. */
                 is_hot_leads_only?: boolean;
+                /** @description Leads having any of these tags (compared lowercased). */
                 tags?: string[] | null;
+                /** @description Include archived (soft-deleted) leads. */
                 include_archived?: boolean;
-                skip?: number;
-                limit?: number;
-                sort_by?: "created_at" | "updated_at" | "lead_score" | "last_name" | "company" | "status" | "last_contact_date";
-                sort_order?: "asc" | "desc";
                 /** @description `next_cursor` of the previous page. */
                 cursor?: string | null;
+                /** @description Leads to skip (not with `cursor`). */
+                skip?: number;
+                /** @description Leads per page. */
+                limit?: number;
+                /** @description What the page is ordered by. */
+                sort_by?: "created_at" | "updated_at" | "lead_score" | "last_name" | "company" | "status" | "last_contact_date";
+                /** @description asc or desc (newest first). */
+                sort_order?: "asc" | "desc";
                 /** @description Count every match, however many (slow on huge results). */
                 exact_total?: boolean;
             };
@@ -1308,7 +1784,7 @@ export interface operations {
             };
         };
     };
-    create_lead_api_v1_leads_post: {
+    createLead: {
         parameters: {
             query?: never;
             header?: never;
@@ -1321,9 +1797,11 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Successful Response */
+            /** @description The lead was created. */
             201: {
                 headers: {
+                    /** @description The new lead's URL. */
+                    Location?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1395,7 +1873,7 @@ export interface operations {
             };
         };
     };
-    lead_statistics_api_v1_leads_statistics_get: {
+    getLeadStatistics: {
         parameters: {
             query?: never;
             header?: never;
@@ -1424,7 +1902,7 @@ export interface operations {
             };
         };
     };
-    bulk_status_api_v1_leads_bulk_status_post: {
+    bulkUpdateStatus: {
         parameters: {
             query?: never;
             header?: never;
@@ -1511,7 +1989,7 @@ export interface operations {
             };
         };
     };
-    bulk_assign_api_v1_leads_bulk_assign_post: {
+    assignLeads: {
         parameters: {
             query?: never;
             header?: never;
@@ -1598,7 +2076,7 @@ export interface operations {
             };
         };
     };
-    get_lead_api_v1_leads__lead_id__get: {
+    getLead: {
         parameters: {
             query?: never;
             header?: never;
@@ -1657,9 +2135,10 @@ export interface operations {
             };
         };
     };
-    delete_lead_api_v1_leads__lead_id__delete: {
+    deleteLead: {
         parameters: {
             query?: {
+                /** @description Remove the lead for good (superusers only). */
                 hard_delete?: boolean;
             };
             header?: never;
@@ -1716,7 +2195,7 @@ export interface operations {
             };
         };
     };
-    update_lead_api_v1_leads__lead_id__patch: {
+    updateLead: {
         parameters: {
             query?: never;
             header?: never;
@@ -1806,7 +2285,7 @@ export interface operations {
             };
         };
     };
-    restore_lead_api_v1_leads__lead_id__restore_post: {
+    restoreLead: {
         parameters: {
             query?: never;
             header?: never;
@@ -1865,7 +2344,7 @@ export interface operations {
             };
         };
     };
-    add_note_api_v1_leads__lead_id__notes_post: {
+    addLeadNote: {
         parameters: {
             query?: never;
             header?: never;
@@ -1955,7 +2434,7 @@ export interface operations {
             };
         };
     };
-    record_call_api_v1_leads__lead_id__calls_post: {
+    recordCallAttempt: {
         parameters: {
             query?: never;
             header?: never;
