@@ -89,7 +89,55 @@ LeadIds = Annotated[
 ]
 
 
-class LeadCreate(RequestBody):
+class LeadFields(RequestBody):
+    """The fields a client may send for a lead, each optional here: LeadCreate requires the
+    names, LeadUpdate adds `score_is_manual`."""
+
+    first_name: Name | MISSING = Field(MISSING, description="Trimmed; not blank.")
+    last_name: Name | MISSING = Field(MISSING, description="Trimmed; not blank.")
+    email: Email | MISSING | None = Field(MISSING, description=EMAIL_DESCRIPTION)
+    phone: Phone | MISSING | None = Field(MISSING, description=PHONE_DESCRIPTION)
+    company: Company | MISSING | None = Field(MISSING, description="Null or blank: none.")
+    job_title: JobTitle | MISSING | None = Field(MISSING, description="Null or blank: none.")
+    source: LeadSource | MISSING = Field(
+        MISSING, description="Where the lead came from; a new lead without it: OTHER."
+    )
+    status: LeadStatus | MISSING = Field(
+        MISSING, description="Pipeline stage; a new lead without it: NEW."
+    )
+    assigned_to: BodyId | MISSING | None = Field(
+        MISSING,
+        description="The owning agent. An agent's leads are the agent's own; a superuser may "
+        "name any active user, or null for nobody.",
+    )
+    lead_score: Score | MISSING | None = Field(
+        MISSING,
+        description="A manual score, 0-100; null (or, for a new lead, none): scored automatically.",
+    )
+    probability: Probability | MISSING | None = Field(
+        MISSING, description="Chance of winning, 0.0-1.0; null: none."
+    )
+    estimated_value: Money | MISSING | None = Field(
+        MISSING, description="Expected deal value: 0 or more, at most 2 decimal places; null: none."
+    )
+    tags: Tags | MISSING | None = Field(
+        MISSING,
+        description="The tag set, stored trimmed and lowercased, duplicates dropped; [] or "
+        "null: none.",
+    )
+    notes: NoteText | MISSING | None = Field(
+        MISSING, description="A note to append to the history; null adds none."
+    )
+    call_attempts: CallAttempts | MISSING = Field(MISSING, description="Calls made so far.")
+    last_contact_date: UtcDateTime | MISSING | None = Field(
+        MISSING, description="When the lead was last contacted (ISO 8601, naive means UTC)."
+    )
+    next_follow_up_date: UtcDateTime | MISSING | None = Field(
+        MISSING, description="When to follow up (ISO 8601, naive means UTC)."
+    )
+
+
+class LeadCreate(LeadFields):
     """A new lead: a first and last name, and an email or a phone number (or both).
     Scored automatically unless `lead_score` is given."""
 
@@ -112,44 +160,9 @@ class LeadCreate(RequestBody):
 
     first_name: Name = Field(description="Trimmed; not blank.")
     last_name: Name = Field(description="Trimmed; not blank.")
-    email: Email | MISSING | None = Field(MISSING, description=EMAIL_DESCRIPTION)
-    phone: Phone | MISSING | None = Field(MISSING, description=PHONE_DESCRIPTION)
-    company: Company | MISSING | None = Field(MISSING, description="Blank or null means none.")
-    job_title: JobTitle | MISSING | None = Field(MISSING, description="Blank or null means none.")
-    source: LeadSource | MISSING = Field(
-        MISSING, description="Where the lead came from; OTHER if left out."
-    )
-    status: LeadStatus | MISSING = Field(MISSING, description="Pipeline stage; NEW if left out.")
-    assigned_to: BodyId | MISSING | None = Field(
-        MISSING,
-        description="The agent who owns the lead. An agent's lead is always the agent's own; a "
-        "superuser may name any active user, or null for nobody.",
-    )
-    lead_score: Score | MISSING | None = Field(
-        MISSING, description="0-100. Left out or null: scored automatically."
-    )
-    probability: Probability | MISSING | None = Field(
-        MISSING, description="Chance of winning, 0.0-1.0."
-    )
-    estimated_value: Money | MISSING | None = Field(
-        MISSING, description="Expected deal value: 0 or more, at most 2 decimal places."
-    )
-    tags: Tags | MISSING | None = Field(
-        MISSING, description="Tags, stored trimmed and lowercased, duplicates dropped."
-    )
-    notes: NoteText | MISSING | None = Field(
-        MISSING, description="A first note, after the 'Created' line of the history."
-    )
-    call_attempts: CallAttempts | MISSING = Field(MISSING, description="Calls made so far.")
-    last_contact_date: UtcDateTime | MISSING | None = Field(
-        MISSING, description="When the lead was last contacted (ISO 8601; naive means UTC)."
-    )
-    next_follow_up_date: UtcDateTime | MISSING | None = Field(
-        MISSING, description="When to follow up (ISO 8601; naive means UTC)."
-    )
 
 
-class LeadUpdate(RequestBody):
+class LeadUpdate(LeadFields):
     """A partial update: only the fields sent are changed, each change recorded in the notes.
     `notes` is appended, never replaces; `tags` replaces the set; `lead_score: null` hands the
     score back to automatic scoring. The lead must keep an email or a phone number."""
@@ -158,41 +171,8 @@ class LeadUpdate(RequestBody):
         json_schema_extra={"examples": [{"status": "CONTACTED", "notes": "Called, wants a demo."}]},
     )
 
-    first_name: Name | MISSING = Field(MISSING, description="Trimmed; not blank.")
-    last_name: Name | MISSING = Field(MISSING, description="Trimmed; not blank.")
-    email: Email | MISSING | None = Field(MISSING, description=EMAIL_DESCRIPTION)
-    phone: Phone | MISSING | None = Field(MISSING, description=PHONE_DESCRIPTION)
-    company: Company | MISSING | None = Field(MISSING, description="Null or blank clears it.")
-    job_title: JobTitle | MISSING | None = Field(MISSING, description="Null or blank clears it.")
-    source: LeadSource | MISSING = Field(MISSING, description="Where the lead came from.")
-    status: LeadStatus | MISSING = Field(MISSING, description="Pipeline stage.")
-    assigned_to: BodyId | MISSING | None = Field(
-        MISSING, description="Reassign (superusers only); null for nobody."
-    )
-    lead_score: Score | MISSING | None = Field(
-        MISSING, description="A manual score, 0-100; null returns to automatic scoring."
-    )
     score_is_manual: StrictBool | MISSING = Field(
         MISSING, description="false returns to automatic scoring."
-    )
-    probability: Probability | MISSING | None = Field(
-        MISSING, description="Chance of winning, 0.0-1.0; null clears it."
-    )
-    estimated_value: Money | MISSING | None = Field(
-        MISSING, description="Expected deal value, at most 2 decimal places; null clears it."
-    )
-    tags: Tags | MISSING | None = Field(
-        MISSING, description="The new tag set; [] or null removes them all."
-    )
-    notes: NoteText | MISSING | None = Field(
-        MISSING, description="A note to append to the history; null adds none."
-    )
-    call_attempts: CallAttempts | MISSING = Field(MISSING, description="Calls made so far.")
-    last_contact_date: UtcDateTime | MISSING | None = Field(
-        MISSING, description="When the lead was last contacted; null clears it."
-    )
-    next_follow_up_date: UtcDateTime | MISSING | None = Field(
-        MISSING, description="When to follow up; null clears it."
     )
 
 

@@ -490,46 +490,46 @@ export interface components {
             phone?: string | null;
             /**
              * Company
-             * @description Blank or null means none.
+             * @description Null or blank: none.
              */
             company?: string | null;
             /**
              * Job Title
-             * @description Blank or null means none.
+             * @description Null or blank: none.
              */
             job_title?: string | null;
-            /** @description Where the lead came from; OTHER if left out. */
+            /** @description Where the lead came from; a new lead without it: OTHER. */
             source?: components["schemas"]["LeadSource"];
-            /** @description Pipeline stage; NEW if left out. */
+            /** @description Pipeline stage; a new lead without it: NEW. */
             status?: components["schemas"]["LeadStatus"];
             /**
              * Assigned To
-             * @description The agent who owns the lead. An agent's lead is always the agent's own; a superuser may name any active user, or null for nobody.
+             * @description The owning agent. An agent's leads are the agent's own; a superuser may name any active user, or null for nobody.
              */
             assigned_to?: number | null;
             /**
              * Lead Score
-             * @description 0-100. Left out or null: scored automatically.
+             * @description A manual score, 0-100; null (or, for a new lead, none): scored automatically.
              */
             lead_score?: number | null;
             /**
              * Probability
-             * @description Chance of winning, 0.0-1.0.
+             * @description Chance of winning, 0.0-1.0; null: none.
              */
             probability?: number | null;
             /**
              * Estimated Value
-             * @description Expected deal value: 0 or more, at most 2 decimal places.
+             * @description Expected deal value: 0 or more, at most 2 decimal places; null: none.
              */
             estimated_value?: number | null;
             /**
              * Tags
-             * @description Tags, stored trimmed and lowercased, duplicates dropped.
+             * @description The tag set, stored trimmed and lowercased, duplicates dropped; [] or null: none.
              */
             tags?: string[] | null;
             /**
              * Notes
-             * @description A first note, after the 'Created' line of the history.
+             * @description A note to append to the history; null adds none.
              */
             notes?: string | null;
             /**
@@ -539,12 +539,12 @@ export interface components {
             call_attempts?: number;
             /**
              * Last Contact Date
-             * @description When the lead was last contacted (ISO 8601; naive means UTC).
+             * @description When the lead was last contacted (ISO 8601, naive means UTC).
              */
             last_contact_date?: string | null;
             /**
              * Next Follow Up Date
-             * @description When to follow up (ISO 8601; naive means UTC).
+             * @description When to follow up (ISO 8601, naive means UTC).
              */
             next_follow_up_date?: string | null;
         };
@@ -791,46 +791,41 @@ export interface components {
             phone?: string | null;
             /**
              * Company
-             * @description Null or blank clears it.
+             * @description Null or blank: none.
              */
             company?: string | null;
             /**
              * Job Title
-             * @description Null or blank clears it.
+             * @description Null or blank: none.
              */
             job_title?: string | null;
-            /** @description Where the lead came from. */
+            /** @description Where the lead came from; a new lead without it: OTHER. */
             source?: components["schemas"]["LeadSource"];
-            /** @description Pipeline stage. */
+            /** @description Pipeline stage; a new lead without it: NEW. */
             status?: components["schemas"]["LeadStatus"];
             /**
              * Assigned To
-             * @description Reassign (superusers only); null for nobody.
+             * @description The owning agent. An agent's leads are the agent's own; a superuser may name any active user, or null for nobody.
              */
             assigned_to?: number | null;
             /**
              * Lead Score
-             * @description A manual score, 0-100; null returns to automatic scoring.
+             * @description A manual score, 0-100; null (or, for a new lead, none): scored automatically.
              */
             lead_score?: number | null;
             /**
-             * Score Is Manual
-             * @description false returns to automatic scoring.
-             */
-            score_is_manual?: boolean;
-            /**
              * Probability
-             * @description Chance of winning, 0.0-1.0; null clears it.
+             * @description Chance of winning, 0.0-1.0; null: none.
              */
             probability?: number | null;
             /**
              * Estimated Value
-             * @description Expected deal value, at most 2 decimal places; null clears it.
+             * @description Expected deal value: 0 or more, at most 2 decimal places; null: none.
              */
             estimated_value?: number | null;
             /**
              * Tags
-             * @description The new tag set; [] or null removes them all.
+             * @description The tag set, stored trimmed and lowercased, duplicates dropped; [] or null: none.
              */
             tags?: string[] | null;
             /**
@@ -845,14 +840,19 @@ export interface components {
             call_attempts?: number;
             /**
              * Last Contact Date
-             * @description When the lead was last contacted; null clears it.
+             * @description When the lead was last contacted (ISO 8601, naive means UTC).
              */
             last_contact_date?: string | null;
             /**
              * Next Follow Up Date
-             * @description When to follow up; null clears it.
+             * @description When to follow up (ISO 8601, naive means UTC).
              */
             next_follow_up_date?: string | null;
+            /**
+             * Score Is Manual
+             * @description false returns to automatic scoring.
+             */
+            score_is_manual?: boolean;
         };
         /** LeadsBySource */
         LeadsBySource: {
