@@ -411,6 +411,19 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/leads", {"params": {"sort_by": "colour"}}),
     ("GET", "/leads/0", {}),
     ("PATCH", "/users/me", {"json": {"password": "a new long password"}}),
+    ("PATCH", "/users/me", {"json": {"password": "short"}}),
+    ("POST", "/leads", {"json": {**LEAD_BODY, "estimated_value": 1e300}}),
+    ("POST", "/leads", {"json": {**LEAD_BODY, "estimated_value": 12.345}}),
+    ("POST", "/leads", {"json": {**LEAD_BODY, "tags": ["\u001c"]}}),
+    ("POST", "/leads", {"json": {**LEAD_BODY, "email": "a@gmail"}}),
+    ("GET", "/leads", {"params": {"date_range_start": "2026-01-01T25:00"}}),
+    ("GET", "/leads", {"params": {"date_range_start": "2026-13-01"}}),
+    (
+        "GET",
+        "/leads",
+        {"params": {"date_range_start": "\u0662\u0660\u0662\u0666-\u0660\u0661-\u0660\u0661"}},
+    ),
+    ("GET", "/leads", {"params": {"tags": "\u001c"}}),
 ]
 
 
@@ -433,6 +446,63 @@ async def test_every_validation_message_is_one_plain_sentence_naming_the_field(
         if named and not error["msg"].startswith("'"):
             words = named[-1].replace("_", " ")
             assert words in error["msg"].lower(), error
+
+
+async def test_a_bad_date_bound_is_one_error_of_its_field(
+    client: httpx.AsyncClient, h: dict[str, str]
+) -> None:
+    response = await client.get(
+        f"{API}/leads", params={"date_range_start": "2026-01-01T25:00"}, headers=h
+    )
+    assert [e["loc"] for e in response.json()["errors"]] == [["query", "date_range_start"]]
+
+
+def text_fields(spec: dict[str, Any], schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every string schema among a body's properties (inside unions and arrays too)."""
+    found = []
+    pending = list(schema.get("properties", {}).values())
+    while pending:
+        part = pending.pop()
+        if "$ref" in part:
+            pending.append(schema_of(spec, part["$ref"].rsplit("/", 1)[-1]))
+        pending.extend(part.get("anyOf", []))
+        if "items" in part:
+            pending.append(part["items"])
+        free_text = not {"enum", "const", "format"} & set(part)  # a date-time is no free text
+        if part.get("type") == "string" and free_text:
+            found.append(part)
+    return found
+
+
+async def test_every_text_field_of_a_body_refuses_nul_in_its_schema(spec: dict[str, Any]) -> None:
+    from app.models.validation import NO_NUL_PATTERN, NOT_BLANK_PATTERN, PHONE_PATTERN
+
+    patterns = {NO_NUL_PATTERN, NOT_BLANK_PATTERN, PHONE_PATTERN}
+    bodies = [
+        content["schema"]
+        for _, _, operation in operations(spec)
+        for content in operation.get("requestBody", {}).get("content", {}).values()
+    ]
+    checked = 0
+    for body in bodies:
+        resolved = (
+            schema_of(spec, body["$ref"].rsplit("/", 1)[-1])
+            if "$ref" in body
+            else next(
+                (
+                    schema_of(spec, p["$ref"].rsplit("/", 1)[-1])
+                    for p in body.get("anyOf", [])
+                    if "$ref" in p
+                ),
+                body,
+            )
+        )
+        if resolved.get("title") == "LoginRequest":
+            continue  # a credential is compared, never stored: a NUL only fails the login
+        for field in text_fields(spec, resolved):
+            assert field.get("pattern") in patterns, (resolved.get("title"), field)
+            checked += 1
+    assert checked > 20
 
 
 async def test_several_problems_make_one_sentence_listing_each(

@@ -278,3 +278,22 @@ async def test_the_api_refuses_a_cursor_sent_with_other_filters(
         "/api/v1/leads", params={"status": "NEW", "limit": 1, "cursor": cursor}, headers=headers
     )
     assert same.status_code == 200
+
+
+async def test_the_api_accepts_the_longest_cursor_it_hands_out(
+    client: httpx.AsyncClient,
+    db: AsyncSession,
+    superuser: User,
+    auth_headers: Callable[[User], dict[str, str]],
+) -> None:
+    """A cursor holds the last row's sort value: a 200-character company in four-byte letters
+    is the longest there is, and the cursor made from it must still be within the limit."""
+    headers = auth_headers(superuser)
+    await insert_leads(db, 3, company="\U0001f600" * 200)
+    params = {"sort_by": "company", "limit": 1}
+    first = (await client.get("/api/v1/leads", params=params, headers=headers)).json()
+    cursor = first["next_cursor"]
+    assert cursor is not None
+    second = await client.get("/api/v1/leads", params={**params, "cursor": cursor}, headers=headers)
+    assert second.status_code == 200, second.text
+    assert second.json()["items"][0]["id"] != first["items"][0]["id"]

@@ -107,11 +107,11 @@ async def refuse_unknown_query_parameters_after_login(request: Request, user: Cu
 def _declared_query_names(request: Request) -> frozenset[str]:
     """The operation's query parameter names, worked out once per route and app."""
     route: APIRoute = request.scope["route"]
-    cache: dict[tuple[str, frozenset[str]], frozenset[str]] = request.app.state.query_names
-    key = (route.path_format, frozenset(route.methods))
-    names = cache.get(key)
+    cache: dict[str, frozenset[str]] = request.app.state.query_names  # by operation id
+    names = cache.get(route.unique_id)
     if names is None:
-        names = cache[key] = frozenset(field.alias for field in _query_fields(route.dependant))
+        names = frozenset(field.alias for field in _query_fields(route.dependant))
+        cache[route.unique_id] = names
     return names
 
 

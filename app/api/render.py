@@ -20,10 +20,8 @@ from sqlalchemy import Row
 
 from app.models.lead import is_hot
 from app.models.types import utcnow
-from app.schemas.lead import LeadRead
+from app.schemas.lead import LEAD_STORED_FIELDS
 
-DERIVED_FIELDS = ("days_since_created", "days_since_last_contact", "is_hot_lead")
-STORED_FIELDS = tuple(name for name in LeadRead.model_fields if name not in DERIVED_FIELDS)
 _JSON_OPTIONS = orjson.OPT_UTC_Z
 
 
@@ -40,9 +38,9 @@ def _default(value: Any) -> Any:
 def lead_fields(lead: Any, now: datetime) -> dict[str, Any]:
     """What `LeadRead` shows of a lead: its stored fields and the three derived ones."""
     if isinstance(lead, Row):  # a row of `LeadService.list_leads`, columns in LeadRead's order
-        fields = dict(zip(STORED_FIELDS, lead, strict=True))
+        fields = dict(zip(LEAD_STORED_FIELDS, lead, strict=True))
     else:
-        fields = {name: getattr(lead, name) for name in STORED_FIELDS}
+        fields = {name: getattr(lead, name) for name in LEAD_STORED_FIELDS}
     contacted = fields["last_contact_date"]
     fields["days_since_created"] = (now - fields["created_at"]).days
     fields["days_since_last_contact"] = None if contacted is None else (now - contacted).days

@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 
 HOT_LEAD_MIN_SCORE = 80
 ARCHIVED_TAG = "archived"
-# Columns kept for the service's own bookkeeping, never part of a lead as the API shows it.
-PRIVATE_COLUMNS = frozenset({"archive_added_tag"})
 COMPANY_MAX_LENGTH = 200
 JOB_TITLE_MAX_LENGTH = 200
 

@@ -123,7 +123,8 @@ def email_address(field: str, value: object, *, lowercase: bool = False) -> str 
     try:
         normalized = validate_email(text, check_deliverability=False).normalized
     except EmailNotValidError as exc:
-        reason = str(exc).rstrip(".")
+        # email-validator explains in sentences of its own; here they become one clause
+        reason = str(exc).rstrip(".").replace(". ", "; ")
         reason = reason[:1].lower() + reason[1:]
         raise FieldValidationError(field, f"is not a valid email address: {reason}") from None
     return normalized.lower() if lowercase else normalized
@@ -225,12 +226,14 @@ def aware_datetime(field: str, value: object) -> datetime | None:
 
 def normalize_tag(field: str, value: object) -> str:
     if not isinstance(value, str):
-        raise FieldValidationError(field, "each tag must be text")
+        raise FieldValidationError(field, "must hold only text")
     tag = no_nul(field, value).strip().lower()
     if not tag:
-        raise FieldValidationError(field, "tags must not be blank")
+        raise FieldValidationError(field, "must not hold a blank tag")
     if len(tag) > TAG_MAX_LENGTH:
-        raise FieldValidationError(field, f"each tag must be at most {TAG_MAX_LENGTH} characters")
+        raise FieldValidationError(
+            field, f"must not hold a tag longer than {TAG_MAX_LENGTH} characters (lowercased)"
+        )
     return tag
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -18,28 +19,22 @@ from pydantic import (
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
     PlainSerializer,
+    TypeAdapter,
     WithJsonSchema,
-    field_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError, PydanticKnownError, core_schema
 
 from app.config import get_settings
 from app.models import validation
-from app.models.validation import MAX_INT32, UNSTORABLE_DATETIMES, FieldValidationError
+from app.models.validation import MAX_INT32, UNSTORABLE_DATETIMES
 
 MAX_ID = MAX_INT32  # ids are 32-bit integers in the database
 
 
-def no_nul(value: Any) -> Any:
-    """The NUL rule (app/models/validation.py) over a text or a list of texts."""
-    for text in value if isinstance(value, list | tuple) else [value]:
-        if isinstance(text, str):
-            try:
-                validation.no_nul("value", text)
-            except FieldValidationError as exc:
-                raise ValueError(exc.message) from None
-    return value
+def given(value: Any) -> Any:
+    """A body field's value, or None when the client left it out (`MISSING`)."""
+    return None if value is MISSING else value
 
 
 def _whole_number_input(value: Any) -> Any:
@@ -87,7 +82,9 @@ Money = Annotated[
     BeforeValidator(_number_input),
     Field(ge=0, le=MONEY_MAX, max_digits=15, decimal_places=2),
     PlainSerializer(float, return_type=float, when_used="json"),
-    WithJsonSchema({"type": "number", "minimum": 0, "maximum": float(MONEY_MAX)}),
+    WithJsonSchema(
+        {"type": "number", "minimum": 0, "maximum": float(MONEY_MAX), "multipleOf": 0.01}
+    ),
 ]
 
 
@@ -138,18 +135,15 @@ class SettingLimit:
 
 
 class RequestBody(BaseModel):
-    """Base of every JSON request body: unknown fields are refused, and no text field may hold
-    a NUL character. Its number and flag fields are strict types (`json_int`, `StrictBool`,
-    `StrictFloat`, `Money`): JSON `true` is no count, `1` no flag and `"5"` no number, exactly
-    as the schema says. (Not `strict=True` for the whole model: FastAPI validates the decoded
-    JSON as Python objects, where strict mode would refuse every date and enum given as text.)"""
+    """Base of every JSON request body: unknown fields are refused. Every text field's type has
+    a pattern that refuses NUL characters (`NO_NUL_PATTERN`, `NOT_BLANK_PATTERN`), so the schema
+    says so too; tests/test_api_contract.py checks that none is left without one. Its number
+    and flag fields are strict types (`json_int`, `StrictBool`, `StrictFloat`, `Money`): JSON
+    `true` is no count, `1` no flag and `"5"` no number, exactly as the schema says. (Not
+    `strict=True` for the whole model: FastAPI validates the decoded JSON as Python objects,
+    where strict mode would refuse every date and enum given as text.)"""
 
     model_config = ConfigDict(extra="forbid")
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul_characters(cls, value: Any) -> Any:
-        return no_nul(value)
 
 
 def to_utc(value: datetime) -> datetime:
@@ -173,8 +167,9 @@ def storable(value: datetime) -> datetime:
 
 # ISO 8601 text: a calendar date, and for a date-time a time of day after it. pydantic alone also
 # reads a number as Unix time ("0.5" is 1970-01-01T00:00:00.5Z), which the schema does not allow.
-ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-ISO_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+ISO_DATE_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
+_DATE_TIME = TypeAdapter(datetime)
 
 
 def _iso_date_time_input(value: Any) -> Any:
@@ -184,11 +179,17 @@ def _iso_date_time_input(value: Any) -> Any:
 
 
 def _iso_date_or_date_time_input(value: Any) -> Any:
-    """`2026-11-01` is a whole day (a date); anything longer is a point in time."""
-    if isinstance(value, str) and ISO_DATE.match(value):
-        return date.fromisoformat(value)
-    if isinstance(value, date) or (isinstance(value, str) and ISO_DATE_TIME.match(value)):
+    """`2026-11-01` is a whole day (a date); anything longer is a point in time. Parsed here,
+    into one or the other, so that a bad value is one error of this field rather than one per
+    member of the union."""
+    if isinstance(value, date):
         return value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):  # pydantic's ValidationError is a ValueError
+            if ISO_DATE.match(value):
+                return date.fromisoformat(value)
+            if ISO_DATE_TIME.match(value):
+                return _DATE_TIME.validate_python(value)
     raise PydanticCustomError("date_or_datetime_type", "must be an ISO 8601 date or date-time")
 
 

@@ -18,11 +18,10 @@ import hashlib
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import orjson
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -34,9 +33,10 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from app.models import LeadSource, LeadStatus
+from app.models.lead import COMPANY_MAX_LENGTH
 from app.models.types import TAG_MAX_LENGTH
 from app.models.validation import NO_NUL_PATTERN, NOT_BLANK_PATTERN, enum_member
-from app.schemas.common import MAX_ID, DateBound, QueryId, SettingLimit, no_nul, whole_number
+from app.schemas.common import MAX_ID, DateBound, QueryId, SettingLimit, whole_number
 
 SORT_FIELDS = (
     "created_at",
@@ -51,18 +51,16 @@ SortField = Literal[SORT_FIELDS]  # type: ignore[valid-type]
 SortOrder = Literal["asc", "desc"]
 SEARCH_MAX_LENGTH = 200
 TAGS_MAX_FILTER = 50
-CURSOR_MAX_LENGTH = 500
+# Room for the longest cursor the API hands out: base64 of a sort value of up to 200 characters
+# (a company) at up to 4 UTF-8 bytes each, and the rest of the cursor's document.
+CURSOR_MAX_LENGTH = 4 * (4 * COMPANY_MAX_LENGTH + 200) // 3
 # Python callers get the lenient reading (see the module docstring) through this context.
 LENIENT = {"lenient": True}
 
 Score = whole_number(Field(ge=0, le=100))
-SearchText = Annotated[
-    str, Field(max_length=SEARCH_MAX_LENGTH, pattern=NO_NUL_PATTERN), AfterValidator(no_nul)
-]
+SearchText = Annotated[str, Field(max_length=SEARCH_MAX_LENGTH, pattern=NO_NUL_PATTERN)]
 TagFilter = Annotated[
-    str,
-    Field(min_length=1, max_length=TAG_MAX_LENGTH, pattern=NOT_BLANK_PATTERN),
-    AfterValidator(no_nul),
+    str, Field(min_length=1, max_length=TAG_MAX_LENGTH, pattern=NOT_BLANK_PATTERN)
 ]
 
 
@@ -70,7 +68,14 @@ def _lenient(info: ValidationInfo) -> bool:
     return bool(info.context and info.context.get("lenient"))
 
 
-class LeadFilters(BaseModel):
+class _FromPython(BaseModel):
+    @classmethod
+    def from_python(cls, **values: Any) -> Self:
+        """Validated with the leniency Python callers get (see the module docstring)."""
+        return cls.model_validate(values, context=LENIENT)
+
+
+class LeadFilters(_FromPython):
     """Which leads: every filter given must match (archived leads only with
     `include_archived`). An agent's lists are limited to their own leads whatever these say."""
 
@@ -105,10 +110,6 @@ class LeadFilters(BaseModel):
         None, description="Leads having any of these tags (compared lowercased)."
     )
     include_archived: bool = Field(False, description="Include archived (soft-deleted) leads.")
-
-    @classmethod
-    def from_python(cls, **filters: Any) -> LeadFilters:
-        return cls.model_validate(filters, context=LENIENT)
 
     @field_validator("status", "source", mode="before")
     @classmethod
@@ -154,7 +155,7 @@ class LeadFilters(BaseModel):
         """A short digest of what a page was asked for (filters and sort), carried in its cursor,
         so that a cursor is not followed under other filters (it would start in the wrong
         place). Same filters in another order or case give the same digest."""
-        canonical = self.model_dump(mode="json")
+        canonical = self.model_dump(mode="json", include=set(LeadFilters.model_fields))
         for name, value in canonical.items():
             if isinstance(value, list):
                 canonical[name] = sorted({str(v).strip().lower() for v in value})
@@ -165,7 +166,7 @@ class LeadFilters(BaseModel):
         return digest.hexdigest()
 
 
-class LeadPaging(BaseModel):
+class LeadPaging(_FromPython):
     """Which page, in which order. Walk a large result with `cursor` (`next_cursor` of the
     previous page, same filters and sort), not `skip`."""
 
@@ -200,16 +201,8 @@ class LeadPaging(BaseModel):
 
 
 class LeadListQuery(LeadPaging, LeadFilters):
-    """`GET /leads`'s query: the filters and the paging, and nothing else."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    def split(self) -> tuple[LeadFilters, LeadPaging]:
-        values = self.model_dump()
-        return (
-            LeadFilters.model_construct(**{k: values[k] for k in LeadFilters.model_fields}),
-            LeadPaging.model_construct(**{k: values[k] for k in LeadPaging.model_fields}),
-        )
+    """`GET /leads`'s query: the filters and the paging, and nothing else. It is both a
+    `LeadFilters` and a `LeadPaging`, so the route hands it to the service as either."""
 
 
 def _refuse(field: str, predicate: str, value: Any) -> None:

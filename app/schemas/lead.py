@@ -216,6 +216,13 @@ class LeadRead(BaseModel):
     is_hot_lead: bool = Field(description="Score 80 or more, still open, not archived.")
 
 
+LEAD_DERIVED_FIELDS = ("days_since_created", "days_since_last_contact", "is_hot_lead")
+# What a lead shows of its columns (not every column: `archive_added_tag` is bookkeeping).
+LEAD_STORED_FIELDS = tuple(
+    name for name in LeadRead.model_fields if name not in LEAD_DERIVED_FIELDS
+)
+
+
 class LeadPage(BaseModel):
     """One page of a list of leads."""
 

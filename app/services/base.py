@@ -19,7 +19,6 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
-import pydantic
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -62,9 +61,6 @@ def transactional(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]
             except FieldValidationError as exc:
                 await _rollback(db)
                 raise ValidationException.of_fields([exc]) from exc
-            except pydantic.ValidationError as exc:  # arguments checked by a model (LeadFilters)
-                await _rollback(db)
-                raise ValidationException.of_pydantic(exc.errors()) from exc
             except IntegrityError as exc:
                 await _rollback(db)
                 raise ConflictException(

@@ -77,11 +77,9 @@ class ValidationException(CRMException):
         return cls([([e.field], messages.sentence([e.field], e.message)) for e in errors])
 
     @classmethod
-    def of_pydantic(
-        cls, errors: Iterable[Mapping[str, Any]], *, under: Sequence[str] = ()
-    ) -> ValidationException:
-        """From a pydantic ValidationError's `errors()`; `under` prefixes each location."""
-        return cls([([*under, *loc], text) for loc, text in messages.pydantic_problems(errors)])
+    def of_pydantic(cls, errors: Iterable[Mapping[str, Any]]) -> ValidationException:
+        """From a pydantic ValidationError's `errors()`."""
+        return cls(messages.pydantic_problems(errors))
 
 
 class DuplicateException(CRMException):

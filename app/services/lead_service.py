@@ -20,6 +20,7 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+import pydantic
 from sqlalchemy import String, case, cast, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
@@ -35,7 +36,7 @@ from app.models import (
     User,
     format_note_line,
 )
-from app.models.lead import PRIVATE_COLUMNS, note_timestamp
+from app.models.lead import note_timestamp
 from app.models.lead_stats import LeadStats
 from app.models.types import utcnow
 from app.models.validation import (
@@ -46,7 +47,8 @@ from app.models.validation import (
     no_nul,
     tag_list,
 )
-from app.schemas.filters import LENIENT, LeadFilters, LeadPaging
+from app.schemas.filters import LeadFilters, LeadPaging
+from app.schemas.lead import LEAD_STORED_FIELDS
 from app.services import lead_bulk
 from app.services.base import (
     as_data,
@@ -386,7 +388,9 @@ class LeadService:
             lead.status = restored
             lead.status_before_archive = None
             lead.archived_at = None
-            if lead.archive_added_tag is not False:  # None: archived before this was recorded
+            # None only for a row archived by something other than delete_lead (raw SQL, a
+            # bulk load): do what restore did before the flag existed
+            if lead.archive_added_tag is not False:
                 lead.remove_tag(ARCHIVED_TAG)
             lead.archive_added_tag = None
             lead.updated_at = now
@@ -497,8 +501,9 @@ class LeadService:
 # --------------------------------------------------------------------------------- helpers
 
 
-# Every column of a lead as the API shows it, for reads that need rows rather than ORM objects.
-LEAD_COLUMNS = tuple(c for c in Lead.__table__.c if c.name not in PRIVATE_COLUMNS)
+# The columns of a lead as the API shows it, in LeadRead's order (app/api/render.py zips a row
+# with those names), for reads that need rows rather than ORM objects.
+LEAD_COLUMNS = tuple(Lead.__table__.c[name] for name in LEAD_STORED_FIELDS)
 
 
 @dataclass
@@ -517,21 +522,18 @@ def filters_and_paging(
 ) -> tuple[LeadFilters, LeadPaging]:
     """The two models from a Python caller's keywords (or as given): each keyword goes to the
     model that declares it, and one neither declares is refused by `LeadFilters`."""
-    given = {"filters": filters, "paging": paging}
     paging_arguments = {
-        k: arguments.pop(k) for k in list(arguments) if k in LeadPaging.model_fields
+        name: arguments.pop(name) for name in list(arguments) if name in LeadPaging.model_fields
     }
-    for name, model, values in (
-        ("paging", LeadPaging, paging_arguments),
-        ("filters", LeadFilters, arguments),
-    ):
-        if values and given[name] is not None:
-            raise TypeError(f"pass {name} either as a {model.__name__} or as keywords, not both")
-    if filters is None:
-        filters = LeadFilters.model_validate(arguments, context=LENIENT)
-    if paging is None:
-        paging = LeadPaging.model_validate(paging_arguments, context=LENIENT)
-    return filters, paging
+    if (filters is not None and arguments) or (paging is not None and paging_arguments):
+        raise TypeError("give the filters and the paging either as models or as keywords")
+    try:
+        return (
+            LeadFilters.from_python(**arguments) if filters is None else filters,
+            LeadPaging.from_python(**paging_arguments) if paging is None else paging,
+        )
+    except pydantic.ValidationError as exc:
+        raise ValidationException.of_pydantic(exc.errors()) from exc
 
 
 async def _list_page(
@@ -547,9 +549,8 @@ async def _list_page(
     cap = None if paging.exact_total else get_settings().total_count_cap
     total, total_is_exact = await _count(db, where, cap)
     page_where = list(where)
-    fingerprint = filters.fingerprint(paging)
     if paging.cursor is not None:
-        page_where.append(after(decode_cursor(paging.cursor, paging, fingerprint)))
+        page_where.append(after(decode_cursor(paging.cursor, paging, filters.fingerprint(paging))))
     if as_rows:
         query = select(*LEAD_COLUMNS)
     else:
@@ -565,8 +566,9 @@ async def _list_page(
     else:
         rows = list(await db.scalars(query))
     items = rows[: paging.limit]
-    more = len(rows) > paging.limit
-    next_cursor = encode_cursor(items[-1], paging, fingerprint) if more else None
+    next_cursor = None
+    if len(rows) > paging.limit:
+        next_cursor = encode_cursor(items[-1], paging, filters.fingerprint(paging))
     return LeadPageResult(items, total, total_is_exact, next_cursor)
 
 

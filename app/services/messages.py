@@ -11,6 +11,7 @@ like Python ("Input should be", "Value error,", "not None").
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 from app.models.validation import (
@@ -98,6 +99,8 @@ def predicate(error: Mapping[str, Any]) -> str:
         return str(error.get("msg", "is not valid")).removeprefix("Value error, ")
     if kind == "string_pattern_mismatch" and ctx.get("pattern") in PATTERN_PREDICATES:
         return PATTERN_PREDICATES[ctx["pattern"]]
+    if kind == "string_too_short" and ctx.get("min_length", 1) > 1:
+        return f"must be at least {ctx['min_length']} characters"
     wording = PREDICATES.get(kind)
     if wording is None:
         return f"is not valid ({error.get('msg', kind)})"
@@ -107,6 +110,8 @@ def predicate(error: Mapping[str, Any]) -> str:
 def _shown(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, Decimal):
+        return format(value, "f")
     if isinstance(value, str):
         # pydantic lists choices as "'NEW', 'CONTACTED' or 'WON'"; users read NEW, CONTACTED, WON
         return value.replace("'", "").replace(" or ", ", ")
@@ -121,7 +126,6 @@ PATTERN_PREDICATES = {
 }
 PREDICATES = {
     "missing": "is required",
-    "extra_forbidden": "is not a field this request accepts",
     "string_type": "must be text",
     "string_too_short": "must not be empty",
     "string_too_long": "must be at most {max_length} characters",

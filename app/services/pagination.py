@@ -56,7 +56,8 @@ def encode_cursor(lead: Lead, paging: LeadPaging, fingerprint: str) -> str:
         "i": lead.id,
         "f": fingerprint,
     }
-    raw = json.dumps(document, separators=(",", ":")).encode()
+    # ensure_ascii=False: a sort value in any script costs its UTF-8 bytes, not six per letter
+    raw = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

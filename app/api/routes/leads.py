@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 from app.api.deps import CurrentUser, SessionDep
 from app.api.errors import created_at, error_responses
 from app.api.render import lead_response, page_response
-from app.schemas.common import MAX_ID
+from app.schemas.common import MAX_ID, given
 from app.schemas.filters import LeadListQuery
 from app.schemas.lead import (
     BulkAssign,
@@ -53,14 +53,13 @@ async def list_leads(
     Refused with 422 although the schema alone allows them: a `cursor` this API did not hand
     out, or one made for other filters or another sort; `cursor` together with `skip`; a
     `date_range_end` before `date_range_start`; a `lead_score_max` below `lead_score_min`."""
-    filters, paging = query.split()
-    page = await LeadService.list_leads(db, filters, paging, user_id=user.id)
+    page = await LeadService.list_leads(db, query, query, user_id=user.id)
     return page_response(
         page.items,
         total=page.total,
         total_is_exact=page.total_is_exact,
-        skip=paging.skip,
-        limit=paging.limit,
+        skip=query.skip,
+        limit=query.limit,
         next_cursor=page.next_cursor,
     )
 
@@ -115,7 +114,7 @@ async def bulk_update_status(
         body.lead_ids,
         body.status,
         user_id=user.id,
-        note=body.model_dump().get("note"),
+        note=given(body.note),
         ids_only=True,
     )
     return BulkResult(updated_count=len(lead_ids), lead_ids=lead_ids)
@@ -234,6 +233,6 @@ async def record_call_attempt(
     body: CallCreate | None = None,
 ) -> Response:
     """Adds one to `call_attempts`, sets `last_contact_date` to now, and notes the call."""
-    note = body.model_dump().get("note") if body else None  # an omitted note is not dumped
+    note = given(body.note) if body else None
     lead = await LeadService.record_call_attempt(db, lead_id, user_id=user.id, note=note)
     return lead_response(lead)
