@@ -61,6 +61,11 @@ def stamp(at: datetime) -> str:
     return at.astimezone(UTC).strftime("[%Y-%m-%d %H:%M UTC]")
 
 
+def concrete(path: str, lead_id: int, user_id: int) -> str:
+    """An OpenAPI path template with a real lead and user id in it."""
+    return path.replace("{lead_id}", str(lead_id)).replace("{user_id}", str(user_id))
+
+
 async def count_rows(db: AsyncSession, table: str = "leads") -> int:
     return int(await db.scalar(text(f"SELECT count(*) FROM {table}")) or 0)
 

@@ -18,7 +18,7 @@ import pytest
 from app.models import LeadSource, LeadStatus, User
 from app.schemas.common import CODE_BY_STATUS, ErrorCode
 from app.services.exceptions import CRMException
-from tests.helpers import LeadFactory, uid
+from tests.helpers import LeadFactory, concrete, uid
 
 API = "/api/v1"
 JSON = "application/json"
@@ -44,10 +44,6 @@ def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
         for method, operation in item.items()
         if method in METHODS
     ]
-
-
-def concrete(path: str, lead_id: int, user_id: int) -> str:
-    return path.replace("{lead_id}", str(lead_id)).replace("{user_id}", str(user_id))
 
 
 def schema_of(spec: dict[str, Any], name: str) -> dict[str, Any]:
@@ -435,6 +431,7 @@ async def test_every_validation_message_is_one_plain_sentence_naming_the_field(
     path: str,
     request_args: dict[str, Any],
 ) -> None:
+    request_args = dict(request_args)  # the table's own dict stays as it is
     headers = {**h, **request_args.pop("headers", {})}
     response = await client.request(method, f"{API}{path}", headers=headers, **request_args)
     assert response.status_code == 422, response.text

@@ -21,7 +21,7 @@ from app.config import use_settings
 from app.main import create_app
 from app.models import User
 from app.services import LeadService
-from tests.helpers import LeadFactory, count_rows, make_settings, uid
+from tests.helpers import LeadFactory, concrete, count_rows, make_settings, uid
 
 LEADS = "/api/v1/leads"
 USERS = "/api/v1/users"
@@ -675,10 +675,6 @@ QUERY_OPERATIONS = [
 ]
 
 
-def _concrete(path: str, lead: int, user: int) -> str:
-    return path.replace("{lead_id}", str(lead)).replace("{user_id}", str(user))
-
-
 @pytest.mark.parametrize(("method", "path", "schema"), BODY_OPERATIONS)
 async def test_no_value_in_any_body_field_causes_a_server_error(
     client: httpx.AsyncClient,
@@ -691,7 +687,7 @@ async def test_no_value_in_any_body_field_causes_a_server_error(
 ) -> None:
     """Each field of the operation's example body, replaced in turn by odd values: the answer
     may be a success or a 4xx, never a 5xx (the transport would also raise on a crash)."""
-    url = _concrete(path, lead_id, uid(agent))
+    url = concrete(path, lead_id, uid(agent))
     example = fill(schema["examples"][0], lead_id)
     for field in schema["properties"]:
         for value in WEIRD_JSON_VALUES:
@@ -710,7 +706,7 @@ async def test_no_value_in_any_query_parameter_causes_a_server_error(
     path: str,
     names: list[str],
 ) -> None:
-    url = _concrete(path, lead_id, uid(agent))
+    url = concrete(path, lead_id, uid(agent))
     for name in names:
         for value in WEIRD_QUERY_VALUES:
             response = await client.request(method, url, params={name: value}, headers=h)
