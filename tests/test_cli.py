@@ -37,6 +37,7 @@ from tests.support import (
     log_lines,
     password_files,
     postgres_fetch,
+    postgres_url,
     run_async,
     server_launcher,
     sqlite_rows,
@@ -321,7 +322,7 @@ def test_seed_demo_dates_follow_each_leads_life_through_copy_on_postgresql(
 ) -> None:
     """PostgreSQL takes the COPY path, which draws the same dates a column at a time."""
     with throwaway_database_sync("crm_seed") as name:
-        url = make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+        url = postgres_url(name)
         result = run_cli("seed-demo", "--leads", "500", cwd=tmp_path, env=cli_env(DATABASE_URL=url))
         finished = datetime.now(UTC)
         assert result.returncode == 0, describe(result)
@@ -523,7 +524,7 @@ def test_production_with_postgresql_will_not_write_a_password_into_the_working_f
     tmp_path: Path,
 ) -> None:
     with throwaway_database_sync("crm_prod") as name:
-        url = make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+        url = postgres_url(name)
         env = cli_env(APP_ENV="production", SECRET_KEY=PRODUCTION_KEY, DATABASE_URL=url)
         # Were it to serve instead of refusing, the timeout would end it (failing the test).
         result = run_cli(
@@ -548,7 +549,7 @@ def test_production_with_postgresql_writes_the_password_where_admin_password_fil
     work = tmp_path / "work"
     work.mkdir()
     with throwaway_database_sync("crm_prod") as name:
-        url = make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+        url = postgres_url(name)
         server = serve(
             work,
             APP_ENV="production",
