@@ -78,14 +78,21 @@ class Settings(BaseSettings):
     app_env: AppEnv = AppEnv.DEVELOPMENT
     database_url: str = "sqlite+aiosqlite:///./crm.db"
 
-    # PostgreSQL pool, per app process (each worker has its own pool).
+    # PostgreSQL pools, per app process (each worker has its own): SQLAlchemy's, for writes and
+    # everything else, and the read pool (raw asyncpg) for the hot reads (app/services/README.md).
+    # Overflow 0: steady load opens no new connections (README: sizing the pools).
     db_pool_size: int = Field(default=10, ge=1, le=200)
-    db_max_overflow: int = Field(default=5, ge=0, le=200)
+    db_max_overflow: int = Field(default=0, ge=0, le=200)
+    db_read_pool_size: int = Field(default=10, ge=1, le=200)
     db_pool_recycle_seconds: int = Field(default=1800, ge=30)
     db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
     # PostgreSQL cancels any statement (lock waits included) running longer than this; the
-    # request then gets 503 instead of holding a connection indefinitely. 0 turns it off.
+    # request then gets 503 instead of holding a connection indefinitely. 0 turns it off. The
+    # app also stops waiting on its own this long plus DB_CLIENT_TIMEOUT_MARGIN_MS after it
+    # sent a statement (or began connecting), for a database that stops answering altogether.
     db_statement_timeout_ms: int = Field(default=15000, ge=0)
+    db_client_timeout_margin_ms: int = Field(default=2000, ge=0)
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     # SQLite waits this long for the write lock before giving up.
     sqlite_busy_timeout_ms: int = Field(default=15000, ge=0)
 
@@ -115,6 +122,18 @@ class Settings(BaseSettings):
     # json (default): one JSON object per line, for log shippers; text: readable lines for a
     # developer's terminal.
     log_format: LogFormat = LogFormat.JSON
+    # The HTTP server defends itself against clients that hold connections open (app/server.py):
+    # request headers must be complete, and a body must keep arriving, within these times;
+    # an idle keep-alive connection is closed after KEEP_ALIVE_SECONDS; a worker holds at most
+    # MAX_CONNECTIONS_PER_WORKER connections and refuses new ones beyond that at once.
+    request_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    request_body_timeout_seconds: float = Field(default=10.0, gt=0)
+    keep_alive_seconds: float = Field(default=5.0, gt=0)
+    max_connections_per_worker: int = Field(default=1000, ge=1)
+    # A fault of one kind (database unreachable, timeout...) is logged once per this interval,
+    # with how often it happened, instead of once per request.
+    fault_log_interval_seconds: float = Field(default=10.0, gt=0)
+
     # On SIGTERM the server stops accepting connections, lets the requests in flight finish for
     # up to this long (then cancels them), and closes the database pool.
     shutdown_grace_seconds: int = Field(default=30, ge=0, le=3600)
