@@ -85,6 +85,27 @@ def tree_peak_rss_mb(root: int) -> float:
     return max(peaks, default=0.0)
 
 
+def tree_peak_rss_total_mb(root: int) -> float:
+    """The peak resident sizes (VmHWM) of the tree's living processes added up: the most the
+    whole server can have held at once (exactly that for a single process)."""
+    return sum(memory[1] for pid in process_tree(root) if (memory := memory_mb(pid)))
+
+
+def tree_maps(root: int, needles: tuple[str, ...]) -> dict[str, bool]:
+    """Which of `needles` some process of the tree has mapped (a path fragment of a shared
+    library: `uvloop/loop`, `httptools/parser`): what the server really runs on, whatever its
+    command line says."""
+    found = dict.fromkeys(needles, False)
+    for pid in process_tree(root):
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            continue
+        for needle in needles:
+            found[needle] = found[needle] or needle in maps
+    return found
+
+
 def postmaster_of(backend_pid: int) -> int | None:
     """The PostgreSQL postmaster, from one of its backends (`SELECT pg_backend_pid()`); None
     when the database does not run on this machine."""
