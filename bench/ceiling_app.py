@@ -14,7 +14,8 @@ to the floor's, show how much of the ratio target each layer leaves:
 Run it beside the floor and drive both with the benchmark's request list:
 
     DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/crm_bench \\
-        uvicorn bench.ceiling_app:app --port 8112 --log-level warning
+        uvicorn bench.ceiling_app:app --loop uvloop --http httptools --port 8112 \\
+        --log-level warning
     sed 's#/api/v1#/session#' bench/results/requests-detail-superuser.tsv > /tmp/ceiling.tsv
     wrk -t2 -c32 -d8s -s bench/wrk_requests.lua http://127.0.0.1:8112 -- /tmp/ceiling.tsv
 

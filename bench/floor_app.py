@@ -4,11 +4,15 @@ them, to measure the API against on the same machine, database and load.
 Starlette + an asyncpg pool + orjson, no auth, no ORM, no validation; the SQL comes from
 `bench/queries.py` (the same SQL as the API, count included). `bench/run.py` starts it with
 
-    FLOOR_DATABASE_URL=postgresql://... uvicorn bench.floor_app:app --port P --workers 1
+    FLOOR_DATABASE_URL=postgresql://... uvicorn bench.floor_app:app --loop uvloop \\
+        --http httptools --port P --workers 1
+
+(uvloop and httptools, like the API and the peer: issue 12.)
 
 Settings (environment): FLOOR_DATABASE_URL (required), FLOOR_POOL_SIZE (connections, default
-15 = the app's default pool of 10 + 5 overflow), FLOOR_COUNT_CAP (count at most this many
-matching rows, as issue 5's capped `total`; empty or 0 = exact counts).
+20 = what one app worker may hold by default: DB_POOL_SIZE 10 + DB_MAX_OVERFLOW 0 +
+DB_READ_POOL_SIZE 10), FLOOR_COUNT_CAP (count at most this many matching rows, as issue 5's
+capped `total`; empty or 0 = exact counts).
 
 Routes (the API's, minus the /api/v1 prefix):
     GET /leads?status=NEW&limit=50&...&scope=AGENT_ID   (scope: the agent filter the API adds)
@@ -62,7 +66,7 @@ COUNT_CAP = _count_cap()
 
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    size = int(os.environ.get("FLOOR_POOL_SIZE", "15"))
+    size = int(os.environ.get("FLOOR_POOL_SIZE", "20"))
     app.state.pool = await asyncpg.create_pool(
         os.environ["FLOOR_DATABASE_URL"], min_size=size, max_size=size
     )
