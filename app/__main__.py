@@ -97,6 +97,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # On SIGTERM: stop accepting, let the requests in flight finish for this long, then
         # cancel them; the app's lifespan closes the database pool after that.
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        loop="uvloop",
+        # httptools, with the header and body timeouts and the connection cap (app/server.py).
+        http="app.server:GuardedHttpToolsProtocol",
+        timeout_keep_alive=settings.keep_alive_seconds,  # typed int by uvicorn; a float works
     )
     return 0
 

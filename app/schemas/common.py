@@ -232,6 +232,7 @@ CODE_BY_STATUS = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",  # written by the server itself (app/server.py)
     409: "conflict",
     413: "request_too_large",
     415: "unsupported_media_type",

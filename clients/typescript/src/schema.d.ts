@@ -428,7 +428,7 @@ export interface components {
              * @description A stable snake_case code for programs.
              * @enum {string}
              */
-            code: "bad_request" | "conflict" | "database_error" | "database_unavailable" | "duplicate" | "inactive_user" | "internal_error" | "lead_not_found" | "method_not_allowed" | "not_acceptable" | "not_authenticated" | "not_found" | "permission_denied" | "request_too_large" | "service_unavailable" | "too_many_attempts" | "too_many_requests" | "unsupported_media_type" | "user_not_found" | "validation_error";
+            code: "bad_request" | "conflict" | "database_error" | "database_unavailable" | "duplicate" | "inactive_user" | "internal_error" | "lead_not_found" | "method_not_allowed" | "not_acceptable" | "not_authenticated" | "not_found" | "permission_denied" | "request_timeout" | "request_too_large" | "service_unavailable" | "too_many_attempts" | "too_many_requests" | "unsupported_media_type" | "user_not_found" | "validation_error";
             /**
              * Errors
              * @description Each invalid field (validation errors only).
