@@ -1,6 +1,7 @@
 """`python -m app`: migrate, make sure there is a superuser, and serve.
 
 python -m app [--host H] [--port P] [--workers N] [--reload]
+              [--[no-]proxy-headers] [--forwarded-allow-ips IPS] [--root-path PATH]
 python -m app migrate
 python -m app create-user EMAIL [--superuser] [--full-name NAME]   (password: prompt or stdin)
 python -m app seed-demo --leads N [--agents K] [--force]   (--force: under APP_ENV=production)
@@ -50,6 +51,23 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
+    # Behind a reverse proxy (README: behind a reverse proxy); uvicorn's own options, passed on.
+    parser.add_argument(
+        "--proxy-headers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="take the client address and scheme from X-Forwarded-For/-Proto when the peer is "
+        "a trusted proxy (default: on)",
+    )
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        help="comma-separated proxy addresses (or networks) trusted for X-Forwarded-*, '*' for "
+        "any (default: $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1)",
+    )
+    parser.add_argument(
+        "--root-path", default="", help="the path prefix the proxy serves the app under"
+    )
     parser.set_defaults(handler=_serve)
     commands = parser.add_subparsers(title="commands")
 
@@ -101,6 +119,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # httptools, with the header and body timeouts and the connection cap (app/server.py).
         http="app.server:GuardedHttpToolsProtocol",
         timeout_keep_alive=settings.keep_alive_seconds,  # typed int by uvicorn; a float works
+        proxy_headers=args.proxy_headers,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        root_path=args.root_path,
     )
     return 0
 
