@@ -149,12 +149,15 @@ def alembic_config(url: str | None = None) -> AlembicConfig:
 @dataclass(frozen=True)
 class MigrationReport:
     """What `upgrade_database` did: the revision before (None: an empty database) and after,
-    the revisions applied in order, as (id, description), and the scripts' head."""
+    the revisions applied in order, as (id, description), and the scripts' head. `ran` is
+    False when the database was already at the revision asked for, so Alembic was not started
+    at all."""
 
     before: str | None
     after: str | None
     applied: tuple[tuple[str, str], ...]
     head: str | None
+    ran: bool = True
 
 
 async def upgrade_database(engine: AsyncEngine, revision: str = "head") -> MigrationReport:
@@ -162,19 +165,24 @@ async def upgrade_database(engine: AsyncEngine, revision: str = "head") -> Migra
 
     Alembic's command API is synchronous and its env.py runs its own event loop with its own
     engine (on SQLite without foreign-key enforcement, which table rebuilds need), so it runs in
-    a worker thread. Alembic's own log lines are not the report (they are silenced at INFO, see
+    a worker thread. That costs seconds (4-7 s on a restart), so a database already at the
+    revision asked for is left alone: its revision is read first, and compared with the
+    scripts'. Alembic's own log lines are not the report (they are silenced at INFO, see
     app/logging_config.py): the revisions are read before and after instead."""
     url = engine.url.render_as_string(hide_password=False)
     config = alembic_config(url)
+    script = ScriptDirectory.from_config(config)
+    head = script.get_current_head()
     before = await current_revision(engine)
+    if before is not None and before == (head if revision == "head" else revision):
+        return MigrationReport(before, before, (), head, ran=False)
     await asyncio.to_thread(command.upgrade, config, revision)
     after = await current_revision(engine)
-    script = ScriptDirectory.from_config(config)
     applied: tuple[tuple[str, str], ...] = ()
     if after is not None and after != before:
         steps = reversed(list(script.iterate_revisions(after, before)))
         applied = tuple((step.revision, step.doc) for step in steps)
-    return MigrationReport(before, after, applied, script.get_current_head())
+    return MigrationReport(before, after, applied, head)
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

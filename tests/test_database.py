@@ -1,16 +1,28 @@
-"""How each kind of database is set up: the pragmas, the pool, the testing database."""
+"""How each kind of database is set up: the pragmas, the pool, the testing database, and
+migrating at start-up."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import AppEnv, Settings
-from app.database import create_engine, create_session_factory, is_memory_sqlite
+from app.database import (
+    MigrationReport,
+    alembic_config,
+    create_engine,
+    create_session_factory,
+    is_memory_sqlite,
+    upgrade_database,
+)
 from tests.helpers import ON_POSTGRES, TEST_DATABASE_URL, postgres_only
+from tests.support import postgres_url, throwaway_database
 
 
 async def pragma(engine: AsyncEngine, name: str) -> object:
@@ -89,6 +101,49 @@ def test_postgres_engine_has_a_sized_pool_with_pre_ping_and_recycle() -> None:
     assert pool._max_overflow == 3  # no public accessor
     assert pool._pre_ping is True
     assert pool._recycle == 600
+
+
+async def test_starting_on_a_database_already_at_head_does_not_run_alembic(
+    tmp_path: Path,
+) -> None:
+    async with migratable_database(tmp_path) as url:
+        engine = create_engine(url, Settings(_env_file=None))
+        try:
+            first = await upgrade_database(engine)
+            second = await upgrade_database(engine)
+        finally:
+            await engine.dispose()
+
+    assert first.ran and first.before is None and first.after == first.head
+    assert [revision for revision, _ in first.applied][-1] == first.head
+    assert second == MigrationReport(first.head, first.head, (), first.head, ran=False)
+
+
+async def test_a_database_behind_head_is_still_migrated(tmp_path: Path) -> None:
+    async with migratable_database(tmp_path) as url:
+        engine = create_engine(url, Settings(_env_file=None))
+        try:
+            script = ScriptDirectory.from_config(alembic_config())
+            previous = script.get_revision(script.get_current_head()).down_revision
+            await upgrade_database(engine, previous)
+            report = await upgrade_database(engine)
+        finally:
+            await engine.dispose()
+
+    assert report.ran
+    assert report.before == previous
+    assert report.applied == ((report.head, script.get_revision(report.head).doc),)
+
+
+@contextlib.asynccontextmanager
+async def migratable_database(tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database of the kind the run is on: a throw-away one on the PostgreSQL server,
+    or a SQLite file."""
+    if not ON_POSTGRES:
+        yield f"sqlite+aiosqlite:///{tmp_path}/crm.db"
+        return
+    async with throwaway_database("crm_migrate") as name:
+        yield postgres_url(name)
 
 
 @pytest.mark.skipif(ON_POSTGRES, reason="checks the SQLite default only")
