@@ -4,16 +4,21 @@
   a busy timeout so concurrent writers queue instead of failing with "database is locked".
 - In-memory SQLite (testing): one shared connection (StaticPool), so every session sees the same
   database for as long as the engine lives.
-- PostgreSQL (production): a sized pool per process, pre-ping so a restarted database does not
-  cost failed requests (a free `is_closed()` check instead was tried and raced with the
-  server's termination message), recycling so long-lived connections do not go stale, and a
-  statement timeout so no request can hold a connection for ever.
+- PostgreSQL (production): a sized pool per process, recycling so long-lived connections do
+  not go stale, a statement timeout so no request can hold a connection for ever, and limits
+  of the app's own on every wait (`asyncpg_connect_options`), so that a database that stops
+  answering altogether (a network black hole) costs a 503, not a hung request. There is no
+  pre-ping (a round trip per checkout): a checkout skips a connection the driver already knows
+  is closed, for free, and `@transactional` runs a call once more when its connection turns out
+  dead before it did anything (`is_stale_connection_error`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
+import select
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,6 +31,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -35,6 +41,9 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import StaticPool
 
 from app.config import Settings, get_settings, normalize_database_url
+from app.services.faults import FaultKind, fault_kind
+
+logger = logging.getLogger(__name__)
 
 
 def is_memory_sqlite(url: str) -> bool:
@@ -58,26 +67,19 @@ def create_engine(url: str | None = None, settings: Settings | None = None) -> A
     elif backend == "postgresql":
         kwargs.update(
             pool_size=settings.db_pool_size,
-            pool_pre_ping=True,
             max_overflow=settings.db_max_overflow,
             pool_recycle=settings.db_pool_recycle_seconds,
             pool_timeout=settings.db_pool_timeout_seconds,
-            connect_args={
-                "server_settings": {
-                    "statement_timeout": str(settings.db_statement_timeout_ms),
-                    # asyncpg prepares every statement; after five runs PostgreSQL may switch
-                    # to a generic plan made without the parameter values, which for skewed
-                    # filters (one agent, a score range) was 5x slower than planning afresh.
-                    "plan_cache_mode": "force_custom_plan",
-                }
-            },
+            connect_args=asyncpg_connect_options(settings),
         )
 
-    # A database error's text is logged (app/services/base.py); without this it would carry the
-    # statement's parameters: note text, emails, password hashes.
+    # A database error's text is logged (app/services/faults.py); without this it would carry
+    # the statement's parameters: note text, emails, password hashes.
     engine = create_async_engine(url, hide_parameters=True, **kwargs)
     if backend == "sqlite":
         _configure_sqlite(engine, settings, memory=is_memory_sqlite(url))
+    elif backend == "postgresql":
+        _configure_postgresql(engine)
     return engine
 
 
@@ -228,3 +230,161 @@ async def startup_lock(engine: AsyncEngine) -> AsyncIterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         return
     yield
+
+
+# --- PostgreSQL: the app's own limits on every wait ------------------------------------------
+
+
+def client_timeout_seconds(settings: Settings) -> float | None:
+    """How long the app waits for the answer to any one statement: the server's statement
+    timeout plus DB_CLIENT_TIMEOUT_MARGIN_MS, so that when the server is alive its own cancel
+    (a clean 503 that keeps the connection) comes first, and the app's limit only cuts off a
+    server or network that stopped answering. None when the statement timeout is off (0):
+    statements may then run as long as they like, and the app does not cut them short either
+    (nor, then, a black hole: README, Faults)."""
+    if settings.db_statement_timeout_ms <= 0:
+        return None
+    return (settings.db_statement_timeout_ms + settings.db_client_timeout_margin_ms) / 1000
+
+
+def asyncpg_connect_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for `asyncpg.connect` and `asyncpg.create_pool`: the same for every
+    PostgreSQL connection the app opens, SQLAlchemy's pool (`connect_args`) and the raw ones.
+
+    - `server_settings`: the statement timeout, and custom plans: asyncpg prepares every
+      statement, and after five runs PostgreSQL may switch to a generic plan made without the
+      parameter values, which for skewed filters (one agent, a score range) was 5x slower than
+      planning afresh.
+    - `command_timeout`: the client's limit on every statement (`client_timeout_seconds`);
+      asyncpg raises TimeoutError when it runs out.
+    - `timeout`: the limit on opening a connection (DB_CONNECT_TIMEOUT_SECONDS), the TCP
+      connect and the start-up exchange together.
+    """
+    return {
+        "server_settings": {
+            "statement_timeout": str(settings.db_statement_timeout_ms),
+            "plan_cache_mode": "force_custom_plan",
+        },
+        "command_timeout": client_timeout_seconds(settings),
+        "timeout": settings.db_connect_timeout_seconds,
+    }
+
+
+STALE_CONNECTION = "crm_stale_connection"  # set on an error raised by a connection's first use
+_USED = "crm_used"  # in a pooled connection's info: a statement succeeded since its checkout
+
+
+def is_stale_connection_error(exc: BaseException) -> bool:
+    """Whether `exc` is a connection turning out dead before it ran anything since it left the
+    pool (it died while pooled: a restarted database, a killed idle backend). Nothing it was
+    asked to do can have happened, so the work may simply be done again on a new connection.
+    A connection lost in the middle of the work is not stale: a statement may have been killed
+    on purpose, and running it again would undo that."""
+    return bool(getattr(exc, STALE_CONNECTION, False))
+
+
+def _configure_postgresql(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        # A few microseconds, unlike a pre-ping's round trip; the pool opens a new connection
+        # in place of one found closed.
+        if _closed_by_server(dbapi_connection.driver_connection):
+            raise DisconnectionError("the connection was closed while it was pooled")
+        record.info[_USED] = False
+
+    @event.listens_for(engine.sync_engine, "after_cursor_execute")
+    def _on_executed(conn: Any, *_: Any) -> None:
+        conn.info[_USED] = True
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: Any) -> None:
+        error = context.original_exception
+        connection = context.connection
+        if connection is None or connection.invalidated:
+            return
+        if isinstance(error, TimeoutError):
+            # The app's own limit ran out (asyncpg's command_timeout): the connection is in
+            # an unknown state, mid-statement, so it is closed at once (not after a polite
+            # close that would wait on the same silent network) and discarded. The other
+            # pooled connections may be fine: a slow statement is no dead server.
+            _terminate(connection)
+            context.is_disconnect = True
+            context.invalidate_pool_on_disconnect = False
+        elif fault_kind(error) is FaultKind.CONNECTION_LOST:
+            context.is_disconnect = True
+            if not connection.info.get(_USED, True):
+                raised = context.sqlalchemy_exception or error
+                setattr(raised, STALE_CONNECTION, True)
+
+
+def _closed_by_server(driver: Any) -> bool:
+    """Whether an idle pooled asyncpg connection is closed or being closed by the server (a
+    restart, pg_terminate_backend): asyncpg saw it close, or the socket holds input asyncpg has
+    not read yet. An idle connection is sent nothing but, at the end, its goodbye (a FATAL
+    message and the close); reading `is_closed()` alone raced with that goodbye: asyncpg had
+    read the message, which leaves its protocol unusable, but not yet the close."""
+    if driver.is_closed():
+        return True
+    transport = getattr(driver, "_transport", None)  # asyncpg has no public accessor
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return False
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _terminate(connection: Any) -> None:
+    try:
+        connection.connection.driver_connection.terminate()
+    except Exception:  # already gone: SQLAlchemy discards it all the same
+        logger.debug("could not terminate a timed-out connection", exc_info=True)
+
+
+# --- readiness ---------------------------------------------------------------------------------
+
+# What SQLAlchemy's asyncpg dialect reads from a URL for itself, not for asyncpg.connect.
+_DIALECT_ONLY_ARGS = frozenset({"prepared_statement_cache_size", "prepared_statement_name_func"})
+
+
+async def check_database(engine: AsyncEngine, settings: Settings) -> None:
+    """Run `SELECT 1`, raising what the database raised; the caller bounds it in time.
+
+    On PostgreSQL it never queues for the app's pool, where a busy app would keep it waiting
+    for DB_POOL_TIMEOUT_SECONDS and then call a healthy database unreachable: it borrows an idle
+    pooled connection when there is one, and otherwise opens a connection of its own, used once
+    and closed (the pool is busy, or not yet filled). A pooled connection that fails is never
+    handed back: its state is unknown."""
+    if engine.dialect.name != "postgresql":
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+        return
+    if engine.sync_engine.pool.checkedin() > 0:  # type: ignore[attr-defined]
+        await _select_one_pooled(engine)
+    else:
+        await _select_one_alone(engine, settings)
+
+
+async def _select_one_pooled(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        try:
+            await driver.fetchval("SELECT 1")
+        except BaseException:
+            driver.terminate()
+            await conn.invalidate()
+            raise
+
+
+async def _select_one_alone(engine: AsyncEngine, settings: Settings) -> None:
+    import asyncpg
+
+    _, params = engine.dialect.create_connect_args(engine.url)
+    params = {key: value for key, value in params.items() if key not in _DIALECT_ONLY_ARGS}
+    connection = await asyncpg.connect(**params, **asyncpg_connect_options(settings))
+    try:
+        await connection.fetchval("SELECT 1")
+        await connection.close()
+    except BaseException:
+        connection.terminate()
+        raise

@@ -372,3 +372,155 @@ def established_sockets(pid: int, port: int, *, remote: bool) -> int:
                 ):
                     count += 1
     return count
+
+
+def established_local_ports(ports: set[int]) -> set[int]:
+    """Which of these local TCP ports have an established connection (Linux /proc). A client's
+    socket leaves ESTABLISHED as soon as the server's close reaches it."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as handle:
+            next(handle)
+            for line in handle:
+                fields = line.split()
+                port = int(fields[1].rsplit(":", 1)[1], 16)
+                if port in ports and fields[3] == "01":
+                    found.add(port)
+    return found
+
+
+# --- a network between the app and PostgreSQL that can fail ------------------------------------
+
+
+class DatabaseProxy:
+    """A TCP proxy in front of the test PostgreSQL server, run on the test's event loop, that
+    can fail the way networks do:
+
+    - `black_hole()`: every connection stays open but nothing passes either way (what is sent
+      is dropped); new connections are accepted and never forwarded, not even after `restore()`.
+    - `restore()`: connections open before the black hole pass data again.
+    - `drop_on_next_use()`: every connection open now is closed the moment the client next
+      sends anything, before it reaches the server: a connection that died while idle without
+      the client having heard of it yet.
+
+    `url(database)` is the app's URL of a database on the server, through the proxy.
+    """
+
+    def __init__(self) -> None:
+        target = make_url(TEST_DATABASE_URL)
+        self.target = (target.host or "127.0.0.1", target.port or 5432)
+        self.port = 0
+        self.holed = False
+        self.dropped = 0  # connections closed by `drop_on_next_use`
+        self._server: asyncio.Server | None = None
+        self._links: set[_ProxyLink] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> DatabaseProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def url(self, database: str) -> str:
+        url = make_url(TEST_DATABASE_URL).set(host="127.0.0.1", port=self.port, database=database)
+        return url.render_as_string(hide_password=False)
+
+    def black_hole(self) -> None:
+        self.holed = True
+
+    def restore(self) -> None:
+        self.holed = False
+
+    def drop_on_next_use(self) -> None:
+        for link in self._links:
+            link.doomed = True
+
+    @property
+    def open_connections(self) -> int:
+        return sum(1 for link in self._links if not link.closed)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for link in list(self._links):
+            link.close()  # which ends its tasks
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=STOP_DEADLINE_SECONDS)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        link = _ProxyLink(writer)
+        self._links.add(link)
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            if self.holed:  # accepted, never forwarded: read and drop until the client leaves
+                while await reader.read(65536):
+                    pass
+                return
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            link.upstream = up_writer
+            await asyncio.gather(
+                self._pump(link, reader, up_writer, from_client=True),
+                self._pump(link, up_reader, writer, from_client=False),
+            )
+        except (OSError, asyncio.CancelledError):
+            pass  # a task of the server's: how it ends is no one's business
+        finally:
+            link.close()
+            self._links.discard(link)
+            self._tasks.discard(task)
+
+    async def _pump(
+        self,
+        link: _ProxyLink,
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        *,
+        from_client: bool,
+    ) -> None:
+        try:
+            while data := await source.read(65536):
+                if from_client and link.doomed:
+                    self.dropped += 1
+                    break
+                if self.holed:
+                    continue
+                sink.write(data)
+                await sink.drain()
+        except OSError:
+            pass
+        finally:
+            link.close()
+
+
+class _ProxyLink:
+    """One client connection through the proxy and its connection to the server."""
+
+    def __init__(self, client: asyncio.StreamWriter) -> None:
+        self.client = client
+        self.upstream: asyncio.StreamWriter | None = None
+        self.doomed = False
+        self.closed = False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for writer in (self.client, self.upstream):
+            if writer is not None:
+                writer.transport.abort()
+
+
+@contextlib.asynccontextmanager
+async def database_proxy() -> AsyncIterator[DatabaseProxy]:
+    """A `DatabaseProxy`, listening until the block ends."""
+    proxy = await DatabaseProxy().start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()

@@ -1,9 +1,10 @@
-"""How each kind of database is set up: the pragmas, the pool, the testing database, and
-migrating at start-up."""
+"""How each kind of database is set up: the pragmas, the pool and its limits, the testing
+database, and migrating at start-up."""
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from app.config import AppEnv, Settings
 from app.database import (
     MigrationReport,
     alembic_config,
+    asyncpg_connect_options,
     create_engine,
     create_session_factory,
     is_memory_sqlite,
@@ -91,16 +93,76 @@ async def test_sqlite_lower_folds_accented_letters() -> None:
 
 
 @postgres_only
-def test_postgres_engine_has_a_sized_pool_with_pre_ping_and_recycle() -> None:
+def test_postgres_engine_has_a_sized_pool_with_recycle_and_no_pre_ping() -> None:
+    """No round trip per checkout: dead connections are skipped or retried instead
+    (tests/test_faults.py)."""
     settings = Settings(
-        _env_file=None, db_pool_size=7, db_max_overflow=3, db_pool_recycle_seconds=600
+        _env_file=None,
+        db_pool_size=7,
+        db_max_overflow=3,
+        db_pool_recycle_seconds=600,
+        db_pool_timeout_seconds=4,
     )
     engine = create_engine(TEST_DATABASE_URL, settings)
     pool = engine.sync_engine.pool
     assert pool.size() == 7
     assert pool._max_overflow == 3  # no public accessor
-    assert pool._pre_ping is True
+    assert pool._pre_ping is False
     assert pool._recycle == 600
+    assert pool.timeout() == 4
+
+
+def test_asyncpg_connections_get_the_statement_timeout_plus_margin_as_client_limit() -> None:
+    settings = Settings(
+        _env_file=None,
+        db_statement_timeout_ms=1200,
+        db_client_timeout_margin_ms=300,
+        db_connect_timeout_seconds=2.5,
+    )
+
+    assert asyncpg_connect_options(settings) == {
+        "server_settings": {"statement_timeout": "1200", "plan_cache_mode": "force_custom_plan"},
+        "command_timeout": 1.5,
+        "timeout": 2.5,
+    }
+
+
+def test_without_a_statement_timeout_the_client_sets_no_statement_limit_either() -> None:
+    """DB_STATEMENT_TIMEOUT_MS=0 lets statements run as long as they take; the app does not cut
+    them off on its own. Opening a connection stays bounded."""
+    settings = Settings(_env_file=None, db_statement_timeout_ms=0, db_connect_timeout_seconds=3)
+
+    options = asyncpg_connect_options(settings)
+
+    assert options["command_timeout"] is None
+    assert options["server_settings"]["statement_timeout"] == "0"
+    assert options["timeout"] == 3
+
+
+@postgres_only
+async def test_statement_outliving_the_client_limit_is_cut_off_and_its_connection_dropped() -> None:
+    """The app's own limit (statement timeout + margin) holds even where the server's does not
+    (here: switched off for the session, as a dead network would); the connection it gave up on
+    is discarded, and the next checkout gets a fresh one with the usual settings."""
+    settings = Settings(
+        _env_file=None, db_statement_timeout_ms=300, db_client_timeout_margin_ms=200
+    )
+    engine = create_engine(TEST_DATABASE_URL, settings)
+    try:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SET statement_timeout = 0")
+            pid = await conn.scalar(text("SELECT pg_backend_pid()"))
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await conn.exec_driver_sql("SELECT pg_sleep(5)")
+            elapsed = time.monotonic() - started
+            assert conn.invalidated
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("SELECT pg_backend_pid()")) != pid
+            assert await conn.scalar(text("SHOW statement_timeout")) == "300ms"
+    finally:
+        await engine.dispose()
+    assert 0.5 <= elapsed < 3.0, elapsed
 
 
 async def test_starting_on_a_database_already_at_head_does_not_run_alembic(

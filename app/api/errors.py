@@ -33,6 +33,7 @@ from app.services.exceptions import (
     UserNotFoundException,
     ValidationException,
 )
+from app.services.faults import record_fault
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +94,6 @@ async def _crm_exception(request: Request, exc: Exception) -> JSONResponse:
     errors = None
     if isinstance(exc, ValidationException):
         errors = [{"loc": _service_loc(request, e["loc"]), "msg": e["msg"]} for e in exc.errors]
-    if isinstance(exc, DatabaseException):
-        logger.warning("database unavailable: %r", exc.__cause__)
     return error_response(status_code, exc.message, exc.code, errors, headers)
 
 
@@ -160,8 +159,10 @@ def _template(path: str) -> re.Pattern[str]:
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """The database failed outside a service call (e.g. while checking the caller's token):
-    not the client's fault, and usually over in a moment."""
-    logger.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
+    not the client's fault, and usually over in a moment. Logged as every database fault is,
+    at most once per kind per interval (app/services/faults.py); a `DatabaseException` was
+    logged where it was raised."""
+    record_fault(exc, f"{request.method} {request.url.path}")
     return error_response(
         503, "The database is not available right now; please retry.", DATABASE_UNAVAILABLE
     )

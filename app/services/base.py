@@ -6,8 +6,15 @@ service's own exceptions, so callers only ever see `CRMException` subclasses.
 
 Deadlocks and serialization failures are not the caller's fault and usually vanish on a second
 try, so the whole method is run again, a bounded number of times, before giving up with a
-ConflictException. Because the method runs from the top each time, it must build everything it
-changes inside itself (never mutate the caller's input).
+ConflictException. A connection that turns out dead before it ran anything (it died while
+pooled: a restarted database, a killed idle backend; `app.database.is_stale_connection_error`)
+costs one more run on a new connection, reads and writes alike: nothing was sent, so nothing
+can have happened. That replaces pre-pinging every checkout. A failure while committing is
+never run again: whether the commit happened is unknown. Because the method runs from the top
+each time, it must build everything it changes inside itself (never mutate the caller's input).
+
+Database errors become `DatabaseException` (503) through `app.services.faults.database_fault`,
+the one place every path translates and logs them (once per kind per interval).
 """
 
 from __future__ import annotations
@@ -17,21 +24,22 @@ import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.database import is_stale_connection_error
 from app.models import FieldValidationError, User
 from app.models.validation import is_whole_number
 from app.services.exceptions import (
     ConflictException,
     CRMException,
-    DatabaseException,
     InactiveUserException,
     UserNotFoundException,
     ValidationException,
 )
+from app.services.faults import database_fault, reason
 
 logger = logging.getLogger(__name__)
 
@@ -46,49 +54,58 @@ RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 def transactional(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """The session is the method's first parameter, `db`; callers may pass it positionally or
     as `db=` (the reference design's examples do the latter)."""
+    where = method.__qualname__
 
     @functools.wraps(method)
     async def run(*args: P.args, **kwargs: P.kwargs) -> R:
         db, args = _session_argument(method, args, kwargs)
-        for attempt in range(1, RETRY_ATTEMPTS + 1):
+        collisions = 0
+        reconnected = False
+        while True:
+            committing = False
             try:
                 result = await method(db, *args, **kwargs)
+                committing = True
                 await db.commit()
                 return result
-            except CRMException:
+            except BaseException as exc:
                 await _rollback(db)
-                raise
-            except FieldValidationError as exc:
-                await _rollback(db)
-                raise ValidationException.of_fields([exc]) from exc
-            except IntegrityError as exc:
-                await _rollback(db)
-                raise ConflictException(
-                    "The change conflicts with the data already stored (a referenced row is "
-                    "gone or a unique value is taken)."
-                ) from exc
-            except DBAPIError as exc:
-                await _rollback(db)
-                if not is_retryable(exc):
-                    logger.warning("database error in %s: %s", method.__qualname__, exc)
-                    raise DatabaseException("The database could not complete the request.") from exc
-                if attempt == RETRY_ATTEMPTS:
+                if not committing and not reconnected and is_stale_connection_error(exc):
+                    reconnected = True
+                    logger.info("running %s again on a new connection: %s", where, reason(exc))
+                    continue
+                if isinstance(exc, DBAPIError) and is_retryable(exc):
+                    collisions += 1
+                    if collisions < RETRY_ATTEMPTS:
+                        logger.info("retrying %s after %s", where, sqlstate(exc))
+                        await asyncio.sleep(random.uniform(0.005, 0.02) * 2**collisions)
+                        continue
                     raise ConflictException(
                         "Other changes to the same records kept colliding with this one; "
                         "please try again."
                     ) from exc
-                logger.info("retrying %s after %s", method.__qualname__, sqlstate(exc))
-                await asyncio.sleep(random.uniform(0.005, 0.02) * 2**attempt)
-            except SQLAlchemyError as exc:
-                await _rollback(db)
-                logger.warning("database error in %s: %s", method.__qualname__, exc)
-                raise DatabaseException("The database could not complete the request.") from exc
-            except BaseException:
-                await _rollback(db)
-                raise
-        raise AssertionError("unreachable")
+                _raise_translated(exc, where)
 
     return run
+
+
+def _raise_translated(exc: BaseException, where: str) -> NoReturn:
+    """Raise what the caller sees in place of `exc`: only `CRMException`s, except for what is
+    no error of the call's (cancellation) and bugs, which pass through as they are."""
+    if isinstance(exc, CRMException):
+        raise exc
+    if isinstance(exc, FieldValidationError):
+        raise ValidationException.of_fields([exc]) from exc
+    if isinstance(exc, IntegrityError):
+        raise ConflictException(
+            "The change conflicts with the data already stored (a referenced row is "
+            "gone or a unique value is taken)."
+        ) from exc
+    if isinstance(exc, SQLAlchemyError):
+        raise database_fault(exc, where) from exc
+    # The rest, the driver's OSError (refused, unresolvable, the app's own time limit) among
+    # them, reaches app/api/errors.py as it is: 503 `database_unavailable`, logged there.
+    raise exc
 
 
 def _session_argument(
