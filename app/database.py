@@ -288,7 +288,7 @@ def _configure_postgresql(engine: AsyncEngine) -> None:
     def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         # A few microseconds, unlike a pre-ping's round trip; the pool opens a new connection
         # in place of one found closed.
-        if _closed_by_server(dbapi_connection.driver_connection):
+        if closed_by_server(dbapi_connection.driver_connection):
             raise DisconnectionError("the connection was closed while it was pooled")
         record.info[_USED] = False
 
@@ -317,12 +317,14 @@ def _configure_postgresql(engine: AsyncEngine) -> None:
                 setattr(raised, STALE_CONNECTION, True)
 
 
-def _closed_by_server(driver: Any) -> bool:
-    """Whether an idle pooled asyncpg connection is closed or being closed by the server (a
-    restart, pg_terminate_backend): asyncpg saw it close, or the socket holds input asyncpg has
-    not read yet. An idle connection is sent nothing but, at the end, its goodbye (a FATAL
-    message and the close); reading `is_closed()` alone raced with that goodbye: asyncpg had
-    read the message, which leaves its protocol unusable, but not yet the close."""
+def closed_by_server(driver: Any) -> bool:
+    """Whether an idle asyncpg connection (pooled, about to be lent) is closed or being closed
+    by the server (a restart, pg_terminate_backend): asyncpg saw it close, or the socket holds
+    input asyncpg has not read yet. An idle connection is sent nothing but, at the end, its
+    goodbye (a FATAL message and the close); reading `is_closed()` alone raced with that
+    goodbye: asyncpg had read the message, which leaves its protocol unusable, but not yet the
+    close. A few microseconds (one poll), where a pre-ping costs a round trip. Any pool of
+    asyncpg connections can use it when it lends one."""
     if driver.is_closed():
         return True
     transport = getattr(driver, "_transport", None)  # asyncpg has no public accessor
