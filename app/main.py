@@ -31,6 +31,7 @@ from app.api.routes import api_router
 from app.api.routes.health import router as health_router
 from app.bootstrap import resolve_secret_key
 from app.database import create_engine, create_session_factory
+from app.services.reader import engine_reader, read_pool_for
 
 DOCS_ASSETS = "/docs-assets"
 OPENAPI_URL = "/openapi.json"
@@ -52,12 +53,16 @@ def create_app(*, engine: AsyncEngine | None = None) -> FastAPI:
         app.state.engine = engine or create_engine(settings=settings)
         app.state.session_factory = create_session_factory(app.state.engine)
         app.state.read_session_factory = create_session_factory(app.state.engine, read_only=True)
+        read_pool = read_pool_for(app.state.engine, settings) if own_engine else None
+        app.state.reader = engine_reader(app.state.engine, read_pool, settings)
         _settle_garbage_collector()
         try:
             yield
         finally:
             if own_engine:
                 # Runs after the server has let the requests in flight finish (SIGTERM).
+                if read_pool is not None:
+                    await read_pool.close()
                 await app.state.engine.dispose()
                 logger.info("shutdown complete: database pool closed")
 
@@ -75,6 +80,7 @@ def create_app(*, engine: AsyncEngine | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.session_factory = create_session_factory(engine)
         app.state.read_session_factory = create_session_factory(engine, read_only=True)
+        app.state.reader = engine_reader(engine, None, settings)
 
     app.state.query_names = {}  # app/api/deps.py: each operation's query parameters
     install_error_handlers(app)

@@ -227,7 +227,11 @@ def auth_headers(settings: Settings) -> Callable[[User], dict[str, str]]:
     """`auth_headers(user)`: an Authorization header with a fresh token for the user."""
 
     def headers(user: User) -> dict[str, str]:
-        token, _ = create_access_token(inspect(user).identity[0], settings)
+        # As login issues them: with the superuser hint (app/services/security.py).
+        state = inspect(user)
+        token, _ = create_access_token(
+            state.identity[0], settings, superuser=state.dict.get("is_superuser")
+        )
         return {"Authorization": f"Bearer {token}"}
 
     return headers

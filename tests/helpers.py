@@ -4,6 +4,7 @@ tests/conftest.py, which builds on this module too (no test module imports conft
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,17 +13,18 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 from pydantic import SecretStr
-from sqlalchemy import inspect, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy import event, inspect, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from app.api.deps import get_session
+from app.api.deps import get_reader, get_session
 from app.config import Settings, normalize_database_url
 from app.main import create_app
 from app.models import Lead, User
+from app.services.reader import Reader, session_reader
 
 TEST_DATABASE_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", "").strip())
 ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
@@ -85,7 +87,14 @@ def app_in_session(engine: AsyncEngine, db: AsyncSession) -> FastAPI:
     async def test_session() -> AsyncIterator[AsyncSession]:
         yield db
 
+    reader = session_reader(db)  # on PostgreSQL still the compiled asyncpg road (reader.py)
+
+    async def test_reader(request: Request) -> Reader:
+        request.state.reader = reader
+        return reader
+
     application.dependency_overrides[get_session] = test_session
+    application.dependency_overrides[get_reader] = test_reader
     return application
 
 
@@ -95,3 +104,36 @@ async def client_of(app: FastAPI, **transport: Any) -> AsyncIterator[httpx.Async
     asgi = httpx.ASGITransport(app=app, **transport)
     async with httpx.AsyncClient(transport=asgi, base_url="http://testserver") as c:
         yield c
+
+
+@contextlib.asynccontextmanager
+async def sql_statements(db: AsyncSession) -> AsyncIterator[list[str]]:
+    """Record every SQL statement sent to the database while the block runs.
+
+    The fixture binds the session to an Engine (SQLite) or to one Connection (PostgreSQL);
+    listening on that sync Connection, or on the Engine, sees every cursor execution. On
+    PostgreSQL the hot reads bypass SQLAlchemy's execution (app/services/reader.py) and run on
+    the connection's asyncpg driver connection, whose query logger sees them (it does not see
+    SQLAlchemy's prepared statements, so nothing is counted twice)."""
+    bind = db.bind
+    target: Any = bind.sync_connection if isinstance(bind, AsyncConnection) else bind.sync_engine
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    def logged(query: Any) -> None:
+        statements.append(query.query)
+
+    driver = None
+    if isinstance(bind, AsyncConnection) and bind.dialect.driver == "asyncpg":
+        driver = bind.sync_connection.connection.driver_connection
+        driver.add_query_logger(logged)
+    event.listen(target, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(target, "before_cursor_execute", record)
+        if driver is not None:
+            await asyncio.sleep(0)  # asyncpg hands each query to its loggers with call_soon
+            driver.remove_query_logger(logged)

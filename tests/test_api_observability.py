@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 from app.logging_config import JsonFormatter
 from app.models import User
-from app.services import LeadService
+from app.services.lead_reads import LeadReads
 from tests.helpers import client_of, uid
 from tests.support import READY_DEADLINE_SECONDS, Server, log_lines, server_launcher
 
@@ -262,7 +262,7 @@ def broken_statistics(monkeypatch: pytest.MonkeyPatch) -> None:
     async def fail(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("internal detail: dsn postgres://crm:hunter2@db/crm")
 
-    monkeypatch.setattr(LeadService, "get_lead_statistics", staticmethod(fail))
+    monkeypatch.setattr(LeadReads, "statistics", staticmethod(fail))
 
 
 @pytest.fixture

@@ -1112,3 +1112,42 @@ def test_two_workers_serve_postgres_correctly(
     assert {lead["id"] for lead in listed.json()["items"]} >= set(created)
     assert [code for code in statuses if code >= 500] == []
     assert "Traceback" not in server.output(), server.output()
+
+
+@postgres_only
+def test_a_served_apps_read_pool_survives_its_connections_being_killed_while_idle(
+    fresh_pg_database: str, tmp_path: Path, launch: Callable[..., Server]
+) -> None:
+    """The served app's hot reads run on its own asyncpg pool (app/services/reader.py), not
+    on SQLAlchemy's: after every connection of the app was terminated while idle, the next
+    reads of a lead, a page and the statistics all succeed, on fresh connections."""
+    admin = f"pool-{secrets.token_hex(4)}@faults.example.com"
+    password = "read-pool-" + secrets.token_hex(8)
+    server = launch(
+        tmp_path,
+        DATABASE_URL=postgres_url(fresh_pg_database),
+        SECRET_KEY=SECRET,
+        ADMIN_EMAIL=admin,
+        ADMIN_PASSWORD=password,
+    )
+    wait_ready(server)
+    with server.client() as client:
+        login = client.post("/api/v1/auth/token", data={"username": admin, "password": password})
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        body = {"first_name": "Pool", "last_name": "Survivor", "email": "pool@acme.io"}
+        lead = client.post("/api/v1/leads", headers=headers, json=body).json()
+        paths = [f"/api/v1/leads/{lead['id']}", "/api/v1/leads", "/api/v1/leads/statistics"]
+        for path in paths:  # the read pool holds a connection now
+            assert client.get(path, headers=headers).status_code == 200
+
+        async def kill_all() -> list[int]:
+            observer = await asyncpg.connect(postgres_dsn(fresh_pg_database))
+            try:
+                spare = [observer.get_server_pid()]
+                return await terminate_app_backends(observer, fresh_pg_database, spare)
+            finally:
+                await observer.close()
+
+        assert run_async(kill_all)
+        reads = [client.get(path, headers=headers) for path in paths for _ in range(3)]
+    assert [r.status_code for r in reads] == [200] * len(reads), [r.text for r in reads]

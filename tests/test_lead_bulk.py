@@ -4,14 +4,12 @@ SQL statements whatever the number of ids."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Lead, LeadSource, LeadStatus, User
 from app.services import LeadService
@@ -23,7 +21,7 @@ from app.services.exceptions import (
     UserNotFoundException,
     ValidationException,
 )
-from tests.helpers import LeadFactory, stamp
+from tests.helpers import LeadFactory, sql_statements, stamp
 
 # ------------------------------------------------------------------------------------ helpers
 
@@ -86,26 +84,6 @@ async def insert_leads(
     )
     await db.commit()  # leave no transaction open, as a caller between requests would
     return ids
-
-
-@contextmanager
-def sql_statements(db: AsyncSession) -> Iterator[list[str]]:
-    """Record every SQL statement sent to the database while the block runs.
-
-    The fixture binds the session to an Engine (SQLite) or to one Connection (PostgreSQL);
-    listening on that sync Connection, or on the Engine, sees every cursor execution."""
-    bind = db.bind
-    target: Any = bind.sync_connection if isinstance(bind, AsyncConnection) else bind.sync_engine
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(target, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(target, "before_cursor_execute", record)
 
 
 def mentions(message: str, lead_id: int) -> bool:
@@ -359,9 +337,9 @@ async def test_bulk_status_runs_the_same_number_of_statements_for_5_or_200_ids(
     few = await insert_leads(db, 5, prefix="few")
     many = await insert_leads(db, 200, prefix="many")
 
-    with sql_statements(db) as for_few:
+    async with sql_statements(db) as for_few:
         await LeadService.bulk_update_status(db, few, LeadStatus.CONTACTED, superuser.id)
-    with sql_statements(db) as for_many:
+    async with sql_statements(db) as for_many:
         await LeadService.bulk_update_status(db, many, LeadStatus.CONTACTED, superuser.id)
 
     assert len(for_few) > 0
@@ -544,9 +522,9 @@ async def test_assign_leads_runs_the_same_number_of_statements_for_5_or_200_ids(
     few = await insert_leads(db, 5, prefix="few", owner_id=agent.id)
     many = await insert_leads(db, 200, prefix="many", owner_id=agent.id)
 
-    with sql_statements(db) as for_few:
+    async with sql_statements(db) as for_few:
         await LeadService.assign_leads(db, few, other_agent.id, superuser.id)
-    with sql_statements(db) as for_many:
+    async with sql_statements(db) as for_many:
         await LeadService.assign_leads(db, many, other_agent.id, superuser.id)
 
     assert len(for_few) > 0
@@ -714,11 +692,11 @@ async def test_bulk_status_sends_the_same_statements_for_5_or_10000_ids(
     few = await insert_leads(db, 5, prefix="few", owner_id=agent.id)
     many = await insert_leads(db, 10_000, prefix="many", owner_id=agent.id)
 
-    with sql_statements(db) as for_few:
+    async with sql_statements(db) as for_few:
         await LeadService.bulk_update_status(
             db, few, LeadStatus.CONTACTED, agent.id, note="Hi", ids_only=ids_only
         )
-    with sql_statements(db) as for_many:
+    async with sql_statements(db) as for_many:
         await LeadService.bulk_update_status(
             db, many, LeadStatus.CONTACTED, agent.id, note="Hi", ids_only=ids_only
         )
@@ -742,9 +720,9 @@ async def test_assign_leads_sends_the_same_statements_for_5_or_10000_ids(
     few = await insert_leads(db, 5, prefix="few")
     many = await insert_leads(db, 10_000, prefix="many")
 
-    with sql_statements(db) as for_few:
+    async with sql_statements(db) as for_few:
         await LeadService.assign_leads(db, few, agent.id, superuser.id, ids_only=True)
-    with sql_statements(db) as for_many:
+    async with sql_statements(db) as for_many:
         ids = await LeadService.assign_leads(db, many, agent.id, superuser.id, ids_only=True)
 
     assert ids == many

@@ -21,8 +21,13 @@ from app.services import LeadService
 from app.services.base import get_acting_user, remember_verified_user
 from app.services.exceptions import InactiveUserException
 from app.services.security import create_access_token
-from tests.helpers import ON_POSTGRES, TEST_DATABASE_URL, LeadFactory, make_settings
-from tests.test_lead_bulk import sql_statements
+from tests.helpers import (
+    ON_POSTGRES,
+    TEST_DATABASE_URL,
+    LeadFactory,
+    make_settings,
+    sql_statements,
+)
 
 LEADS = "/api/v1/leads"
 USERS_QUERY = re.compile(r"\bFROM users\b", re.IGNORECASE)
@@ -40,7 +45,7 @@ async def test_reading_a_lead_reads_the_callers_account_once(
     auth_headers: Any,
 ) -> None:
     lead = await make_lead(owner=agent)
-    with sql_statements(db) as statements:
+    async with sql_statements(db) as statements:
         response = await client.get(f"{LEADS}/{lead.id}", headers=auth_headers(agent))
     assert response.status_code == 200
     assert user_reads(statements) == 1, statements
@@ -54,7 +59,7 @@ async def test_listing_leads_reads_the_callers_account_once(
     auth_headers: Any,
 ) -> None:
     await make_lead(owner=agent)
-    with sql_statements(db) as statements:
+    async with sql_statements(db) as statements:
         response = await client.get(LEADS, headers=auth_headers(agent))
     assert response.status_code == 200 and response.json()["total"] == 1
     assert user_reads(statements) == 1, statements
@@ -64,7 +69,7 @@ async def test_creating_a_lead_reads_the_callers_account_once(
     client: httpx.AsyncClient, db: AsyncSession, agent: User, auth_headers: Any
 ) -> None:
     body = {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@acme.com"}
-    with sql_statements(db) as statements:
+    async with sql_statements(db) as statements:
         response = await client.post(LEADS, json=body, headers=auth_headers(agent))
     assert response.status_code == 201
     assert user_reads(statements) == 1, statements
@@ -94,7 +99,7 @@ async def test_a_verified_user_does_not_stand_in_for_another(
     user = await db.get(User, agent.id)
     assert user is not None
     remember_verified_user(db, user)
-    with sql_statements(db) as statements:
+    async with sql_statements(db) as statements:
         acting = await get_acting_user(db, other_id)
     assert acting.id == other_id
     assert user_reads(statements) == 1

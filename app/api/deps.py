@@ -24,8 +24,10 @@ from app.models import User
 from app.schemas.common import MAX_ID
 from app.services.base import remember_verified_user
 from app.services.exceptions import AuthenticationException, ValidationException
+from app.services.lead_reads import INVALID_TOKEN, LeadReads
 from app.services.messages import unknown_name
-from app.services.security import InvalidToken, decode_access_token
+from app.services.reader import Reader
+from app.services.security import AccessClaims, InvalidToken, decode_access_token
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
@@ -56,29 +58,51 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-async def get_current_user(
+async def get_caller(
     request: Request,
-    db: SessionDep,
     settings: SettingsDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
-) -> User:
-    """The active user the bearer token was issued to; the account is re-read every time, so
-    deactivating it, or raising its token version (a password change), locks out the tokens
-    issued before at once."""
+) -> AccessClaims:
+    """Who the bearer token says the caller is, read from the token alone. The account itself
+    is checked by the read that follows (app/services/lead_reads.py) or by `get_current_user`;
+    until then the request keeps the claims in `request.state.caller`, so that an error raised
+    before that read (a bad parameter) can still check the account first (app/api/errors.py)."""
     if not token:
         raise AuthenticationException("Not authenticated: send 'Authorization: Bearer <token>'.")
     try:
         claims = decode_access_token(token, settings)
     except InvalidToken:
-        raise AuthenticationException("The access token is invalid or has expired.") from None
-    user_id = claims.user_id
-    if not 1 <= user_id <= MAX_ID:  # no such row, and PostgreSQL refuses to even look it up
-        raise AuthenticationException("The access token is invalid or has expired.")
-    user = await db.get(User, user_id, populate_existing=True)
+        raise AuthenticationException(INVALID_TOKEN) from None
+    if not 1 <= claims.user_id <= MAX_ID:  # no such row, and PostgreSQL refuses to even look it up
+        raise AuthenticationException(INVALID_TOKEN)
+    request.state.caller = claims
+    request.state.user_id = claims.user_id  # for the access log line (app/api/observability.py)
+    return claims
+
+
+Caller = Annotated[AccessClaims, Depends(get_caller)]
+
+
+async def get_reader(request: Request) -> Reader:
+    """The app's reader for the hot reads (app/services/reader.py), also kept in
+    `request.state.reader` for the error handlers' account check."""
+    reader: Reader = request.app.state.reader
+    request.state.reader = reader
+    return reader
+
+
+ReaderDep = Annotated[Reader, Depends(get_reader)]
+
+
+async def get_current_user(request: Request, db: SessionDep, claims: Caller) -> User:
+    """The active user the bearer token was issued to; the account is re-read every time, so
+    deactivating it, or raising its token version (a password change), locks out the tokens
+    issued before at once."""
+    user = await db.get(User, claims.user_id, populate_existing=True)
     if user is None or not user.is_active or user.token_version != claims.version:
-        raise AuthenticationException("The access token is invalid or has expired.")
+        raise AuthenticationException(INVALID_TOKEN)
     remember_verified_user(db, user)
-    request.state.user_id = user_id  # for the access log line (app/api/observability.py)
+    request.state.caller = None  # checked
     return user
 
 
@@ -98,10 +122,16 @@ async def refuse_unknown_query_parameters(request: Request) -> None:
         )
 
 
-async def refuse_unknown_query_parameters_after_login(request: Request, user: CurrentUser) -> None:
-    """The same, for operations that need a login: an anonymous caller hears about the missing
-    token first, and learns nothing about the parameters."""
-    await refuse_unknown_query_parameters(request)
+async def refuse_unknown_query_parameters_after_login(
+    request: Request, caller: Caller, reader: ReaderDep
+) -> None:
+    """The same, for operations that need a login: an anonymous or refused caller hears 401
+    first, and learns nothing about the parameters (the account is read only then)."""
+    try:
+        await refuse_unknown_query_parameters(request)
+    except ValidationException:
+        await LeadReads.check_caller(reader, caller)
+        raise
 
 
 def _declared_query_names(request: Request) -> frozenset[str]:

@@ -34,6 +34,7 @@ from app.services.exceptions import (
     ValidationException,
 )
 from app.services.faults import record_fault
+from app.services.lead_reads import LeadReads
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +107,26 @@ def _service_loc(request: Request, loc: list[Any]) -> list[Any]:
 
 async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    refused = await _refused_caller(request)
+    if refused is not None:  # a caller who may not act hears that first, as everywhere
+        return await _crm_exception(request, refused)
     problem = ValidationException.of_pydantic(exc.errors())
     return error_response(422, problem.message, problem.code, problem.errors)
+
+
+async def _refused_caller(request: Request) -> CRMException | None:
+    """For a request refused before its read ran: the account's refusal, if it is refused.
+    `request.state.caller` holds the token's claims until the account has been checked
+    (app/api/deps.py)."""
+    caller = getattr(request.state, "caller", None)
+    reader = getattr(request.state, "reader", None)
+    if caller is None or reader is None:
+        return None
+    try:
+        await LeadReads.check_caller(reader, caller)
+    except CRMException as refusal:
+        return refusal
+    return None
 
 
 async def _http_exception(request: Request, exc: Exception) -> JSONResponse:

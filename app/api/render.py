@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 from fastapi import Response
-from sqlalchemy import Row
 
 from app.models.lead import is_hot
 from app.models.types import utcnow
@@ -37,7 +36,7 @@ def _default(value: Any) -> Any:
 
 def lead_fields(lead: Any, now: datetime) -> dict[str, Any]:
     """What `LeadRead` shows of a lead: its stored fields and the three derived ones."""
-    if isinstance(lead, Row):  # a row of `LeadService.list_leads`, columns in LeadRead's order
+    if isinstance(lead, tuple):  # a `LeadRow` (app/services/lead_queries.py)
         fields = dict(zip(LEAD_STORED_FIELDS, lead, strict=True))
     else:
         fields = {name: getattr(lead, name) for name in LEAD_STORED_FIELDS}

@@ -127,6 +127,14 @@ class DatabaseException(CRMException):
     code = "database_error"
 
 
+class DatabaseUnavailableException(DatabaseException):
+    """The database could not be reached, or did not answer in time, before anything was
+    changed: what a hot read (which also checks the caller's account) says, as the account
+    check always said. Worth retrying."""
+
+    code = "database_unavailable"
+
+
 def id_list(ids: Sequence[int], limit: int = 20) -> str:
     shown = ", ".join(str(i) for i in ids[:limit])
     return shown if len(ids) <= limit else f"{shown} and {len(ids) - limit} more"

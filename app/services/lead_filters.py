@@ -19,15 +19,18 @@ LIKE_ESCAPE = "\\"
 
 # Statuses sort in pipeline order, not alphabetically: it is how a sales team reads them.
 STATUS_POSITION = {status: position for position, status in enumerate(LeadStatus)}
-STATUS_ORDER = case(
-    {status.value: position for status, position in STATUS_POSITION.items()}, value=Lead.status
-)
+STATUS_WHENS = {status.value: position for status, position in STATUS_POSITION.items()}
+STATUS_ORDER = case(STATUS_WHENS, value=Lead.status)
 
 
-def sort_column(sort_by: str) -> ColumnElement[Any]:
+def sort_column(sort_by: str, columns: Any = None) -> ColumnElement[Any]:
+    """The expression a sort orders by, over the leads table or over `columns` (a subquery's
+    columns, named like the table's)."""
+    if columns is None:
+        return STATUS_ORDER if sort_by == "status" else getattr(Lead, sort_by)
     if sort_by == "status":
-        return STATUS_ORDER
-    return getattr(Lead, sort_by)
+        return case(STATUS_WHENS, value=columns.status)
+    return columns[sort_by]
 
 
 def escape_like(term: str) -> str:
@@ -114,8 +117,9 @@ def _search(term: str) -> ColumnElement[bool]:
     return condition
 
 
-def order_by(paging: LeadPaging) -> list[ColumnElement[Any]]:
-    column = sort_column(paging.sort_by)
+def order_by(paging: LeadPaging, columns: Any = None) -> list[ColumnElement[Any]]:
+    """The ORDER BY of a page, over the leads table or over `columns` (see `sort_column`)."""
+    column = sort_column(paging.sort_by, columns)
     ascending = paging.sort_order == "asc"
     ordered = column.asc() if ascending else column.desc()
     if paging.sort_by in NULLABLE_SORTS:
@@ -124,4 +128,5 @@ def order_by(paging: LeadPaging) -> list[ColumnElement[Any]]:
         # "DESC NULLS LAST", so on a NOT NULL column it would sort the whole match instead.
         ordered = ordered.nulls_last()
     # id breaks ties, so a page boundary never repeats or skips a row.
-    return [ordered, Lead.id.asc() if ascending else Lead.id.desc()]
+    ids = Lead.id if columns is None else columns.id
+    return [ordered, ids.asc() if ascending else ids.desc()]

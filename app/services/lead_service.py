@@ -15,9 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pydantic
@@ -37,7 +35,6 @@ from app.models import (
     format_note_line,
 )
 from app.models.lead import note_timestamp
-from app.models.lead_stats import LeadStats
 from app.models.types import utcnow
 from app.models.validation import (
     MAX_INT32,
@@ -48,7 +45,6 @@ from app.models.validation import (
     tag_list,
 )
 from app.schemas.filters import LeadFilters, LeadPaging
-from app.schemas.lead import LEAD_STORED_FIELDS
 from app.services import lead_bulk
 from app.services.base import (
     as_data,
@@ -65,8 +61,17 @@ from app.services.exceptions import (
     ValidationException,
     id_list,
 )
-from app.services.lead_filters import lead_conditions, order_by
-from app.services.pagination import after, decode_cursor, encode_cursor
+from app.services.lead_queries import (
+    LeadPageResult,
+    LeadRow,
+    counted,
+    match_count,
+    page_conditions,
+    page_result,
+    page_rows,
+    statistics_groups,
+    statistics_of,
+)
 from app.services.scoring import SCORING_FIELDS, calculate_lead_score
 
 # Fields a caller may set, in the order changes are reported in the "Updated:" note line.
@@ -188,34 +193,8 @@ class LeadService:
         48 groups.
         """
         scope = await _scope_user_id(db, user_id)
-        query = select(
-            LeadStats.status,
-            LeadStats.source,
-            func.sum(LeadStats.lead_count),
-            func.sum(LeadStats.score_sum),
-            func.sum(LeadStats.hot_count),
-        ).group_by(LeadStats.status, LeadStats.source)
-        if scope is not None:
-            query = query.where(LeadStats.assignee_id == scope)
-        rows = await db.execute(query)
-        by_status = dict.fromkeys((s.value for s in LeadStatus), 0)
-        by_source = dict.fromkeys((s.value for s in LeadSource), 0)
-        total = score_sum = hot = 0
-        for status, source, lead_count, scores, hot_count in rows:
-            count = int(lead_count)
-            by_status[LeadStatus(status).value] += count
-            by_source[LeadSource(source).value] += count
-            total += count
-            score_sum += int(scores)
-            hot += int(hot_count)
-        return {
-            "total_leads": total,
-            "leads_by_status": by_status,
-            "leads_by_source": by_source,
-            "average_lead_score": _ratio(score_sum, total, scale=1),
-            "hot_leads_count": hot,
-            "conversion_rate": _ratio(by_status[LeadStatus.WON.value], total, scale=100),
-        }
+        groups = await (await db.connection()).execute(statistics_groups(scope))
+        return statistics_of([tuple(row) for row in groups])
 
     # --------------------------------------------------------------------------------- writes
 
@@ -501,19 +480,6 @@ class LeadService:
 # --------------------------------------------------------------------------------- helpers
 
 
-# The columns of a lead as the API shows it, in LeadRead's order (app/api/render.py zips a row
-# with those names), for reads that need rows rather than ORM objects.
-LEAD_COLUMNS = tuple(Lead.__table__.c[name] for name in LEAD_STORED_FIELDS)
-
-
-@dataclass
-class LeadPageResult:
-    items: list[Any]  # rows from `list_leads`, `Lead` objects from `get_leads`
-    total: int
-    total_is_exact: bool
-    next_cursor: str | None
-
-
 NOT_FILTERS = frozenset({"db", "user_id"})
 
 
@@ -545,45 +511,19 @@ async def _list_page(
     as_rows: bool,
 ) -> LeadPageResult:
     scope = await _scope_user_id(db, user_id)
-    where = lead_conditions(filters, scope_user_id=scope)
+    where, page_where = page_conditions(filters, paging, scope)
     cap = None if paging.exact_total else get_settings().total_count_cap
-    total, total_is_exact = await _count(db, where, cap)
-    page_where = list(where)
-    if paging.cursor is not None:
-        page_where.append(after(decode_cursor(paging.cursor, paging, filters.fingerprint(paging))))
-    if as_rows:
-        query = select(*LEAD_COLUMNS)
-    else:
-        query = select(Lead).options(selectinload(Lead.assignee))
-    query = (
-        query.where(*page_where)
-        .order_by(*order_by(paging))
-        .offset(paging.skip)
-        .limit(paging.limit + 1)  # one more than asked: is there a next page?
-    )
-    if as_rows:  # plain Core on the session's connection: no ORM result processing at all
-        rows = list((await (await db.connection()).execute(query)).all())
-    else:
-        rows = list(await db.scalars(query))
-    items = rows[: paging.limit]
-    next_cursor = None
-    if len(rows) > paging.limit:
-        next_cursor = encode_cursor(items[-1], paging, filters.fingerprint(paging))
-    return LeadPageResult(items, total, total_is_exact, next_cursor)
-
-
-async def _count(
-    db: AsyncSession, where: list[ColumnElement[bool]], cap: int | None
-) -> tuple[int, bool]:
-    """How many rows match, counting at most `cap` + 1 of them (an exact count of a huge match
-    costs a scan of all of it). Returns (count, exact); past the cap, (cap, False)."""
     conn = await db.connection()
-    if cap is None:
-        exact = await conn.scalar(select(func.count()).select_from(Lead).where(*where))
-        return int(exact or 0), True
-    limited = select(literal(1)).select_from(Lead).where(*where).limit(cap + 1).subquery()
-    counted = int(await conn.scalar(select(func.count()).select_from(limited)) or 0)
-    return (cap, False) if counted > cap else (counted, True)
+    total, total_is_exact = counted(int(await conn.scalar(match_count(where, cap)) or 0), cap)
+    if as_rows:  # plain Core on the session's connection: no ORM result processing at all
+        rows = [LeadRow._make(row) for row in (await conn.execute(page_rows(page_where, paging)))]
+    else:
+        rows = list(
+            await db.scalars(
+                page_rows(page_where, paging, Lead).options(selectinload(Lead.assignee))
+            )
+        )
+    return page_result(rows, filters, paging, total, total_is_exact)
 
 
 async def _scope_user_id(db: AsyncSession, user_id: int | None) -> int | None:
@@ -717,10 +657,3 @@ def _show(value: Any) -> str:
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M UTC")
     return str(value)
-
-
-def _ratio(part: int, whole: int, *, scale: int) -> float:
-    if not whole:
-        return 0.0
-    value = Decimal(part) * scale / Decimal(whole)
-    return float(value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))

@@ -52,11 +52,18 @@ def verify_password(password: str, hashed: str | None) -> bool:
 class AccessClaims:
     user_id: int
     version: int  # the user's token_version when the token was issued
+    # Whether the user was a superuser when the token was issued: a hint that lets a read be
+    # shaped for the caller's scope in the statement that also checks the account (which
+    # compares it with the stored flag). Never a grant: None for tokens issued without it.
+    superuser: bool | None = None
 
 
-def create_access_token(user_id: int, settings: Settings, version: int = 0) -> tuple[str, int]:
+def create_access_token(
+    user_id: int, settings: Settings, version: int = 0, *, superuser: bool | None = None
+) -> tuple[str, int]:
     """A signed token for the user, and its lifetime in seconds. `version` is the user's
-    `token_version` now; the token is refused once the stored one has moved on."""
+    `token_version` now; the token is refused once the stored one has moved on. `superuser`,
+    the account's flag now, is carried as a hint (see `AccessClaims`)."""
     lifetime = timedelta(minutes=settings.access_token_expire_minutes)
     now = utcnow()
     claims = {
@@ -66,6 +73,8 @@ def create_access_token(user_id: int, settings: Settings, version: int = 0) -> t
         "exp": now + lifetime,
         "type": "access",
     }
+    if superuser is not None:
+        claims["su"] = superuser
     token = jwt.encode(claims, _secret(settings), algorithm=JWT_ALGORITHM)
     return token, int(lifetime.total_seconds())
 
@@ -85,7 +94,10 @@ def decode_access_token(token: str, settings: Settings) -> AccessClaims:
         version = claims.get("ver", 0)
         if not is_whole_number(version) or version < 0:
             raise InvalidToken("malformed token version")
-        return AccessClaims(user_id=int(claims["sub"]), version=version)
+        superuser = claims.get("su")
+        if not isinstance(superuser, bool | None):
+            raise InvalidToken("malformed superuser hint")
+        return AccessClaims(user_id=int(claims["sub"]), version=version, superuser=superuser)
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise InvalidToken(str(exc)) from exc
 

@@ -116,5 +116,7 @@ async def login(
     user = await UserService.authenticate(
         db, credentials.username, credentials.password, client_address=client_address
     )
-    token, lifetime = create_access_token(user.id, settings, version=user.token_version)
+    token, lifetime = create_access_token(
+        user.id, settings, version=user.token_version, superuser=user.is_superuser
+    )
     return Token(access_token=token, expires_in=lifetime)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
-from app.api.deps import CurrentUser, SessionDep
+from app.api.deps import Caller, CurrentUser, ReaderDep, SessionDep
 from app.api.errors import created_at, error_responses
 from app.api.render import lead_response, page_response
 from app.schemas.common import MAX_ID, given
@@ -24,6 +24,7 @@ from app.schemas.lead import (
     NoteCreate,
 )
 from app.services import LeadService
+from app.services.lead_reads import LeadReads
 
 router = APIRouter(prefix="/leads", tags=["leads"])
 
@@ -43,7 +44,7 @@ WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422)
     responses=error_responses(401, 422),
 )
 async def list_leads(
-    db: SessionDep, user: CurrentUser, query: Annotated[LeadListQuery, Query()]
+    reader: ReaderDep, caller: Caller, query: Annotated[LeadListQuery, Query()]
 ) -> Response:
     """Leads matching every filter given. `status`, `source` and `tags` may repeat
     (`?status=NEW&status=CONTACTED`); tags match leads having any of them. Agents see only
@@ -53,7 +54,7 @@ async def list_leads(
     Refused with 422 although the schema alone allows them: a `cursor` this API did not hand
     out, or one made for other filters or another sort; `cursor` together with `skip`; a
     `date_range_end` before `date_range_start`; a `lead_score_max` below `lead_score_min`."""
-    page = await LeadService.list_leads(db, query, query, user_id=user.id)
+    page = await LeadReads.page(reader, query, query, caller)
     return page_response(
         page.items,
         total=page.total,
@@ -92,10 +93,10 @@ async def create_lead(
     status_code=status.HTTP_200_OK,
     responses=error_responses(401),
 )
-async def get_lead_statistics(db: SessionDep, user: CurrentUser) -> LeadStatistics:
+async def get_lead_statistics(reader: ReaderDep, caller: Caller) -> LeadStatistics:
     """Counts by status and source, average score, hot leads and conversion rate over the
     leads the caller may see, archived ones left out."""
-    return LeadStatistics(**await LeadService.get_lead_statistics(db, user_id=user.id))
+    return LeadStatistics(**await LeadReads.statistics(reader, caller))
 
 
 @router.post(
@@ -147,9 +148,8 @@ async def assign_leads(body: BulkAssign, db: SessionDep, user: CurrentUser) -> B
     status_code=status.HTTP_200_OK,
     responses=LEAD_ERRORS,
 )
-async def get_lead(lead_id: LeadId, db: SessionDep, user: CurrentUser) -> Response:
-    lead = await LeadService.get_lead_by_id(db, lead_id, user_id=user.id, check_assignment=True)
-    return lead_response(lead)
+async def get_lead(lead_id: LeadId, reader: ReaderDep, caller: Caller) -> Response:
+    return lead_response(await LeadReads.lead(reader, lead_id, caller))
 
 
 @router.patch(

@@ -1,0 +1,202 @@
+"""The API's hot reads: a lead, a page of leads, the statistics, for the caller of a request.
+
+Each is one statement that checks the caller's account (active, token version, and for scoped
+reads the superuser flag the token claims) and reads the data it guards, in one round trip:
+the account check joins the data, so a caller whose account fails the check gets no row at all.
+Only then does a second statement run, to tell why (app/services/README.md):
+
+- the account is gone, inactive or its tokens were revoked: 401;
+- the token's superuser hint is stale (a promotion or a demotion since it was issued): the read
+  runs again, shaped for the flag as stored.
+
+A lead the caller may not see reads as missing (404), exactly as in `LeadService`. The SQL of
+the reads themselves is `app/services/lead_queries.py`'s, shared with `LeadService`; a reader
+(app/services/reader.py) decides how it reaches the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, bindparam, exists, or_, select, true
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.config import get_settings
+from app.models import FieldValidationError, Lead, User
+from app.schemas.filters import LeadFilters, LeadPaging
+from app.services.exceptions import (
+    AuthenticationException,
+    LeadNotFoundException,
+    ValidationException,
+)
+from app.services.lead_queries import (
+    LEAD_COLUMNS,
+    LeadPageResult,
+    LeadRow,
+    counted,
+    cursor_condition,
+    match_count,
+    page_conditions,
+    page_result,
+    page_rows,
+    statistics_groups,
+    statistics_of,
+)
+from app.services.reader import Reader
+from app.services.security import AccessClaims
+
+T = TypeVar("T")
+
+INVALID_TOKEN = "The access token is invalid or has expired."
+
+_caller = User.__table__.alias("caller")
+_leads = Lead.__table__
+CALLER_ID = bindparam("caller_id")
+CALLER_OK = (
+    _caller.c.id == CALLER_ID,
+    _caller.c.is_active.is_(True),
+    _caller.c.token_version == bindparam("caller_version"),
+)
+CLAIMED_ROLE = _caller.c.is_superuser == bindparam("caller_superuser")
+
+# One row if the account passes, lead columns NULL if the lead is missing or not the caller's.
+LEAD_FOR_CALLER = (
+    select(_caller.c.id, *LEAD_COLUMNS)
+    .select_from(
+        _caller.outerjoin(
+            _leads,
+            and_(
+                _leads.c.id == bindparam("lead_id"),
+                or_(_caller.c.is_superuser.is_(True), _leads.c.assigned_to == _caller.c.id),
+            ),
+        )
+    )
+    .where(*CALLER_OK)
+)
+
+
+def _may_read() -> ColumnElement[bool]:
+    """The account check as a condition on other rows: true when the caller's account may act
+    and has the role the statement is shaped for."""
+    return exists(select(_caller.c.id).where(*CALLER_OK, CLAIMED_ROLE))
+
+
+ACCOUNT = select(_caller.c.is_active, _caller.c.token_version, _caller.c.is_superuser).where(
+    _caller.c.id == CALLER_ID
+)
+
+
+class LeadReads:
+    @staticmethod
+    async def lead(reader: Reader, lead_id: int, caller: AccessClaims) -> LeadRow:
+        """The lead, archived or not, if the caller is its assignee or a superuser."""
+        rows = await reader.rows(LEAD_FOR_CALLER, {**_account(caller), "lead_id": lead_id})
+        if not rows:
+            raise AuthenticationException(INVALID_TOKEN)
+        if rows[0][1] is None:
+            raise LeadNotFoundException(lead_id)
+        return LeadRow._make(rows[0][1:])
+
+    @staticmethod
+    async def page(
+        reader: Reader, filters: LeadFilters, paging: LeadPaging, caller: AccessClaims
+    ) -> LeadPageResult:
+        """What `LeadService.list_leads` answers, for the caller: agents see their own leads.
+
+        One statement: the page's leads, each row carrying the capped count, gated by the
+        account check (an uncorrelated EXISTS, which the database evaluates once). No row is
+        either a refused caller or an empty page; the account is read only then."""
+        cap = None if paging.exact_total else get_settings().total_count_cap
+        beyond = await _built(reader, caller, lambda: cursor_condition(filters, paging))
+        params = _account(caller)
+
+        async def run(superuser: bool) -> tuple[list[tuple], list[ColumnElement[bool]]]:
+            scope = None if superuser else caller.user_id
+            where, page_where = await _built(
+                reader, caller, lambda: page_conditions(filters, paging, scope, beyond)
+            )
+            total = match_count(where, cap).scalar_subquery()
+            statement = page_rows(page_where, paging, total, *LEAD_COLUMNS).where(_may_read())
+            return await reader.rows(statement, {**params, "caller_superuser": superuser}), where
+
+        verified = caller.superuser is None
+        superuser = await _account_role(reader, caller) if verified else bool(caller.superuser)
+        rows, where = await run(superuser)
+        if not rows and not verified:
+            stored = await _account_role(reader, caller)  # 401 if refused
+            if stored != superuser:  # a stale hint: read as the stored role
+                rows, where = await run(stored)
+        if rows:
+            count = int(rows[0][0])
+        elif paging.skip == 0 and paging.cursor is None:
+            count = 0  # nothing at the start: nothing at all
+        else:  # an empty page further on: how many are there before it?
+            count = int((await reader.rows(match_count(where, cap)))[0][0])
+        total, exact = counted(count, cap)
+        items = [LeadRow._make(row[1:]) for row in rows]
+        return page_result(items, filters, paging, total, exact)
+
+    @staticmethod
+    async def statistics(reader: Reader, caller: AccessClaims) -> dict[str, Any]:
+        """What `LeadService.get_lead_statistics` answers, for the caller."""
+
+        async def run(superuser: bool) -> list[tuple] | None:
+            groups = statistics_groups(None if superuser else CALLER_ID).subquery("groups")
+            statement = (
+                select(_caller.c.id, *groups.c)
+                .select_from(_caller.outerjoin(groups, true()))
+                .where(*CALLER_OK, CLAIMED_ROLE)
+            )
+            rows = await reader.rows(statement, {**_account(caller), "caller_superuser": superuser})
+            return rows or None
+
+        rows = await _as_caller(reader, caller, run)
+        return statistics_of([row[1:] for row in rows if row[1] is not None])
+
+    @staticmethod
+    async def check_caller(reader: Reader, caller: AccessClaims) -> bool:
+        """Whether the caller is a superuser; AuthenticationException if the account may not
+        act (for requests refused before they read anything, which must still say 401 first)."""
+        return await _account_role(reader, caller)
+
+
+async def _built(reader: Reader, caller: AccessClaims, build: Callable[[], T]) -> T:
+    """`build()`, a statement or part of one from the caller's filters; what it refuses (a
+    blank tag, a foreign cursor) is a 422, unless the caller may not act at all: 401 first."""
+    try:
+        return build()
+    except (ValidationException, FieldValidationError) as exc:
+        await _account_role(reader, caller)
+        if isinstance(exc, FieldValidationError):
+            raise ValidationException.of_fields([exc]) from exc
+        raise
+
+
+def _account(caller: AccessClaims) -> dict[str, Any]:
+    return {"caller_id": caller.user_id, "caller_version": caller.version}
+
+
+async def _as_caller(reader: Reader, caller: AccessClaims, run: Any) -> list[tuple]:
+    """`run(superuser)` shaped for the role the token claims, checked in its own statement;
+    when that finds nothing, the account is read to tell a refused caller (401) from a stale
+    hint (run again with the stored role)."""
+    if caller.superuser is not None:
+        rows = await run(caller.superuser)
+        if rows is not None:
+            return rows
+    superuser = await _account_role(reader, caller)
+    rows = await run(superuser)
+    if rows is None:  # the account changed between the two statements
+        raise AuthenticationException(INVALID_TOKEN)
+    return rows
+
+
+async def _account_role(reader: Reader, caller: AccessClaims) -> bool:
+    rows = await reader.rows(ACCOUNT, {"caller_id": caller.user_id})
+    if not rows:
+        raise AuthenticationException(INVALID_TOKEN)
+    active, version, superuser = rows[0]
+    if not active or version != caller.version:
+        raise AuthenticationException(INVALID_TOKEN)
+    return bool(superuser)

@@ -1,0 +1,328 @@
+"""The hot reads (app/services/lead_reads.py): a lead, a page and the statistics check the
+caller's account in the same statement as the data, and still answer exactly as before for a
+deactivated account, a revoked token, a stale superuser hint and a missing lead.
+
+On PostgreSQL these run the compiled statements on the session's raw asyncpg connection, the
+road the served app takes (app/services/reader.py); on SQLite, through SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.models import User
+from app.services.security import create_access_token
+from tests.helpers import LeadFactory, sql_statements, uid
+
+LEADS = "/api/v1/leads"
+STATISTICS = f"{LEADS}/statistics"
+HOT_PATHS = ("detail", "list", "statistics")
+INVALID = {
+    "detail": "The access token is invalid or has expired.",
+    "code": "not_authenticated",
+}
+
+
+def bearer(settings: Settings, user_id: int, *, version: int = 0, superuser: Any = None) -> dict:
+    token, _ = create_access_token(user_id, settings, version, superuser=superuser)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def path_of(which: str, lead_id: int) -> str:
+    return {"detail": f"{LEADS}/{lead_id}", "list": LEADS, "statistics": STATISTICS}[which]
+
+
+async def change_user(db: AsyncSession, user_id: int, **values: Any) -> None:
+    await db.execute(update(User).where(User.id == user_id).values(**values))
+    await db.commit()
+
+
+@pytest.fixture
+async def agent_lead(make_lead: LeadFactory, agent: User) -> int:
+    return uid(await make_lead(owner=agent))
+
+
+# --- one round trip ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", HOT_PATHS)
+@pytest.mark.parametrize("role", ["agent", "superuser"])
+async def test_a_hot_read_is_one_statement_with_the_account_check(
+    client: httpx.AsyncClient,
+    db: AsyncSession,
+    settings: Settings,
+    agent_lead: int,
+    agent: User,
+    superuser: User,
+    which: str,
+    role: str,
+) -> None:
+    caller = agent if role == "agent" else superuser
+    headers = bearer(settings, uid(caller), superuser=role == "superuser")
+    async with sql_statements(db) as statements:
+        response = await client.get(path_of(which, agent_lead), headers=headers)
+    assert response.status_code == 200, response.text
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(reads) == 1, reads
+    assert "users" in reads[0] and ("leads" in reads[0] or "lead_stats" in reads[0])
+
+
+# --- the account is refused: 401 on every hot path --------------------------------------------
+
+
+@pytest.mark.parametrize("which", HOT_PATHS)
+async def test_a_deactivated_account_gets_401_on_every_hot_path(
+    client: httpx.AsyncClient,
+    db: AsyncSession,
+    settings: Settings,
+    agent_lead: int,
+    agent: User,
+    which: str,
+) -> None:
+    agent_id = uid(agent)
+    headers = bearer(settings, agent_id, superuser=False)
+    await change_user(db, agent_id, is_active=False)
+    response = await client.get(path_of(which, agent_lead), headers=headers)
+    assert response.status_code == 401
+    assert response.json() == INVALID
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("which", HOT_PATHS)
+async def test_a_token_of_an_older_version_gets_401_on_every_hot_path(
+    client: httpx.AsyncClient,
+    db: AsyncSession,
+    settings: Settings,
+    agent_lead: int,
+    agent: User,
+    which: str,
+) -> None:
+    agent_id = uid(agent)
+    headers = bearer(settings, agent_id, version=0, superuser=False)
+    await change_user(db, agent_id, token_version=1)
+    response = await client.get(path_of(which, agent_lead), headers=headers)
+    assert response.status_code == 401
+    assert response.json() == INVALID
+
+
+@pytest.mark.parametrize("which", HOT_PATHS)
+async def test_a_token_of_a_deleted_account_gets_401_on_every_hot_path(
+    client: httpx.AsyncClient, settings: Settings, agent_lead: int, which: str
+) -> None:
+    response = await client.get(path_of(which, agent_lead), headers=bearer(settings, 999_999))
+    assert response.status_code == 401
+    assert response.json() == INVALID
+
+
+@pytest.mark.parametrize("which", HOT_PATHS)
+async def test_the_current_token_version_still_reads_on_every_hot_path(
+    client: httpx.AsyncClient,
+    db: AsyncSession,
+    settings: Settings,
+    agent_lead: int,
+    agent: User,
+    which: str,
+) -> None:
+    agent_id = uid(agent)
+    await change_user(db, agent_id, token_version=3)
+    headers = bearer(settings, agent_id, version=3, superuser=False)
+    response = await client.get(path_of(which, agent_lead), headers=headers)
+    assert response.status_code == 200, response.text
+
+
+# --- bad parameters from a refused account: still 401 first -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"{LEADS}?limit=abc",  # the query model refuses it
+        f"{LEADS}?tags=%20",  # the filters refuse it while the statement is built
+        f"{LEADS}?cursor=not-a-cursor-of-ours",  # the cursor is refused
+        f"{LEADS}?colour=red",  # a parameter the operation does not declare
+        f"{LEADS}/1?colour=red",
+        f"{STATISTICS}?colour=red",
+    ],
+)
+async def test_a_deactivated_account_with_bad_parameters_hears_401_not_422(
+    client: httpx.AsyncClient, db: AsyncSession, settings: Settings, agent: User, path: str
+) -> None:
+    agent_id = uid(agent)
+    headers = bearer(settings, agent_id, superuser=False)
+    await change_user(db, agent_id, is_active=False)
+    response = await client.get(path, headers=headers)
+    assert response.status_code == 401, response.text
+
+
+@pytest.mark.parametrize(
+    "path", [f"{LEADS}?limit=abc", f"{LEADS}?tags=%20", f"{LEADS}?cursor=x", f"{LEADS}?colour=red"]
+)
+async def test_an_active_account_with_bad_parameters_hears_422(
+    client: httpx.AsyncClient, settings: Settings, agent: User, path: str
+) -> None:
+    response = await client.get(path, headers=bearer(settings, uid(agent), superuser=False))
+    assert response.status_code == 422, response.text
+
+
+# --- a missing lead, and one that is not the caller's ---------------------------------------------
+
+
+async def test_a_missing_lead_is_404_for_an_active_caller(
+    client: httpx.AsyncClient, settings: Settings, superuser: User
+) -> None:
+    headers = bearer(settings, uid(superuser), superuser=True)
+    response = await client.get(f"{LEADS}/987654", headers=headers)
+    assert response.status_code == 404
+    assert response.json()["code"] == "lead_not_found"
+
+
+async def test_another_agents_lead_reads_as_missing(
+    client: httpx.AsyncClient, settings: Settings, agent_lead: int, other_agent: User
+) -> None:
+    headers = bearer(settings, uid(other_agent), superuser=False)
+    response = await client.get(f"{LEADS}/{agent_lead}", headers=headers)
+    assert response.status_code == 404
+
+
+async def test_a_missing_lead_for_a_deactivated_account_is_401_not_404(
+    client: httpx.AsyncClient, db: AsyncSession, settings: Settings, agent: User
+) -> None:
+    agent_id = uid(agent)
+    headers = bearer(settings, agent_id, superuser=False)
+    await change_user(db, agent_id, is_active=False)
+    response = await client.get(f"{LEADS}/987654", headers=headers)
+    assert response.status_code == 401
+
+
+# --- the superuser hint is only a hint ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["list", "statistics"])
+async def test_a_demoted_superusers_old_token_sees_only_their_own_leads(
+    client: httpx.AsyncClient,
+    db: AsyncSession,
+    settings: Settings,
+    make_lead: LeadFactory,
+    agent: User,
+    make_user: Callable[..., Any],
+    which: str,
+) -> None:
+    boss = await make_user(superuser=True)
+    boss_id = uid(boss)
+    await make_lead(owner=agent)
+    await make_lead(owner=boss)
+    headers = bearer(settings, boss_id, superuser=True)
+    await change_user(db, boss_id, is_superuser=False)
+    response = await client.get(path_of(which, 0), headers=headers)
+    assert response.status_code == 200
+    body = response.json()
+    if which == "list":
+        assert [item["assigned_to"] for item in body["items"]] == [boss_id]
+    else:
+        assert body["total_leads"] == 1
+
+
+@pytest.mark.parametrize("which", ["list", "statistics"])
+async def test_a_promoted_agents_old_token_sees_every_lead(
+    client: httpx.AsyncClient,
+    db: AsyncSession,
+    settings: Settings,
+    make_lead: LeadFactory,
+    agent: User,
+    other_agent: User,
+    which: str,
+) -> None:
+    await make_lead(owner=agent)
+    await make_lead(owner=other_agent)
+    agent_id = uid(agent)
+    headers = bearer(settings, agent_id, superuser=False)
+    await change_user(db, agent_id, is_superuser=True)
+    response = await client.get(path_of(which, 0), headers=headers)
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["total"] if which == "list" else body["total_leads"]) == 2
+
+
+@pytest.mark.parametrize("which", HOT_PATHS)
+@pytest.mark.parametrize("role", ["agent", "superuser"])
+async def test_a_token_without_the_hint_reads_as_its_account_allows(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    make_lead: LeadFactory,
+    agent: User,
+    other_agent: User,
+    superuser: User,
+    which: str,
+    role: str,
+) -> None:
+    """Tokens issued before the hint existed carry none: the account's own flag decides."""
+    lead = uid(await make_lead(owner=agent))
+    await make_lead(owner=other_agent)
+    caller = agent if role == "agent" else superuser
+    response = await client.get(path_of(which, lead), headers=bearer(settings, uid(caller)))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    if which == "list":
+        assert body["total"] == (1 if role == "agent" else 2)
+    elif which == "statistics":
+        assert body["total_leads"] == (1 if role == "agent" else 2)
+    else:
+        assert body["id"] == lead
+
+
+async def test_a_forged_hint_grants_nothing(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    make_lead: LeadFactory,
+    agent: User,
+    other_agent: User,
+) -> None:
+    """The hint is signed like the rest of the token, and even so it is only compared with
+    the stored flag: an agent's token claiming superuser still reads only the agent's leads."""
+    theirs = uid(await make_lead(owner=other_agent))
+    await make_lead(owner=agent)
+    headers = bearer(settings, uid(agent), superuser=True)
+    page = await client.get(LEADS, headers=headers)
+    assert page.status_code == 200 and page.json()["total"] == 1
+    assert (await client.get(f"{LEADS}/{theirs}", headers=headers)).status_code == 404
+    statistics = await client.get(STATISTICS, headers=headers)
+    assert statistics.json()["total_leads"] == 1
+
+
+# --- pages ---------------------------------------------------------------------------------------
+
+
+async def test_an_empty_page_still_counts_the_matches_before_it(
+    client: httpx.AsyncClient, settings: Settings, make_lead: LeadFactory, superuser: User
+) -> None:
+    for _ in range(3):
+        await make_lead()
+    headers = bearer(settings, uid(superuser), superuser=True)
+    response = await client.get(f"{LEADS}?skip=10", headers=headers)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["items"] == [] and body["total"] == 3 and body["next_cursor"] is None
+
+
+async def test_a_page_keeps_its_order_and_cursor_through_the_account_join(
+    client: httpx.AsyncClient, settings: Settings, make_lead: LeadFactory, superuser: User
+) -> None:
+    scores = [40, 90, 10, 70, 55]
+    for score in scores:
+        await make_lead(lead_score=score)
+    headers = bearer(settings, uid(superuser), superuser=True)
+    first = await client.get(f"{LEADS}?sort_by=lead_score&sort_order=asc&limit=3", headers=headers)
+    body = first.json()
+    assert [item["lead_score"] for item in body["items"]] == [10, 40, 55]
+    second = await client.get(
+        f"{LEADS}?sort_by=lead_score&sort_order=asc&limit=3&cursor={body['next_cursor']}",
+        headers=headers,
+    )
+    assert [item["lead_score"] for item in second.json()["items"]] == [70, 90]
