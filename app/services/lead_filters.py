@@ -4,6 +4,7 @@ in one place."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sqlalchemy import case, func, literal_column, or_
@@ -14,20 +15,23 @@ from app.models.types import tags_overlap
 from app.models.validation import PHONE_SEPARATORS, PHONE_SHAPE, normalize_tag
 from app.schemas.filters import LeadFilters, LeadPaging
 
+# The table's columns: conditions on them build several times faster than on the ORM's
+# attributes (no instrumentation to pass through), and render the same SQL.
+LEADS = Lead.__table__.c
 NULLABLE_SORTS = frozenset({"company", "last_contact_date"})
 LIKE_ESCAPE = "\\"
 
 # Statuses sort in pipeline order, not alphabetically: it is how a sales team reads them.
 STATUS_POSITION = {status: position for position, status in enumerate(LeadStatus)}
 STATUS_WHENS = {status.value: position for status, position in STATUS_POSITION.items()}
-STATUS_ORDER = case(STATUS_WHENS, value=Lead.status)
+STATUS_ORDER = case(STATUS_WHENS, value=LEADS.status)
 
 
 def sort_column(sort_by: str, columns: Any = None) -> ColumnElement[Any]:
     """The expression a sort orders by, over the leads table or over `columns` (a subquery's
     columns, named like the table's)."""
     if columns is None:
-        return STATUS_ORDER if sort_by == "status" else getattr(Lead, sort_by)
+        return STATUS_ORDER if sort_by == "status" else LEADS[sort_by]
     if sort_by == "status":
         return case(STATUS_WHENS, value=columns.status)
     return columns[sort_by]
@@ -49,24 +53,24 @@ def lead_conditions(
     one assignee's leads when `scope_user_id` is given."""
     where: list[ColumnElement[bool]] = []
     if filters.status:
-        where.append(Lead.status.in_(list(dict.fromkeys(filters.status))))
+        where.append(LEADS.status.in_(list(dict.fromkeys(filters.status))))
     if filters.source:
-        where.append(Lead.source.in_(list(dict.fromkeys(filters.source))))
+        where.append(LEADS.source.in_(list(dict.fromkeys(filters.source))))
     if filters.assigned_to is not None:
-        where.append(Lead.assigned_to == filters.assigned_to)
+        where.append(LEADS.assigned_to == filters.assigned_to)
     if scope_user_id is not None:
-        where.append(Lead.assigned_to == scope_user_id)
+        where.append(LEADS.assigned_to == scope_user_id)
 
     start, end, end_inclusive = filters.created_range()
     if start is not None:
-        where.append(Lead.created_at >= start)
+        where.append(LEADS.created_at >= start)
     if end is not None:
-        where.append(Lead.created_at <= end if end_inclusive else Lead.created_at < end)
+        where.append(LEADS.created_at <= end if end_inclusive else LEADS.created_at < end)
 
     if filters.lead_score_min is not None:
-        where.append(Lead.lead_score >= filters.lead_score_min)
+        where.append(LEADS.lead_score >= filters.lead_score_min)
     if filters.lead_score_max is not None:
-        where.append(Lead.lead_score <= filters.lead_score_max)
+        where.append(LEADS.lead_score <= filters.lead_score_max)
 
     term = (filters.search or "").strip()
     if term:
@@ -75,12 +79,13 @@ def lead_conditions(
         where.append(Lead.is_hot_lead)
     if filters.tags:
         wanted = list(dict.fromkeys(normalize_tag("tags", tag) for tag in filters.tags))
-        where.append(tags_overlap(Lead.tags, wanted))
+        where.append(tags_overlap(LEADS.tags, wanted))
     if not filters.include_archived:
-        where.append(Lead.archived_at.is_(None))
+        where.append(LEADS.archived_at.is_(None))
     return where
 
 
+@functools.cache  # an expression is immutable: build it once, use it in every statement
 def search_document() -> ColumnElement[str]:
     """The text `search` looks in: "first last", email, phone and company, one per line.
 
@@ -90,15 +95,15 @@ def search_document() -> ColumnElement[str]:
     """
     space, newline, empty = (literal_column(f"'{c}'") for c in (" ", "\n", ""))
     return (
-        Lead.first_name
+        LEADS.first_name
         + space
-        + Lead.last_name
+        + LEADS.last_name
         + newline
-        + func.coalesce(Lead.email, empty)
+        + func.coalesce(LEADS.email, empty)
         + newline
-        + func.coalesce(Lead.phone, empty)
+        + func.coalesce(LEADS.phone, empty)
         + newline
-        + func.coalesce(Lead.company, empty)
+        + func.coalesce(LEADS.company, empty)
     )
 
 
@@ -128,5 +133,5 @@ def order_by(paging: LeadPaging, columns: Any = None) -> list[ColumnElement[Any]
         # "DESC NULLS LAST", so on a NOT NULL column it would sort the whole match instead.
         ordered = ordered.nulls_last()
     # id breaks ties, so a page boundary never repeats or skips a row.
-    ids = Lead.id if columns is None else columns.id
+    ids = LEADS.id if columns is None else columns.id
     return [ordered, ids.asc() if ascending else ids.desc()]

@@ -26,7 +26,7 @@ from app.models import Lead, LeadStatus
 from app.models.validation import MAX_INT32, is_whole_number, no_nul
 from app.schemas.filters import LeadPaging
 from app.services.exceptions import ValidationException
-from app.services.lead_filters import NULLABLE_SORTS, STATUS_POSITION, sort_column
+from app.services.lead_filters import LEADS, NULLABLE_SORTS, STATUS_POSITION, sort_column
 
 DATETIME_SORTS = frozenset({"created_at", "updated_at", "last_contact_date"})
 TEXT_SORTS = frozenset({"last_name", "company"})
@@ -128,9 +128,9 @@ def after(cursor: Cursor) -> ColumnElement[bool]:
     descending = cursor.sort_order == "desc"
     if cursor.sort_by not in NULLABLE_SORTS:
         if descending:
-            return tuple_(column, Lead.id) < tuple_(cursor.value, cursor.id)
-        return tuple_(column, Lead.id) > tuple_(cursor.value, cursor.id)
-    beyond_id = Lead.id < cursor.id if descending else Lead.id > cursor.id
+            return tuple_(column, LEADS.id) < tuple_(cursor.value, cursor.id)
+        return tuple_(column, LEADS.id) > tuple_(cursor.value, cursor.id)
+    beyond_id = LEADS.id < cursor.id if descending else LEADS.id > cursor.id
     if cursor.value is None:  # already among the empty values, which come last
         return and_(column.is_(None), beyond_id)
     beyond_value = column < cursor.value if descending else column > cursor.value

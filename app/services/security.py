@@ -9,6 +9,8 @@ once.
 
 from __future__ import annotations
 
+import functools
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -81,11 +83,26 @@ def create_access_token(
 
 def decode_access_token(token: str, settings: Settings) -> AccessClaims:
     """Who a valid token was issued to, and at which token version. A token without "ver"
-    (issued before versions existed) counts as version 0, which every account started at."""
+    (issued before versions existed) counts as version 0, which every account started at.
+
+    A client sends the same token with every request for up to an hour, and checking its
+    signature and claims costs more than the lead read it guards: the result of the check, a
+    pure function of the token and the key, is remembered (`_verified`); only the expiry, which
+    depends on the time, is checked on every call."""
+    claims, expires = _verified(token, _secret(settings))
+    if time.time() >= expires:
+        raise InvalidToken("Signature has expired")
+    return claims
+
+
+@functools.lru_cache(maxsize=4096)
+def _verified(token: str, secret: str) -> tuple[AccessClaims, float]:
+    """The claims of a token signed with `secret`, and when it expires; InvalidToken (never
+    remembered) for any other."""
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
-            _secret(settings),
+            secret,
             algorithms=[JWT_ALGORITHM],
             options={"require": ["sub", "exp", "iat"]},
         )
@@ -97,7 +114,8 @@ def decode_access_token(token: str, settings: Settings) -> AccessClaims:
         superuser = claims.get("su")
         if not isinstance(superuser, bool | None):
             raise InvalidToken("malformed superuser hint")
-        return AccessClaims(user_id=int(claims["sub"]), version=version, superuser=superuser)
+        expires = float(claims["exp"])
+        return AccessClaims(int(claims["sub"]), version, superuser), expires
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise InvalidToken(str(exc)) from exc
 
