@@ -240,7 +240,9 @@ def _seed_demo(args: argparse.Namespace, settings: Settings) -> int:
         print(f"Inserted {count} leads for {len(emails)} agents ({emails[0]} ... {emails[-1]}),")
         print(f"all with the password {DEMO_AGENT_PASSWORD!r}.")
 
-    _run(settings, run)
+    # A large seed's COPY and index builds run for minutes; seed.py lifts the server's
+    # statement timeout for them, and the app's own limit on a statement must go with it.
+    _run(settings.model_copy(update={"db_statement_timeout_ms": 0}), run)
     return 0
 
 

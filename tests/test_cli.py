@@ -80,6 +80,19 @@ def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in output, describe(result)
 
 
+@postgres_only
+def test_seed_demo_is_not_cut_off_by_the_apps_statement_limits(tmp_path: Path) -> None:
+    """The app gives up on a statement after DB_STATEMENT_TIMEOUT_MS plus a margin; a seed's
+    COPY and index builds take longer than any such limit, and must still finish."""
+    limits = {"DB_STATEMENT_TIMEOUT_MS": "1", "DB_CLIENT_TIMEOUT_MARGIN_MS": "1"}
+    with throwaway_database_sync("crm_seed") as name:
+        env = cli_env(DATABASE_URL=postgres_url(name), **limits)
+        result = run_cli("seed-demo", "--leads", "3000", cwd=tmp_path, env=env)
+        assert result.returncode == 0, describe(result)
+        rows = run_async(lambda: postgres_fetch(name, "SELECT count(*) AS n FROM leads"))
+    assert rows[0]["n"] == 3000
+
+
 # --- serving -----------------------------------------------------------------------------------
 
 

@@ -8,18 +8,30 @@ road the served app takes (app/services/reader.py); on SQLite, through SQLAlchem
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, func, literal, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
 from app.models import User
+from app.services.exceptions import DatabaseUnavailableException
+from app.services.reader import AsyncpgReader, CompiledStatements
 from app.services.security import create_access_token
-from tests.helpers import LeadFactory, sql_statements, uid
+from tests.helpers import (
+    TEST_DATABASE_URL,
+    LeadFactory,
+    postgres_only,
+    sql_statements,
+    uid,
+)
 
 LEADS = "/api/v1/leads"
 STATISTICS = f"{LEADS}/statistics"
@@ -33,6 +45,10 @@ INVALID = {
 def bearer(settings: Settings, user_id: int, *, version: int = 0, superuser: Any = None) -> dict:
     token, _ = create_access_token(user_id, settings, version, superuser=superuser)
     return {"Authorization": f"Bearer {token}"}
+
+
+def postgres_dsn_of(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def path_of(which: str, lead_id: int) -> str:
@@ -326,3 +342,66 @@ async def test_a_page_keeps_its_order_and_cursor_through_the_account_join(
         headers=headers,
     )
     assert [item["lead_score"] for item in second.json()["items"]] == [70, 90]
+
+
+# --- the retry on a dead connection (PostgreSQL: the raw asyncpg road) --------------------------
+
+
+def lent_in_turn(connections: list[Any]) -> tuple[Any, list[Any]]:
+    """An `acquire` for AsyncpgReader lending `connections` one per call, and the list of
+    those it lent."""
+    lent: list[Any] = []
+
+    @contextlib.asynccontextmanager
+    async def acquire() -> AsyncIterator[Any]:
+        connection = connections[len(lent)]
+        lent.append(connection)
+        yield connection
+
+    return acquire, lent
+
+
+@postgres_only
+async def test_a_read_on_a_connection_found_dead_before_sending_goes_to_another_once(
+    engine: AsyncEngine,
+) -> None:
+    dead = await asyncpg.connect(postgres_dsn_of(TEST_DATABASE_URL))
+    await dead.close()
+    live = await asyncpg.connect(postgres_dsn_of(TEST_DATABASE_URL))
+    try:
+        acquire, lent = lent_in_turn([dead, live])
+        reader = AsyncpgReader(CompiledStatements(engine.dialect), acquire, 5.0)
+        rows = await reader.rows(select(literal(41) + bindparam("n")), {"n": 1})
+    finally:
+        await live.close()
+    assert rows == [(42,)]
+    assert lent == [dead, live]
+
+
+@postgres_only
+async def test_a_read_whose_connection_dies_while_it_runs_is_not_repeated(
+    engine: AsyncEngine,
+) -> None:
+    """Its statement may have been killed on purpose: 503 at once, no second try."""
+    victim = await asyncpg.connect(postgres_dsn_of(TEST_DATABASE_URL))
+    killer = await asyncpg.connect(postgres_dsn_of(TEST_DATABASE_URL))
+    spare = await asyncpg.connect(postgres_dsn_of(TEST_DATABASE_URL))
+    try:
+        acquire, lent = lent_in_turn([victim, spare])
+        reader = AsyncpgReader(CompiledStatements(engine.dialect), acquire, 30.0)
+        read = asyncio.create_task(reader.rows(select(func.pg_sleep(20))))
+        for _ in range(500):  # until the statement runs in the database (at most 5 s)
+            running = await killer.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+                victim.get_server_pid(),
+            )
+            if running:
+                break
+            await asyncio.sleep(0.01)
+        await killer.execute("SELECT pg_terminate_backend($1)", victim.get_server_pid())
+        with pytest.raises(DatabaseUnavailableException):
+            await asyncio.wait_for(read, 10)
+    finally:
+        for connection in (victim, killer, spare):
+            await connection.close()
+    assert lent == [victim]

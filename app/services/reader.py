@@ -134,33 +134,24 @@ class AsyncpgReader:
     """Runs compiled statements on raw asyncpg connections from `acquire`."""
 
     def __init__(
-        self,
-        statements: CompiledStatements,
-        acquire: AcquireConnection,
-        timeout: float | None,
-        retry_timeout: float | None = None,
+        self, statements: CompiledStatements, acquire: AcquireConnection, timeout: float | None
     ) -> None:
         self.statements = statements
         self.acquire = acquire
         self.timeout = timeout  # the client-side bound on one statement, seconds
-        self.retry_timeout = retry_timeout  # and on the retry after a dead connection
 
     async def rows(self, statement: Select[Any], params: Params | None = None) -> list[tuple]:
         entry, sql, args = self.statements.prepare(statement, params)
-        timeout = self.timeout
         for attempt in (1, 2):
             try:
                 async with self.acquire() as conn:
-                    records = await self._fetch(conn, entry, sql, args, timeout)
+                    records = await self._fetch(conn, entry, sql, args, self.timeout)
                 break
             except Exception as exc:
                 if not is_database_error(exc):
                     raise
-                if attempt == 1 and fault_kind(exc) is FaultKind.CONNECTION_LOST:
-                    # A healthy database answers the second try at once; one that makes it
-                    # wait (a lock, an overload) gets as long as a new connection may take.
+                if attempt == 1 and _dead_before_sending(exc):
                     logger.info("read on a dead connection (%s); retrying once", reason(exc))
-                    timeout = min(filter(None, (self.timeout, self.retry_timeout)), default=None)
                     continue
                 raise unavailable(exc) from exc
         processors = entry.result
@@ -212,6 +203,16 @@ class SessionReader:
             if not is_database_error(exc):
                 raise
             raise unavailable(exc) from exc
+
+
+def _dead_before_sending(exc: BaseException) -> bool:
+    """The connection was found dead before the statement went out (asyncpg refuses to send
+    on a connection it knows is closed): nothing ran, so the read may go to another one. A
+    connection lost while its statement ran is not retried: the statement may have been killed
+    on purpose (pg_terminate_backend on a query stuck behind a lock), and the caller waited
+    already. Connections the server closed while pooled are skipped before this (`ReadPool`,
+    and SQLAlchemy's checkout: `app.database.closed_by_server`)."""
+    return isinstance(exc, asyncpg.InterfaceError) and fault_kind(exc) is FaultKind.CONNECTION_LOST
 
 
 def unavailable(exc: BaseException) -> DatabaseUnavailableException:
@@ -340,12 +341,7 @@ def engine_reader(engine: AsyncEngine, read_pool: ReadPool | None, settings: Set
     dialect = engine.dialect
     if dialect.name == "postgresql" and dialect.driver == "asyncpg":
         acquire = read_pool.acquire if read_pool is not None else _checkout(engine)
-        return AsyncpgReader(
-            _statements_for(dialect),
-            acquire,
-            read_timeout(settings),
-            retry_timeout=settings.db_connect_timeout_seconds,
-        )
+        return AsyncpgReader(_statements_for(dialect), acquire, read_timeout(settings))
 
     reading = engine.execution_options(**{READ_ONLY_OPTION: True})
 
