@@ -83,7 +83,8 @@ class Settings(BaseSettings):
     # Overflow 0: steady load opens no new connections (README: sizing the pools).
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=0, ge=0, le=200)
-    db_read_pool_size: int = Field(default=10, ge=1, le=200)
+    # 0: no read pool; the hot reads borrow raw connections from SQLAlchemy's pool instead.
+    db_read_pool_size: int = Field(default=10, ge=0, le=200)
     db_pool_recycle_seconds: int = Field(default=1800, ge=30)
     db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
     # PostgreSQL cancels any statement (lock waits included) running longer than this; the

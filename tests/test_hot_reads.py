@@ -20,18 +20,24 @@ from sqlalchemy import bindparam, func, literal, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.config import Settings
+from app.config import Settings, use_settings
+from app.main import create_app
 from app.models import User
 from app.services.exceptions import DatabaseUnavailableException
 from app.services.reader import AsyncpgReader, CompiledStatements
 from app.services.security import create_access_token
+from app.services.user_service import UserService
 from tests.helpers import (
+    PASSWORD,
     TEST_DATABASE_URL,
     LeadFactory,
+    client_of,
+    make_settings,
     postgres_only,
     sql_statements,
     uid,
 )
+from tests.support import migrate, postgres_fetch, postgres_url, throwaway_database
 
 LEADS = "/api/v1/leads"
 STATISTICS = f"{LEADS}/statistics"
@@ -405,3 +411,51 @@ async def test_a_read_whose_connection_dies_while_it_runs_is_not_repeated(
         for connection in (victim, killer, spare):
             await connection.close()
     assert lent == [victim]
+
+
+# --- where the served app's hot reads get their connections ---------------------------------
+
+
+@postgres_only
+@pytest.mark.parametrize(("read_pool_size", "most_connections"), [(0, 2), (3, 2 + 3)])
+async def test_the_read_pool_adds_at_most_its_size_in_connections(
+    read_pool_size: int, most_connections: int
+) -> None:
+    """The app (its lifespan run, as a server runs it) under concurrent reads opens at most
+    DB_POOL_SIZE + DB_READ_POOL_SIZE connections; with DB_READ_POOL_SIZE=0 the hot reads
+    borrow from SQLAlchemy's pool, and answer the same."""
+    async with throwaway_database("crm_read_pool") as name:
+        await migrate(name)
+        settings = make_settings(
+            database_url=postgres_url(name), db_pool_size=2, db_read_pool_size=read_pool_size
+        )
+        with use_settings(settings):
+            app = create_app()
+            async with app.router.lifespan_context(app):
+                async with app.state.session_factory() as db:
+                    boss = await UserService.create_user(
+                        db,
+                        {
+                            "email": "b@x.io",
+                            "full_name": "B",
+                            "password": PASSWORD,
+                            "is_superuser": True,
+                        },
+                        acting_user_id=None,
+                    )
+                    boss_id = boss.id
+                headers = bearer(settings, boss_id, superuser=True)
+                async with client_of(app) as client:
+                    created = await client.post(
+                        LEADS,
+                        headers=headers,
+                        json={"first_name": "A", "last_name": "B", "phone": "5550100"},
+                    )
+                    paths = [f"{LEADS}/{created.json()['id']}", LEADS, STATISTICS] * 10
+                    answers = await asyncio.gather(*(client.get(p, headers=headers) for p in paths))
+                connections = await postgres_fetch(
+                    name,
+                    "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()",
+                )
+    assert [a.status_code for a in answers] == [200] * len(paths)
+    assert connections[0]["n"] - 1 <= most_connections  # less the query's own connection

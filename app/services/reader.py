@@ -297,6 +297,8 @@ def read_pool_for(engine: AsyncEngine, settings: Settings) -> ReadPool | None:
     url = engine.url
     if url.get_backend_name() != "postgresql" or url.get_driver_name() != "asyncpg":
         return None
+    if not settings.db_read_pool_size:  # borrow from SQLAlchemy's pool (`engine_reader`)
+        return None
     from app.database import asyncpg_connect_options
 
     dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
