@@ -235,6 +235,10 @@ class ReadPool:
         self.timeout = timeout  # waiting for a free connection
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
+        # Borrowers queue here, first come first served: asyncpg's own wait for a connection
+        # lets a newcomer take one a waiter was just woken for, and under load the unlucky
+        # waited longest (p99 4x p50 with 32 clients on 10 connections; 1.7x in turn).
+        self._turns = asyncio.Semaphore(size)
 
     async def pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -258,17 +262,22 @@ class ReadPool:
         from app.database import closed_by_server
 
         pool = await self.pool()
-        conn = await pool.acquire(timeout=self.timeout)
+        async with asyncio.timeout(self.timeout):
+            await self._turns.acquire()
         try:
-            for _ in range(self.size):
-                if not closed_by_server(conn):
-                    break
-                conn.terminate()
+            conn = await pool.acquire()  # never waits: no more borrowers than connections
+            try:
+                for _ in range(self.size):
+                    if not closed_by_server(conn):
+                        break
+                    conn.terminate()
+                    await pool.release(conn)
+                    conn = await pool.acquire()
+                yield conn
+            finally:
                 await pool.release(conn)
-                conn = await pool.acquire(timeout=self.timeout)
-            yield conn
         finally:
-            await pool.release(conn)
+            self._turns.release()
 
     async def close(self) -> None:
         if self._pool is not None:
