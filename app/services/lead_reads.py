@@ -76,10 +76,9 @@ LEAD_FOR_CALLER = (
 )
 
 
-def _may_read() -> ColumnElement[bool]:
-    """The account check as a condition on other rows: true when the caller's account may act
-    and has the role the statement is shaped for."""
-    return exists(select(_caller.c.id).where(*CALLER_OK, CLAIMED_ROLE))
+# The account check as a condition on other rows: true when the caller's account may act and
+# has the role the statement is shaped for. An uncorrelated EXISTS: evaluated once per statement.
+MAY_READ = exists(select(_caller.c.id).where(*CALLER_OK, CLAIMED_ROLE))
 
 
 ACCOUNT = select(_caller.c.is_active, _caller.c.token_version, _caller.c.is_superuser).where(
@@ -117,7 +116,7 @@ class LeadReads:
                 reader, caller, lambda: page_conditions(filters, paging, scope, beyond)
             )
             total = match_count(where, cap).scalar_subquery()
-            statement = page_rows(page_where, paging, total, *LEAD_COLUMNS).where(_may_read())
+            statement = page_rows(page_where, paging, total, *LEAD_COLUMNS).where(MAY_READ)
             return await reader.rows(statement, {**params, "caller_superuser": superuser}), where
 
         verified = caller.superuser is None
