@@ -30,7 +30,11 @@ from sqlalchemy.pool import NullPool
 
 from app.config import normalize_database_url, use_settings
 from app.models import Base
-from app.models.base import MIGRATION_ONLY_INDEXES, include_in_autogenerate
+from app.models.base import (
+    MIGRATION_ONLY_INDEXES,
+    include_in_autogenerate,
+    is_search_index_table,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DATABASE_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", "").strip())
@@ -126,10 +130,13 @@ def current_revision(conn: Connection) -> str | None:
 
 
 def reflect_schema(conn: Connection) -> Schema:
-    """Everything the database says about its tables, in a form that compares with `==`."""
+    """Everything the database says about its tables, in a form that compares with `==`
+    (SQLite's search index aside: its virtual table and shadow tables are no model's)."""
     inspector = inspect(conn)
     schema: Schema = {}
     for table in sorted(inspector.get_table_names()):
+        if is_search_index_table(table):
+            continue
         pk = inspector.get_pk_constraint(table)
         schema[table] = {
             "columns": {

@@ -10,6 +10,7 @@ from app.models.lead import (
     LeadStatus,
     format_note_line,
 )
+from app.models.lead_search import LEADS_SEARCH, TRIGRAM_LENGTH
 from app.models.lead_stats import UNASSIGNED, LeadStats
 from app.models.login_failure import LoginFailure
 from app.models.user import User
@@ -19,6 +20,8 @@ __all__ = [
     "ARCHIVED_TAG",
     "CLOSED_STATUSES",
     "HOT_LEAD_MIN_SCORE",
+    "LEADS_SEARCH",
+    "TRIGRAM_LENGTH",
     "UNASSIGNED",
     "Base",
     "FieldValidationError",

@@ -25,8 +25,23 @@ MIGRATION_ONLY_INDEXES = frozenset(
 )
 
 
+# SQLite's search index (app/models/lead_search.py) is an FTS5 virtual table, which SQLite lists
+# as tables together with the shadow tables it keeps its index in; none of them is a model.
+SEARCH_INDEX_TABLE = "leads_search"
+FTS5_SHADOW_SUFFIXES = ("_data", "_idx", "_config", "_docsize", "_content")
+
+
+def is_search_index_table(name: str | None) -> bool:
+    return name == SEARCH_INDEX_TABLE or any(
+        name == SEARCH_INDEX_TABLE + suffix for suffix in FTS5_SHADOW_SUFFIXES
+    )
+
+
 def include_in_autogenerate(
     obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
 ) -> bool:
-    """Alembic's `include_object` hook: leave the migration-only indexes out of comparisons."""
+    """Alembic's `include_object` hook: leave the migration-only indexes and SQLite's search
+    index tables out of comparisons."""
+    if type_ == "table":
+        return not is_search_index_table(name)
     return not (type_ == "index" and name in MIGRATION_ONLY_INDEXES)

@@ -7,10 +7,12 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import case, func, literal_column, or_
+from sqlalchemy import Boolean, bindparam, case, func, literal_column, or_, select
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
-from app.models import Lead, LeadStatus
+from app.models import LEADS_SEARCH, TRIGRAM_LENGTH, Lead, LeadStatus
 from app.models.types import tags_overlap
 from app.models.validation import PHONE_SEPARATORS, PHONE_SHAPE, normalize_tag
 from app.schemas.filters import LeadFilters, LeadPaging
@@ -111,15 +113,72 @@ def _search(term: str) -> ColumnElement[bool]:
     # A field never holds a newline, so none in the term can match; dropping them also keeps a
     # match from spanning two fields of the document.
     term = term.replace("\n", " ").replace("\r", " ")
-    document = search_document()
-    condition = document.ilike(f"%{escape_like(term)}%", escape=LIKE_ESCAPE)
+    terms = [term]
     # Phones are stored without separators, so "+1 (555) 010" must also find "+1555010...".
     phone_term = PHONE_SEPARATORS.sub("", term)
     if phone_term != term and PHONE_SHAPE.fullmatch(phone_term):
-        condition = or_(
-            condition, document.ilike(f"%{escape_like(phone_term)}%", escape=LIKE_ESCAPE)
+        terms.append(phone_term)
+    return SqliteAlternative(_like_search(terms), _indexed_search(terms))
+
+
+def _like_search(terms: list[str]) -> ColumnElement[bool]:
+    """A case-insensitive substring match of any of `terms` over the document: PostgreSQL
+    answers it from its trigram index (ix_leads_search_trgm); elsewhere it reads every lead."""
+    document = search_document()
+    return or_(*(document.ilike(f"%{escape_like(t)}%", escape=LIKE_ESCAPE) for t in terms))
+
+
+def _indexed_search(terms: list[str]) -> ColumnElement[bool]:
+    """`_like_search` answered from SQLite's trigram index (app/models/lead_search.py): every
+    term of three characters or more in one MATCH (a phrase of trigrams is a substring match,
+    case-folded like the LIKE); a shorter one has no trigram, so it still scans."""
+    indexed = [t for t in terms if len(t) >= TRIGRAM_LENGTH]
+    conditions = [_like_search([t]) for t in terms if len(t) < TRIGRAM_LENGTH]
+    if indexed:
+        query = " OR ".join(fts5_string(t) for t in indexed)
+        matches = select(LEADS_SEARCH.c.rowid).where(
+            LEADS_SEARCH.c.document.match(bindparam("search_match", query, unique=True))
         )
-    return condition
+        conditions.insert(0, LEADS.id.in_(matches))
+    return or_(*conditions)
+
+
+def fts5_string(term: str) -> str:
+    """`term` as an FTS5 string: a phrase, taken literally (no operators, no `%`/`_` magic)."""
+    return '"' + term.replace('"', '""') + '"'
+
+
+class SqliteAlternative(ColumnElement[bool]):
+    """`default` on every database but SQLite, `sqlite` there: the SQL of a statement follows
+    the dialect that compiles it, so the shared lead queries need no dialect of their own."""
+
+    type = Boolean()
+    inherit_cache = True
+    _is_implicitly_boolean = True  # a condition already: no "= 1" after it on SQLite
+    _traverse_internals = (
+        ("default", InternalTraversal.dp_clauseelement),
+        ("sqlite", InternalTraversal.dp_clauseelement),
+    )
+
+    def __init__(self, default: ColumnElement[bool], sqlite: ColumnElement[bool]) -> None:
+        self.default = default
+        self.sqlite = sqlite
+
+    def self_group(self, against: Any = None) -> ColumnElement[Any]:
+        # Inside an AND, an OR of two terms needs its parentheses, whichever branch renders.
+        return SqliteAlternative(
+            self.default.self_group(against=against), self.sqlite.self_group(against=against)
+        )
+
+
+@compiles(SqliteAlternative)
+def _compile_default(element: SqliteAlternative, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.default, **kw)
+
+
+@compiles(SqliteAlternative, "sqlite")
+def _compile_sqlite(element: SqliteAlternative, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.sqlite, **kw)
 
 
 def order_by(paging: LeadPaging, columns: Any = None) -> list[ColumnElement[Any]]:
