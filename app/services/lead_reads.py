@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, exists, or_, select, true
+from sqlalchemy import Select, and_, bindparam, exists, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.config import get_settings
@@ -86,6 +86,21 @@ ACCOUNT = select(_caller.c.is_active, _caller.c.token_version, _caller.c.is_supe
 )
 
 
+def _statistics_for_caller(superuser: bool) -> Select[Any]:
+    """The `lead_stats` groups a caller of that role sees, joined to the account check: one row
+    with NULL groups for a caller with no leads, none for a refused one."""
+    groups = statistics_groups(None if superuser else CALLER_ID).subquery("groups")
+    return (
+        select(_caller.c.id, *groups.c)
+        .select_from(_caller.outerjoin(groups, true()))
+        .where(*CALLER_OK, CLAIMED_ROLE)
+    )
+
+
+# Both shapes hold no values of their own (the caller's come as parameters): built once.
+STATISTICS_FOR_CALLER = {role: _statistics_for_caller(role) for role in (False, True)}
+
+
 class LeadReads:
     @staticmethod
     async def lead(reader: Reader, lead_id: int, caller: AccessClaims) -> LeadRow:
@@ -141,12 +156,7 @@ class LeadReads:
         """What `LeadService.get_lead_statistics` answers, for the caller."""
 
         async def run(superuser: bool) -> list[tuple] | None:
-            groups = statistics_groups(None if superuser else CALLER_ID).subquery("groups")
-            statement = (
-                select(_caller.c.id, *groups.c)
-                .select_from(_caller.outerjoin(groups, true()))
-                .where(*CALLER_OK, CLAIMED_ROLE)
-            )
+            statement = STATISTICS_FOR_CALLER[superuser]
             rows = await reader.rows(statement, {**_account(caller), "caller_superuser": superuser})
             return rows or None
 
