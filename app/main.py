@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
 from app.api.observability import RequestObserver, page_csp
-from app.api.routes import api_router
+from app.api.routes import include_api_routes
 from app.api.routes.health import router as health_router
 from app.bootstrap import resolve_secret_key
 from app.database import create_engine, create_session_factory
@@ -54,7 +54,8 @@ def create_app(*, engine: AsyncEngine | None = None) -> FastAPI:
         app.state.session_factory = create_session_factory(app.state.engine)
         app.state.read_session_factory = create_session_factory(app.state.engine, read_only=True)
         read_pool = read_pool_for(app.state.engine, settings) if own_engine else None
-        app.state.reader = engine_reader(app.state.engine, read_pool, settings)
+        if own_engine:  # else set below, or by a test (tests/helpers.py)
+            app.state.reader = engine_reader(app.state.engine, read_pool, settings)
         _settle_garbage_collector()
         try:
             yield
@@ -85,7 +86,7 @@ def create_app(*, engine: AsyncEngine | None = None) -> FastAPI:
     app.state.query_names = {}  # app/api/deps.py: each operation's query parameters
     install_error_handlers(app)
     app.include_router(health_router)
-    app.include_router(api_router)
+    include_api_routes(app)
     docs_policies = _mount_docs(app)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

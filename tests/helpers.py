@@ -13,18 +13,18 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 from pydantic import SecretStr
 from sqlalchemy import event, inspect, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from app.api.deps import get_reader, get_session
+from app.api.deps import get_session
 from app.config import Settings, normalize_database_url
 from app.main import create_app
 from app.models import Lead, User
-from app.services.reader import Reader, session_reader
+from app.services.reader import session_reader
 
 TEST_DATABASE_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", "").strip())
 ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
@@ -87,14 +87,9 @@ def app_in_session(engine: AsyncEngine, db: AsyncSession) -> FastAPI:
     async def test_session() -> AsyncIterator[AsyncSession]:
         yield db
 
-    reader = session_reader(db)  # on PostgreSQL still the compiled asyncpg road (reader.py)
-
-    async def test_reader(request: Request) -> Reader:
-        request.state.reader = reader
-        return reader
-
     application.dependency_overrides[get_session] = test_session
-    application.dependency_overrides[get_reader] = test_reader
+    # On PostgreSQL still the compiled asyncpg road (app/services/reader.py).
+    application.state.reader = session_reader(db)
     return application
 
 

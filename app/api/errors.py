@@ -119,11 +119,10 @@ async def _refused_caller(request: Request) -> CRMException | None:
     `request.state.caller` holds the token's claims until the account has been checked
     (app/api/deps.py)."""
     caller = getattr(request.state, "caller", None)
-    reader = getattr(request.state, "reader", None)
-    if caller is None or reader is None:
+    if caller is None:
         return None
     try:
-        await LeadReads.check_caller(reader, caller)
+        await LeadReads.check_caller(request.app.state.reader, caller)
     except CRMException as refusal:
         return refusal
     return None

@@ -28,7 +28,11 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is None and b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body (most reads): nothing to count
+            return
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             response = error_response(413, too_large_message(self.max_bytes), "request_too_large")
             await response(scope, receive, send)

@@ -262,7 +262,10 @@ class ReadPool:
         from app.database import closed_by_server
 
         pool = await self.pool()
-        async with asyncio.timeout(self.timeout):
+        if self._turns.locked():  # a wait: bounded (a free turn is taken without one)
+            async with asyncio.timeout(self.timeout):
+                await self._turns.acquire()
+        else:
             await self._turns.acquire()
         try:
             conn = await pool.acquire()  # never waits: no more borrowers than connections
