@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Lead, LeadSource, LeadStatus, User
@@ -21,7 +21,7 @@ from app.services.exceptions import (
     UserNotFoundException,
     ValidationException,
 )
-from tests.helpers import LeadFactory
+from tests.helpers import ON_POSTGRES, LeadFactory
 
 T0 = datetime(2024, 3, 10, 12, 0, tzinfo=UTC)
 PIPELINE = list(LeadStatus)  # NEW, CONTACTED, QUALIFIED, PROPOSAL, NEGOTIATION, WON, LOST, CALLBACK
@@ -460,6 +460,31 @@ async def test_tags_filter_with_unknown_tag_matches_nothing(
     db: AsyncSession, tagged: dict[str, int]
 ) -> None:
     assert await matching_ids(db, tags=["platinum"]) == []
+
+
+@pytest.mark.parametrize("tag", ["café", 'say "hi"', "back\\slash", "50%_off", "日本"])
+async def test_tags_filter_finds_tags_that_json_escapes(
+    db: AsyncSession, make_lead: LeadFactory, tag: str
+) -> None:
+    """SQLite tests the tags' JSON text before `json_each` (app/models/types.py): a tag
+    that JSON escapes must still be found, and only where it is."""
+    lead = await make_lead(tags=[tag, "x"])
+    await make_lead(tags=["cafe", "say hi", "50", "x"])
+    assert await matching_ids(db, tags=[tag]) == [lead.id]
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="SQLite's JSON text; PostgreSQL stores varchar[]")
+async def test_tags_filter_finds_tags_written_by_sqlites_json_functions(
+    db: AsyncSession, make_lead: LeadFactory
+) -> None:
+    """SQL that rewrites tags with SQLite's JSON functions stores non-ASCII text unescaped
+    (Python's json escapes it): the filter finds the tag either way."""
+    lead = await make_lead(tags=["x"])
+    where = {"id": lead.id}
+    await db.execute(text("UPDATE leads SET tags = json_array('café', 'x') WHERE id = :id"), where)
+    stored = (await db.execute(text("SELECT tags FROM leads WHERE id = :id"), where)).scalar_one()
+    assert "café" in stored
+    assert await matching_ids(db, tags=["café"]) == [lead.id]
 
 
 # --------------------------------------------------------------------------------- archived

@@ -39,7 +39,7 @@ from app.services.lead_queries import (
     match_count,
     page_conditions,
     page_result,
-    page_rows,
+    page_with_total,
     statistics_groups,
     statistics_of,
 )
@@ -118,20 +118,23 @@ class LeadReads:
     ) -> LeadPageResult:
         """What `LeadService.list_leads` answers, for the caller: agents see their own leads.
 
-        One statement: the page's leads, each row carrying the capped count, gated by the
-        account check (an uncorrelated EXISTS, which the database evaluates once). No row is
-        either a refused caller or an empty page; the account is read only then."""
+        One statement: the page's leads, each row carrying the total (`page_with_total`),
+        gated by the account check (an uncorrelated EXISTS, which the database evaluates
+        once). No row is either a refused caller or an empty page; the account is read only
+        then."""
         cap = None if paging.exact_total else get_settings().total_count_cap
         beyond = await _built(reader, caller, lambda: cursor_condition(filters, paging))
         params = _account(caller)
+        searching = bool((filters.search or "").strip()) and paging.cursor is None
 
         async def run(superuser: bool) -> tuple[list[tuple], list[ColumnElement[bool]]]:
             scope = None if superuser else caller.user_id
             where, page_where = await _built(
                 reader, caller, lambda: page_conditions(filters, paging, scope, beyond)
             )
-            total = match_count(where, cap).scalar_subquery()
-            statement = page_rows(page_where, paging, total, *LEAD_COLUMNS).where(MAY_READ)
+            statement = page_with_total(
+                where, [*page_where, MAY_READ], paging, cap, short_page_counts=searching
+            )
             return await reader.rows(statement, {**params, "caller_superuser": superuser}), where
 
         verified = caller.superuser is None
