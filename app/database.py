@@ -113,6 +113,40 @@ def _unicode_lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
+class Turns:
+    """First come, first served turns at a pool of `size` connections.
+
+    asyncio's own waits for a pooled connection (SQLAlchemy's queue, asyncpg's pool) let a
+    newcomer take a connection that a waiter was just woken for; the waiter goes back to the
+    end, and under load the unlucky wait longest: writes at 32 clients on a pool of 10 had a
+    p99 4-6x their p50. Callers that take a turn here first reach the pool only when one of
+    its connections is theirs. Waiting is bounded by `timeout` (TimeoutError); a free turn is
+    taken without setting one up."""
+
+    def __init__(self, size: int, timeout: float | None) -> None:
+        self.timeout = timeout
+        self._semaphore = asyncio.Semaphore(size)  # FIFO: a released turn goes to the first waiter
+
+    async def acquire(self) -> None:
+        if self._semaphore.locked():
+            async with asyncio.timeout(self.timeout):
+                await self._semaphore.acquire()
+        else:
+            await self._semaphore.acquire()
+
+    def release(self) -> None:
+        self._semaphore.release()
+
+
+def session_turns_for(engine: AsyncEngine, settings: Settings) -> Turns | None:
+    """The turns at the engine's pool for request sessions: on PostgreSQL, one per pooled
+    connection (`DB_POOL_SIZE` + `DB_MAX_OVERFLOW`), each request's session holding at most one.
+    SQLite has no such queue to be unfair in (one file, one writer at a time)."""
+    if engine.dialect.name != "postgresql":
+        return None
+    return Turns(settings.db_pool_size + settings.db_max_overflow, settings.db_pool_timeout_seconds)
+
+
 READ_ONLY_OPTION = "crm_read_only"
 
 

@@ -30,7 +30,7 @@ from app.api.observability import RequestObserver, page_csp
 from app.api.routes import include_api_routes
 from app.api.routes.health import router as health_router
 from app.bootstrap import resolve_secret_key
-from app.database import create_engine, create_session_factory
+from app.database import create_engine, create_session_factory, session_turns_for
 from app.services.reader import engine_reader, read_pool_for
 
 DOCS_ASSETS = "/docs-assets"
@@ -53,6 +53,7 @@ def create_app(*, engine: AsyncEngine | None = None) -> FastAPI:
         app.state.engine = engine or create_engine(settings=settings)
         app.state.session_factory = create_session_factory(app.state.engine)
         app.state.read_session_factory = create_session_factory(app.state.engine, read_only=True)
+        app.state.session_turns = session_turns_for(app.state.engine, settings)
         read_pool = read_pool_for(app.state.engine, settings) if own_engine else None
         if own_engine:  # else set below, or by a test (tests/helpers.py)
             app.state.reader = engine_reader(app.state.engine, read_pool, settings)
@@ -81,6 +82,7 @@ def create_app(*, engine: AsyncEngine | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.session_factory = create_session_factory(engine)
         app.state.read_session_factory = create_session_factory(engine, read_only=True)
+        app.state.session_turns = session_turns_for(engine, settings)
         app.state.reader = engine_reader(engine, None, settings)
 
     app.state.query_names = {}  # app/api/deps.py: each operation's query parameters

@@ -3,6 +3,7 @@ database, and migrating at start-up."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -13,9 +14,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import AppEnv, Settings
+from app.config import AppEnv, Settings, get_settings
 from app.database import (
     MigrationReport,
+    Turns,
     alembic_config,
     asyncpg_connect_options,
     create_engine,
@@ -23,7 +25,9 @@ from app.database import (
     is_memory_sqlite,
     upgrade_database,
 )
-from tests.helpers import ON_POSTGRES, TEST_DATABASE_URL, postgres_only
+from app.main import create_app
+from app.services.security import create_access_token
+from tests.helpers import ON_POSTGRES, TEST_DATABASE_URL, client_of, postgres_only
 from tests.support import postgres_url, throwaway_database
 
 
@@ -224,3 +228,57 @@ async def test_postgresql_connections_plan_each_statement_for_its_parameters() -
         assert mode == "force_custom_plan"
     finally:
         await engine.dispose()
+
+
+# --- turns at the pool ---------------------------------------------------------------------------
+
+
+async def test_a_released_turn_goes_to_the_caller_waiting_not_to_a_newcomer() -> None:
+    """asyncio's queues let a newcomer take what a woken waiter was about to; Turns does not."""
+    turns = Turns(1, timeout=None)
+    await turns.acquire()
+    order: list[str] = []
+
+    async def take(name: str) -> None:
+        await turns.acquire()
+        order.append(name)
+        await asyncio.sleep(0)
+        turns.release()
+
+    waiting = asyncio.create_task(take("waiting"))
+    await asyncio.sleep(0)  # it is now waiting for the turn
+    turns.release()  # it is woken, but has not run yet...
+    await turns.acquire()  # ...when a newcomer asks
+    order.append("newcomer")
+    turns.release()
+    await waiting
+    assert order == ["waiting", "newcomer"]
+
+
+async def test_waiting_for_a_turn_is_bounded_by_the_timeout() -> None:
+    turns = Turns(1, timeout=0.05)
+    await turns.acquire()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await turns.acquire()
+    assert time.monotonic() - started < 1
+
+
+@postgres_only
+async def test_a_request_waits_its_turn_for_a_connection_and_gets_503_past_the_pool_timeout(
+    engine: AsyncEngine,
+) -> None:
+    """Request sessions take a turn at the pool first (app/api/deps.py `get_session`): with
+    every turn taken, a request waits DB_POOL_TIMEOUT_SECONDS and gets the pool's 503."""
+    app = create_app(engine=engine)
+    turns = app.state.session_turns = Turns(1, timeout=0.2)
+    token, _ = create_access_token(987_654, get_settings(), 0)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with client_of(app) as client:
+        await turns.acquire()
+        held = await client.get("/api/v1/users/me", headers=headers)
+        turns.release()
+        free = await client.get("/api/v1/users/me", headers=headers)
+    assert held.status_code == 503, held.text
+    assert held.json()["code"] == "database_unavailable"
+    assert free.status_code == 401, free.text

@@ -17,9 +17,11 @@ from fastapi.dependencies.utils import get_cached_model_fields
 from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer
 from pydantic import BaseModel
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings, get_settings
+from app.database import Turns
 from app.models import User
 from app.schemas.common import MAX_ID
 from app.services.base import remember_verified_user
@@ -42,14 +44,28 @@ READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session for this request; requests that change nothing get a read-only one (see
-    `app.database.create_session_factory`)."""
+    `app.database.create_session_factory`). On PostgreSQL the request first waits its turn
+    for a pooled connection (`app.database.Turns`), as long as the pool would have let it:
+    past `DB_POOL_TIMEOUT_SECONDS` it gets the pool's own time-out, a 503."""
     state = request.app.state
     if request.method in READ_ONLY_METHODS:
         factory = state.read_session_factory
     else:
         factory = state.session_factory
-    async with factory() as session:
-        yield session
+    turns: Turns | None = state.session_turns
+    if turns is None:
+        async with factory() as session:
+            yield session
+        return
+    try:
+        await turns.acquire()
+    except TimeoutError:
+        raise PoolTimeoutError("No database connection came free in time.") from None
+    try:
+        async with factory() as session:
+            yield session
+    finally:
+        turns.release()
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
