@@ -323,6 +323,51 @@ async def test_an_empty_page_still_counts_the_matches_before_it(
     assert body["items"] == [] and body["total"] == 3 and body["next_cursor"] is None
 
 
+async def test_a_page_kept_for_one_agent_is_never_served_to_another(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    make_lead: LeadFactory,
+    agent: User,
+    other_agent: User,
+    superuser: User,
+) -> None:
+    """The same query from each caller in turn: every one sees exactly their own leads (page
+    statements are kept by role, scope and query: `_PAGE_STATEMENTS`)."""
+    mine = {uid(await make_lead(owner=agent, status="NEW")) for _ in range(2)}
+    theirs = {uid(await make_lead(owner=other_agent, status="NEW"))}
+    query = {"status": "NEW", "limit": 10}
+    for _ in range(2):
+        for caller, expected in ((agent, mine), (other_agent, theirs), (superuser, mine | theirs)):
+            headers = bearer(settings, uid(caller), superuser=caller.is_superuser)
+            body = (await client.get(LEADS, params=query, headers=headers)).json()
+            assert {item["id"] for item in body["items"]} == expected
+            assert body["total"] == len(expected)
+
+
+async def test_a_page_served_again_shows_the_leads_as_they_are_now(
+    client: httpx.AsyncClient, settings: Settings, make_lead: LeadFactory, agent: User
+) -> None:
+    headers = bearer(settings, uid(agent), superuser=False)
+    query = {"status": "NEW"}
+    await make_lead(owner=agent, status="NEW")
+    assert (await client.get(LEADS, params=query, headers=headers)).json()["total"] == 1
+    await make_lead(owner=agent, status="NEW")
+    assert (await client.get(LEADS, params=query, headers=headers)).json()["total"] == 2
+
+
+async def test_a_changed_count_cap_applies_to_a_page_served_before(
+    client: httpx.AsyncClient, settings: Settings, make_lead: LeadFactory, agent: User
+) -> None:
+    headers = bearer(settings, uid(agent), superuser=False)
+    for _ in range(5):
+        await make_lead(owner=agent)
+    with use_settings(settings.model_copy(update={"total_count_cap": 2})):
+        capped = (await client.get(LEADS, headers=headers)).json()
+    assert (capped["total"], capped["total_is_exact"]) == (2, False)
+    body = (await client.get(LEADS, headers=headers)).json()
+    assert (body["total"], body["total_is_exact"]) == (5, True)
+
+
 async def five_zeds_and_others(make_lead: LeadFactory) -> None:
     for _ in range(5):
         await make_lead(first_name="Zed", tags=["zed"])

@@ -123,18 +123,19 @@ class LeadReads:
         once). No row is either a refused caller or an empty page; the account is read only
         then."""
         cap = None if paging.exact_total else get_settings().total_count_cap
-        beyond = await _built(reader, caller, lambda: cursor_condition(filters, paging))
         params = _account(caller)
-        searching = bool((filters.search or "").strip()) and paging.cursor is None
+        query_key = (filters.model_dump_json(), paging.model_dump_json(), cap)
 
         async def run(superuser: bool) -> tuple[list[tuple], list[ColumnElement[bool]]]:
             scope = None if superuser else caller.user_id
-            where, page_where = await _built(
-                reader, caller, lambda: page_conditions(filters, paging, scope, beyond)
-            )
-            statement = page_with_total(
-                where, [*page_where, MAY_READ], paging, cap, short_page_counts=searching
-            )
+            key = (superuser, scope, query_key)
+            built = _PAGE_STATEMENTS.get(key)
+            if built is None:
+                built = await _page_statement(reader, caller, filters, paging, scope, cap)
+                if len(_PAGE_STATEMENTS) >= PAGE_STATEMENTS_KEPT:
+                    _PAGE_STATEMENTS.clear()
+                _PAGE_STATEMENTS[key] = built
+            statement, where = built
             return await reader.rows(statement, {**params, "caller_superuser": superuser}), where
 
         verified = caller.superuser is None
@@ -171,6 +172,35 @@ class LeadReads:
         """Whether the caller is a superuser; AuthenticationException if the account may not
         act (for requests refused before they read anything, which must still say 401 first)."""
         return await _account_role(reader, caller)
+
+
+# The page statements of recent queries, by (role, scope, query): a page the app serves again
+# (the same view, opened by the same agent or by any superuser) skips building the statement
+# and SQLAlchemy's cache key for it, which together were a fifth of a list page's CPU. The
+# statements hold only the query's own values (the caller's come as parameters) and are never
+# changed, so any request may run one; a flood of distinct queries empties the dict, not memory.
+PAGE_STATEMENTS_KEPT = 256
+_PAGE_STATEMENTS: dict[Any, tuple[Select[Any], list[ColumnElement[bool]]]] = {}
+
+
+async def _page_statement(
+    reader: Reader,
+    caller: AccessClaims,
+    filters: LeadFilters,
+    paging: LeadPaging,
+    scope: int | None,
+    cap: int | None,
+) -> tuple[Select[Any], list[ColumnElement[bool]]]:
+    """A page's statement (`page_with_total`) and its filter, for `LeadReads.page`."""
+    beyond = await _built(reader, caller, lambda: cursor_condition(filters, paging))
+    where, page_where = await _built(
+        reader, caller, lambda: page_conditions(filters, paging, scope, beyond)
+    )
+    searching = bool((filters.search or "").strip()) and paging.cursor is None
+    statement = page_with_total(
+        where, [*page_where, MAY_READ], paging, cap, short_page_counts=searching
+    )
+    return statement, where
 
 
 async def _built(reader: Reader, caller: AccessClaims, build: Callable[[], T]) -> T:
