@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
-from app.api.deps import Caller, CurrentUser, ReaderDep, SessionDep
+from app.api.deps import CurrentUser, ReadAccess, SessionDep
 from app.api.errors import created_at, error_responses
 from app.api.render import lead_response, page_response
 from app.schemas.common import MAX_ID, given
@@ -43,9 +43,7 @@ WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422)
     status_code=status.HTTP_200_OK,
     responses=error_responses(401, 422),
 )
-async def list_leads(
-    reader: ReaderDep, caller: Caller, query: Annotated[LeadListQuery, Query()]
-) -> Response:
+async def list_leads(access: ReadAccess, query: Annotated[LeadListQuery, Query()]) -> Response:
     """Leads matching every filter given. `status`, `source` and `tags` may repeat
     (`?status=NEW&status=CONTACTED`); tags match leads having any of them. Agents see only
     their own leads. Walk a large result with `cursor` (from `next_cursor`, with the same
@@ -54,7 +52,7 @@ async def list_leads(
     Refused with 422 although the schema alone allows them: a `cursor` this API did not hand
     out, or one made for other filters or another sort; `cursor` together with `skip`; a
     `date_range_end` before `date_range_start`; a `lead_score_max` below `lead_score_min`."""
-    page = await LeadReads.page(reader, query, query, caller)
+    page = await LeadReads.page(access.reader, query, query, access.claims)
     return page_response(
         page.items,
         total=page.total,
@@ -95,10 +93,10 @@ async def create_lead(
     status_code=status.HTTP_200_OK,
     responses=error_responses(401),
 )
-async def get_lead_statistics(reader: ReaderDep, caller: Caller) -> LeadStatistics:
+async def get_lead_statistics(access: ReadAccess) -> LeadStatistics:
     """Counts by status and source, average score, hot leads and conversion rate over the
     leads the caller may see, archived ones left out."""
-    return LeadStatistics(**await LeadReads.statistics(reader, caller))
+    return LeadStatistics(**await LeadReads.statistics(access.reader, access.claims))
 
 
 @router.post(
@@ -150,8 +148,8 @@ async def assign_leads(body: BulkAssign, db: SessionDep, user: CurrentUser) -> B
     status_code=status.HTTP_200_OK,
     responses=LEAD_ERRORS,
 )
-async def get_lead(lead_id: LeadId, reader: ReaderDep, caller: Caller) -> Response:
-    return lead_response(await LeadReads.lead(reader, lead_id, caller))
+async def get_lead(lead_id: LeadId, access: ReadAccess) -> Response:
+    return lead_response(await LeadReads.lead(access.reader, lead_id, access.claims))
 
 
 @router.patch(
