@@ -22,6 +22,7 @@ import pydantic
 from sqlalchemy import String, case, cast, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.config import get_settings
@@ -235,7 +236,6 @@ class LeadService:
         if not lead.score_is_manual:
             lead.lead_score = _auto_score(lead)
         lead.assigned_to = assignee.id if assignee else None
-        lead.assignee = assignee
         lead.created_by = user.id
         now = utcnow()
         lead.created_at = lead.updated_at = now
@@ -244,6 +244,9 @@ class LeadService:
             lead.add_note(note, author_id=user.id, at=now)
         db.add(lead)
         await db.flush()
+        # The assignee is known already: set as loaded, not as a change, so that the flush has
+        # no relationship to work out (a tenth of a create's CPU went to that).
+        set_committed_value(lead, "assignee", assignee)
         return lead
 
     @staticmethod
