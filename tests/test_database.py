@@ -264,6 +264,39 @@ async def test_waiting_for_a_turn_is_bounded_by_the_timeout() -> None:
     assert time.monotonic() - started < 1
 
 
+async def test_a_cancelled_waiter_is_skipped_and_costs_no_turn() -> None:
+    turns = Turns(1, timeout=None)
+    await turns.acquire()
+    gave_up = asyncio.create_task(turns.acquire())
+    await asyncio.sleep(0)
+    gave_up.cancel()
+    patient = asyncio.create_task(turns.acquire())
+    await asyncio.sleep(0)
+    turns.release()
+    await asyncio.wait_for(patient, 1)  # the turn went past the cancelled waiter
+
+
+async def test_a_timed_out_waiter_costs_no_turn() -> None:
+    turns = Turns(1, timeout=0.05)
+    await turns.acquire()
+    with pytest.raises(TimeoutError):
+        await turns.acquire()
+    turns.release()
+    await asyncio.wait_for(turns.acquire(), 0.01)  # free at once: nobody is waiting
+
+
+async def test_a_turn_handed_to_a_caller_cancelled_at_that_moment_is_passed_on() -> None:
+    turns = Turns(1, timeout=None)
+    await turns.acquire()
+    first = asyncio.create_task(turns.acquire())
+    second = asyncio.create_task(turns.acquire())
+    await asyncio.sleep(0)
+    turns.release()  # the turn is handed to `first`...
+    first.cancel()  # ...which is cancelled before it runs
+    await asyncio.wait_for(second, 1)
+    assert first.cancelled()
+
+
 @postgres_only
 async def test_a_request_waits_its_turn_for_a_connection_and_gets_503_past_the_pool_timeout(
     engine: AsyncEngine,

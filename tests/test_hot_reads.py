@@ -368,11 +368,14 @@ async def test_a_changed_count_cap_applies_to_a_page_served_before(
     assert (body["total"], body["total_is_exact"]) == (5, True)
 
 
-async def five_zeds_and_others(make_lead: LeadFactory) -> None:
+@pytest.fixture
+async def zeds(settings: Settings, make_lead: LeadFactory, superuser: User) -> dict[str, str]:
+    """Five leads named Zed (tagged zed) among three others; a superuser's headers."""
     for _ in range(5):
         await make_lead(first_name="Zed", tags=["zed"])
     for _ in range(3):
         await make_lead(first_name="Ann")
+    return bearer(settings, uid(superuser), superuser=True)
 
 
 # A search counts a short page from its own rows; other filters always run the count
@@ -382,48 +385,30 @@ SEARCHING = pytest.mark.parametrize("search", [{"search": "zed"}, {"tags": "zed"
 
 @SEARCHING
 async def test_a_page_that_is_not_full_counts_the_leads_skipped_and_its_own(
-    client: httpx.AsyncClient,
-    settings: Settings,
-    make_lead: LeadFactory,
-    superuser: User,
-    search: dict[str, str],
+    client: httpx.AsyncClient, zeds: dict[str, str], search: dict[str, str]
 ) -> None:
-    await five_zeds_and_others(make_lead)
-    headers = bearer(settings, uid(superuser), superuser=True)
     params = {**search, "skip": 3, "limit": 10}
-    body = (await client.get(LEADS, params=params, headers=headers)).json()
+    body = (await client.get(LEADS, params=params, headers=zeds)).json()
     assert (len(body["items"]), body["total"], body["total_is_exact"]) == (2, 5, True)
 
 
 @SEARCHING
 async def test_a_full_page_counts_the_matches_beyond_it(
-    client: httpx.AsyncClient,
-    settings: Settings,
-    make_lead: LeadFactory,
-    superuser: User,
-    search: dict[str, str],
+    client: httpx.AsyncClient, zeds: dict[str, str], search: dict[str, str]
 ) -> None:
-    await five_zeds_and_others(make_lead)
-    headers = bearer(settings, uid(superuser), superuser=True)
     params = {**search, "skip": 1, "limit": 2}
-    body = (await client.get(LEADS, params=params, headers=headers)).json()
+    body = (await client.get(LEADS, params=params, headers=zeds)).json()
     assert (len(body["items"]), body["total"]) == (2, 5)
 
 
 @SEARCHING
 async def test_the_last_page_reached_by_cursor_counts_every_match(
-    client: httpx.AsyncClient,
-    settings: Settings,
-    make_lead: LeadFactory,
-    superuser: User,
-    search: dict[str, str],
+    client: httpx.AsyncClient, zeds: dict[str, str], search: dict[str, str]
 ) -> None:
     """After a cursor a short page is not the count: the leads before the cursor count too."""
-    await five_zeds_and_others(make_lead)
-    headers = bearer(settings, uid(superuser), superuser=True)
-    first = (await client.get(LEADS, params={**search, "limit": 3}, headers=headers)).json()
+    first = (await client.get(LEADS, params={**search, "limit": 3}, headers=zeds)).json()
     params = {**search, "limit": 3, "cursor": first["next_cursor"]}
-    last = (await client.get(LEADS, params=params, headers=headers)).json()
+    last = (await client.get(LEADS, params=params, headers=zeds)).json()
     assert (len(last["items"]), last["total"], last["next_cursor"]) == (2, 5, None)
 
 
