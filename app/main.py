@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
 from app.api.observability import RequestObserver, page_csp
-from app.api.routes import include_api_routes
+from app.api.routes import include_api_routes, match_leads_first
 from app.api.routes.health import router as health_router
 from app.bootstrap import resolve_secret_key
 from app.database import create_engine, create_session_factory, session_turns_for
@@ -90,6 +90,7 @@ def create_app(*, engine: AsyncEngine | None = None) -> FastAPI:
     app.include_router(health_router)
     include_api_routes(app)
     docs_policies = _mount_docs(app)
+    match_leads_first(app)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:

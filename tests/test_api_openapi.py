@@ -9,6 +9,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from app.schemas.filters import LeadFilters, LeadPaging
 
@@ -316,3 +317,18 @@ async def test_swagger_ui_is_configured_with_the_oauth2_redirect(
 ) -> None:
     response = await client.get("/docs")
     assert "/docs/oauth2-redirect" in response.text
+
+
+async def test_the_document_lists_paths_in_the_order_they_were_added(
+    spec: dict[str, Any],
+) -> None:
+    """/leads routes are matched first (app/api/routes/__init__.py `match_leads_first`), but
+    the document keeps its order: health, then login, users and leads."""
+    groups = [
+        path.split("/")[3] if path.startswith("/api/") else "health" for path in spec["paths"]
+    ]
+    assert list(dict.fromkeys(groups)) == ["health", "auth", "users", "leads"]
+
+
+def test_lead_requests_are_matched_against_the_lead_routes_first(app: FastAPI) -> None:
+    assert app.router.routes[0].original_router.prefix == "/leads"
