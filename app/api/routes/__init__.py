@@ -45,7 +45,8 @@ def _in_order(app: FastAPI, documented: list[Any]) -> Callable[[], dict[str, Any
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             matching = list(app.router.routes)
-            app.router.routes[:] = documented
+            added = [route for route in matching if route not in documented]  # since: last
+            app.router.routes[:] = [*documented, *added]
             try:
                 generate()
             finally:
