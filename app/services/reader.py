@@ -232,11 +232,11 @@ class ReadPool:
         self.dsn = dsn
         self.size = size
         self.connect_options = dict(connect_options)
-        self.timeout = timeout  # waiting for a free connection
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
-        # Borrowers queue here, first come first served: asyncpg's own wait for a connection
-        # is not fair (p99 4x p50 with 32 clients on 10 connections; 1.7x in turn).
+        # Borrowers queue here, first come first served, waiting at most `timeout` seconds:
+        # asyncpg's own wait for a connection is not fair (p99 4x p50 with 32 clients on 10
+        # connections; 1.7x in turn).
         from app.database import Turns
 
         self._turns = Turns(size, timeout)
