@@ -31,7 +31,7 @@ from app.api.routes import include_api_routes, match_leads_first
 from app.api.routes.health import router as health_router
 from app.bootstrap import resolve_secret_key
 from app.database import create_engine, create_session_factory, session_turns_for
-from app.services.reader import engine_reader, read_pool_for
+from app.services.reader import engine_reader, engine_writer, read_pool_for
 
 DOCS_ASSETS = "/docs-assets"
 OPENAPI_URL = "/openapi.json"
@@ -57,6 +57,7 @@ def create_app(*, engine: AsyncEngine | None = None) -> FastAPI:
         read_pool = read_pool_for(app.state.engine, settings) if own_engine else None
         if own_engine:  # else set below, or by a test (tests/helpers.py)
             app.state.reader = engine_reader(app.state.engine, read_pool, settings)
+            app.state.writer = engine_writer(app.state.engine, read_pool, settings)
         _settle_garbage_collector()
         try:
             yield
@@ -84,6 +85,7 @@ def create_app(*, engine: AsyncEngine | None = None) -> FastAPI:
         app.state.read_session_factory = create_session_factory(engine, read_only=True)
         app.state.session_turns = session_turns_for(engine, settings)
         app.state.reader = engine_reader(engine, None, settings)
+        app.state.writer = engine_writer(engine, None, settings)
 
     app.state.query_names = {}  # app/api/deps.py: each operation's query parameters
     install_error_handlers(app)

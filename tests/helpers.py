@@ -24,7 +24,7 @@ from app.api.deps import get_session
 from app.config import Settings, normalize_database_url
 from app.main import create_app
 from app.models import Lead, User
-from app.services.reader import session_reader
+from app.services.reader import session_reader, session_writer
 
 TEST_DATABASE_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", "").strip())
 ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
@@ -90,6 +90,7 @@ def app_in_session(engine: AsyncEngine, db: AsyncSession) -> FastAPI:
     application.dependency_overrides[get_session] = test_session
     # On PostgreSQL still the compiled asyncpg road (app/services/reader.py).
     application.state.reader = session_reader(db)
+    application.state.writer = session_writer(db)
     return application
 
 

@@ -29,7 +29,7 @@ from app.services.base import remember_verified_user
 from app.services.exceptions import AuthenticationException, ValidationException
 from app.services.lead_reads import INVALID_TOKEN, LeadReads
 from app.services.messages import unknown_name
-from app.services.reader import Reader
+from app.services.reader import Reader, Writer
 from app.services.security import AccessClaims, InvalidToken, decode_access_token
 
 
@@ -138,6 +138,30 @@ get_read_caller = BearerReadCaller(
 )
 
 ReadAccess = Annotated[ReadCaller, Depends(get_read_caller)]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteCaller:
+    """The caller of a one-statement write (`POST /leads`), with the writer it writes through."""
+
+    writer: Writer
+    claims: AccessClaims
+
+
+class BearerWriteCaller(BearerCaller):
+    """`BearerCaller` for the one-statement writes, handing over the app's writer too: such a
+    write needs no session, and checks the account in its own statement."""
+
+    async def __call__(self, request: Request) -> WriteCaller:  # type: ignore[override]
+        claims = await super().__call__(request)
+        return WriteCaller(request.app.state.writer, claims)
+
+
+get_write_caller = BearerWriteCaller(
+    tokenUrl="/api/v1/auth/token", scheme_name="OAuth2PasswordBearer", auto_error=False
+)
+
+WriteAccess = Annotated[WriteCaller, Depends(get_write_caller)]
 
 
 async def get_current_user(request: Request, db: SessionDep, claims: Caller) -> User:

@@ -50,25 +50,25 @@ T = TypeVar("T")
 
 INVALID_TOKEN = "The access token is invalid or has expired."
 
-_caller = User.__table__.alias("caller")
+CALLER = User.__table__.alias("caller")
 _leads = Lead.__table__
 CALLER_ID = bindparam("caller_id")
 CALLER_OK = (
-    _caller.c.id == CALLER_ID,
-    _caller.c.is_active.is_(True),
-    _caller.c.token_version == bindparam("caller_version"),
+    CALLER.c.id == CALLER_ID,
+    CALLER.c.is_active.is_(True),
+    CALLER.c.token_version == bindparam("caller_version"),
 )
-CLAIMED_ROLE = _caller.c.is_superuser == bindparam("caller_superuser")
+CLAIMED_ROLE = CALLER.c.is_superuser == bindparam("caller_superuser")
 
 # One row if the account passes, lead columns NULL if the lead is missing or not the caller's.
 LEAD_FOR_CALLER = (
-    select(_caller.c.id, *LEAD_COLUMNS)
+    select(CALLER.c.id, *LEAD_COLUMNS)
     .select_from(
-        _caller.outerjoin(
+        CALLER.outerjoin(
             _leads,
             and_(
                 _leads.c.id == bindparam("lead_id"),
-                or_(_caller.c.is_superuser.is_(True), _leads.c.assigned_to == _caller.c.id),
+                or_(CALLER.c.is_superuser.is_(True), _leads.c.assigned_to == CALLER.c.id),
             ),
         )
     )
@@ -78,11 +78,11 @@ LEAD_FOR_CALLER = (
 
 # The account check as a condition on other rows: true when the caller's account may act and
 # has the role the statement is shaped for. An uncorrelated EXISTS: evaluated once per statement.
-MAY_READ = exists(select(_caller.c.id).where(*CALLER_OK, CLAIMED_ROLE))
+MAY_READ = exists(select(CALLER.c.id).where(*CALLER_OK, CLAIMED_ROLE))
 
 
-ACCOUNT = select(_caller.c.is_active, _caller.c.token_version, _caller.c.is_superuser).where(
-    _caller.c.id == CALLER_ID
+ACCOUNT = select(CALLER.c.is_active, CALLER.c.token_version, CALLER.c.is_superuser).where(
+    CALLER.c.id == CALLER_ID
 )
 
 
@@ -91,8 +91,8 @@ def _statistics_for_caller(superuser: bool) -> Select[Any]:
     with NULL groups for a caller with no leads, none for a refused one."""
     groups = statistics_groups(None if superuser else CALLER_ID).subquery("groups")
     return (
-        select(_caller.c.id, *groups.c)
-        .select_from(_caller.outerjoin(groups, true()))
+        select(CALLER.c.id, *groups.c)
+        .select_from(CALLER.outerjoin(groups, true()))
         .where(*CALLER_OK, CLAIMED_ROLE)
     )
 
@@ -139,10 +139,10 @@ class LeadReads:
             return await reader.rows(statement, {**params, "caller_superuser": superuser}), where
 
         verified = caller.superuser is None
-        superuser = await _account_role(reader, caller) if verified else bool(caller.superuser)
+        superuser = await account_role(reader, caller) if verified else bool(caller.superuser)
         rows, where = await run(superuser)
         if not rows and not verified:
-            stored = await _account_role(reader, caller)  # 401 if refused
+            stored = await account_role(reader, caller)  # 401 if refused
             if stored != superuser:  # a stale hint: read as the stored role
                 rows, where = await run(stored)
         if rows:
@@ -171,7 +171,7 @@ class LeadReads:
     async def check_caller(reader: Reader, caller: AccessClaims) -> bool:
         """Whether the caller is a superuser; AuthenticationException if the account may not
         act (for requests refused before they read anything, which must still say 401 first)."""
-        return await _account_role(reader, caller)
+        return await account_role(reader, caller)
 
 
 # The page statements of recent queries, by (role, scope, query): a page the app serves again
@@ -209,7 +209,7 @@ async def _built(reader: Reader, caller: AccessClaims, build: Callable[[], T]) -
     try:
         return build()
     except (ValidationException, FieldValidationError) as exc:
-        await _account_role(reader, caller)
+        await account_role(reader, caller)
         if isinstance(exc, FieldValidationError):
             raise ValidationException.of_fields([exc]) from exc
         raise
@@ -227,14 +227,14 @@ async def _as_caller(reader: Reader, caller: AccessClaims, run: Any) -> list[tup
         rows = await run(caller.superuser)
         if rows is not None:
             return rows
-    superuser = await _account_role(reader, caller)
+    superuser = await account_role(reader, caller)
     rows = await run(superuser)
     if rows is None:  # the account changed between the two statements
         raise AuthenticationException(INVALID_TOKEN)
     return rows
 
 
-async def _account_role(reader: Reader, caller: AccessClaims) -> bool:
+async def account_role(reader: Reader, caller: AccessClaims) -> bool:
     rows = await reader.rows(ACCOUNT, {"caller_id": caller.user_id})
     if not rows:
         raise AuthenticationException(INVALID_TOKEN)

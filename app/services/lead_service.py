@@ -42,7 +42,6 @@ from app.models.validation import (
     NO_CONTACT,
     enum_member,
     is_whole_number,
-    no_nul,
     tag_list,
 )
 from app.schemas.filters import LeadFilters, LeadPaging
@@ -62,6 +61,16 @@ from app.services.exceptions import (
     ValidationException,
     id_list,
 )
+from app.services.lead_creation import (
+    CREATE_FIELDS,
+    NEW_LEAD_ROLE,
+    TRACKED_FIELDS,
+    assignee_of_new_lead,
+    auto_score,
+    build_new_lead,
+    note_text,
+    prepare_new_lead,
+)
 from app.services.lead_queries import (
     LeadPageResult,
     LeadRow,
@@ -73,31 +82,9 @@ from app.services.lead_queries import (
     statistics_groups,
     statistics_of,
 )
-from app.services.scoring import SCORING_FIELDS, calculate_lead_score
+from app.services.scoring import SCORING_FIELDS
 
-# Fields a caller may set, in the order changes are reported in the "Updated:" note line.
-TRACKED_FIELDS = (
-    "first_name",
-    "last_name",
-    "email",
-    "phone",
-    "company",
-    "job_title",
-    "source",
-    "status",
-    "assigned_to",
-    "lead_score",
-    "score_is_manual",
-    "probability",
-    "estimated_value",
-    "tags",
-    "call_attempts",
-    "last_contact_date",
-    "next_follow_up_date",
-)
-CREATE_FIELDS = frozenset(TRACKED_FIELDS) - {"score_is_manual"} | {"notes"}
 UPDATE_FIELDS = frozenset(TRACKED_FIELDS) | {"notes"}
-REQUIRED_FIELDS = ("first_name", "last_name")
 
 
 class LeadService:
@@ -211,37 +198,12 @@ class LeadService:
         data = as_data(lead_data)
         reject_unknown_fields(data, CREATE_FIELDS)
         user = await get_acting_user(db, user_id)
-        note = _note_text(data.pop("notes", None))
-        assignee = await _resolve_new_assignee(db, user, data.pop("assigned_to", None))
-
-        lead = Lead()
-        errors = [
-            FieldValidationError(name, "is required")
-            for name in REQUIRED_FIELDS
-            if name not in data
-        ]
-        for name, value in data.items():
-            if name == "lead_score" and value is None:
-                continue
-            try:
-                setattr(lead, name, value)
-            except FieldValidationError as exc:
-                errors.append(exc)
-        if not errors and lead.email is None and lead.phone is None:
-            errors.append(FieldValidationError("email", NO_CONTACT))
-        if errors:
-            raise ValidationException.of_fields(errors)
-
-        lead.score_is_manual = data.get("lead_score") is not None
-        if not lead.score_is_manual:
-            lead.lead_score = _auto_score(lead)
-        lead.assigned_to = assignee.id if assignee else None
-        lead.created_by = user.id
-        now = utcnow()
-        lead.created_at = lead.updated_at = now
-        lead.add_note(f"Created (score {lead.lead_score})", author_id=user.id, at=now)
-        if note:
-            lead.add_note(note, author_id=user.id, at=now)
+        new = prepare_new_lead(data)
+        assignee_id = assignee_of_new_lead(user.id, user.is_superuser, new.assigned_to)
+        assignee = user if assignee_id == user.id else None
+        if assignee_id is not None and assignee is None:
+            assignee = await _active_user(db, assignee_id, role=NEW_LEAD_ROLE)
+        lead = build_new_lead(new, user.id, assignee_id)
         db.add(lead)
         await db.flush()
         # The assignee is known already: set as loaded, not as a change, so that the flush has
@@ -266,7 +228,7 @@ class LeadService:
         lead = await _load_lead(db, lead_id, for_update=True)
         _ensure_may_touch(user, lead)
         _ensure_not_archived(lead)
-        note = _note_text(data.pop("notes", None))
+        note = note_text(data.pop("notes", None))
         if "assigned_to" in data:
             await _check_reassignment(db, user, lead, data["assigned_to"])
 
@@ -296,7 +258,7 @@ class LeadService:
             n in changed for n in (*SCORING_FIELDS, "score_is_manual")
         )
         if rescore:
-            lead.lead_score = _auto_score(lead)
+            lead.lead_score = auto_score(lead)
             if lead.lead_score != before["lead_score"] and "lead_score" not in changed:
                 changed.append("lead_score")
                 changed.sort(key=TRACKED_FIELDS.index)
@@ -382,7 +344,7 @@ class LeadService:
     @transactional
     async def add_lead_note(db: AsyncSession, lead_id: int, text: str, user_id: int) -> Lead:
         """Append one note line to the lead's history."""
-        note = _note_text(text, "text")
+        note = note_text(text, "text")
         if note is None:
             raise ValidationException.at("text", "must not be blank")
         user = await get_acting_user(db, user_id)
@@ -400,7 +362,7 @@ class LeadService:
         db: AsyncSession, lead_id: int, user_id: int, note: str | None = None
     ) -> Lead:
         """Count one call attempt, stamp `last_contact_date`, and note it."""
-        text = _note_text(note, "note")
+        text = note_text(note, "note")
         user = await get_acting_user(db, user_id)
         lead = await _load_lead(db, lead_id, for_update=True)
         _ensure_may_touch(user, lead)
@@ -433,7 +395,7 @@ class LeadService:
         their ids in order (no lead is read back: what the API answers with)."""
         ids = _checked_ids(lead_ids)
         status = enum_member(LeadStatus, "status", new_status)
-        text = _note_text(note, "note")
+        text = note_text(note, "note")
         user = await get_acting_user(db, user_id)
 
         now = utcnow()
@@ -583,17 +545,6 @@ async def _active_user(
     return user
 
 
-async def _resolve_new_assignee(db: AsyncSession, user: User, assigned_to: Any) -> User | None:
-    """Agents' leads are theirs; a superuser's lead goes to whom they name, or to nobody."""
-    if not user.is_superuser:
-        if assigned_to is not None and assigned_to != user.id:
-            raise PermissionDeniedException("Only a superuser may assign a lead to someone else.")
-        return user
-    if assigned_to is None:
-        return None
-    return await _active_user(db, assigned_to, role="Agent")
-
-
 async def _check_reassignment(db: AsyncSession, user: User, lead: Lead, assigned_to: Any) -> None:
     if assigned_to == lead.assigned_to:
         return
@@ -627,21 +578,6 @@ def _appended(line: ColumnElement[str]) -> ColumnElement[str]:
     return case(
         (or_(Lead.notes.is_(None), Lead.notes == ""), line),
         else_=Lead.notes + literal("\n") + line,
-    )
-
-
-def _note_text(text: Any, field: str = "notes") -> str | None:
-    if text is None:
-        return None
-    if not isinstance(text, str):
-        raise ValidationException.at(field, "must be text")
-    no_nul(field, text)
-    return text if text.strip() else None
-
-
-def _auto_score(lead: Lead) -> int:
-    return calculate_lead_score(
-        source=lead.source, company=lead.company, email=lead.email, tags=lead.tags
     )
 
 

@@ -1,4 +1,4 @@
-"""Read-only statements on the fastest road each database offers.
+"""Read-only statements, and single-statement writes, on the fastest road each database offers.
 
 The hot reads (a lead by id, a page of leads, the statistics, each with the caller's account
 check) are SQLAlchemy Core statements like every other query: the SQL is written once, with the
@@ -12,6 +12,10 @@ models. What differs is how they reach the database:
   runs, or from a SQLAlchemy connection when a caller hands one in (tests, scripts).
 - SQLite (and any other database): the same statements through a SQLAlchemy connection, as
   every other query runs.
+
+The API's create (`LeadCreation`, app/services/lead_creation.py) is one `INSERT ... SELECT
+... RETURNING` and takes the same road (a `Writer`): asyncpg runs a lone statement in a
+transaction of its own, so it commits or leaves nothing, as a read leaves nothing.
 
 Both hand back plain tuples, columns in the statement's order. A read is idempotent, so a dead
 connection (a restarted database, a killed backend) costs one transparent retry on a fresh
@@ -31,7 +35,7 @@ from typing import Any, Protocol
 import asyncpg
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import Executable, Select
 
 from app.config import Settings, get_settings
 from app.services.exceptions import DatabaseUnavailableException
@@ -47,6 +51,14 @@ class Reader(Protocol):
     async def rows(self, statement: Select[Any], params: Params | None = None) -> list[tuple]:
         """Every row of a read-only statement, as tuples in its column order. `params` fills
         the statement's named `bindparam`s."""
+        ...
+
+
+class Writer(Protocol):
+    async def rows(self, statement: Executable, params: Params | None = None) -> list[tuple]:
+        """The rows a single write statement returns (its RETURNING), the statement committed
+        by the time it returns: one statement is atomic on its own. A statement refused by the
+        database leaves nothing behind."""
         ...
 
 
@@ -75,7 +87,7 @@ class CompiledStatements:
         self.size = size
         self._cache: dict[Any, _Compiled] = {}
 
-    def prepare(self, statement: Select[Any], params: Params | None) -> tuple[_Compiled, str, list]:
+    def prepare(self, statement: Executable, params: Params | None) -> tuple[_Compiled, str, list]:
         """The compiled shape, the SQL text and the positional arguments for one call."""
         key = statement._generate_cache_key()
         entry = self._cache.get(key.key) if key is not None else None
@@ -96,7 +108,7 @@ class CompiledStatements:
         ]
         return entry, sql, args  # type: ignore[return-value]
 
-    def _compile(self, statement: Select[Any], key: Any) -> _Compiled:
+    def _compile(self, statement: Executable, key: Any) -> _Compiled:
         compiled = statement.compile(dialect=self.dialect, cache_key=key)
         expanding = bool(compiled.post_compile_params or compiled.literal_execute_params)
         entry = _Compiled(
@@ -140,7 +152,7 @@ class AsyncpgReader:
         self.acquire = acquire
         self.timeout = timeout  # the client-side bound on one statement, seconds
 
-    async def rows(self, statement: Select[Any], params: Params | None = None) -> list[tuple]:
+    async def rows(self, statement: Executable, params: Params | None = None) -> list[tuple]:
         entry, sql, args = self.statements.prepare(statement, params)
         for attempt in (1, 2):
             try:
@@ -194,7 +206,7 @@ class SessionReader:
     def __init__(self, connect: Callable[[], AbstractAsyncContextManager[AsyncConnection]]) -> None:
         self.connect = connect
 
-    async def rows(self, statement: Select[Any], params: Params | None = None) -> list[tuple]:
+    async def rows(self, statement: Executable, params: Params | None = None) -> list[tuple]:
         try:
             async with self.connect() as conn:
                 result = await conn.execute(statement, dict(params or {}))
@@ -225,8 +237,9 @@ def unavailable(exc: BaseException) -> DatabaseUnavailableException:
 
 
 class ReadPool:
-    """The app's own asyncpg pool for the hot reads on PostgreSQL, opened on first use (so an
-    app that never reads opens nothing) and closed with the app."""
+    """The app's own asyncpg pool for the hot reads (and the one-statement create) on
+    PostgreSQL, opened on first use (so an app that never reads opens nothing) and closed with
+    the app."""
 
     def __init__(self, dsn: str, size: int, connect_options: Mapping[str, Any], timeout: float):
         self.dsn = dsn
@@ -286,7 +299,7 @@ class ReadPool:
 
 
 async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
-    """The read pool runs single autocommit SELECTs only: no transaction, cursor, LISTEN,
+    """The read pool runs single autocommit statements only: no transaction, cursor, LISTEN,
     advisory lock or setting outlives one, so asyncpg's default reset on release (`RESET ALL`,
     `UNLISTEN *`... : a round trip per read, a tenth of a lead read's cost) has nothing to undo.
     A connection abandoned mid-statement is terminated instead (`AsyncpgReader._fetch`)."""
@@ -339,6 +352,51 @@ def session_reader(db: AsyncSession, settings: Settings | None = None) -> Reader
     @asynccontextmanager
     async def connect() -> AsyncIterator[AsyncConnection]:
         yield await db.connection()
+
+    return SessionReader(connect)
+
+
+def session_writer(db: AsyncSession, settings: Settings | None = None) -> Writer:
+    """A writer running in `db`'s connection, committing `db` after each statement (tests and
+    scripts that hold a session, as `session_reader`): on PostgreSQL the statement still takes
+    the compiled asyncpg road, on the session's own driver connection."""
+    bind = db.bind
+    if bind.dialect.name == "postgresql" and bind.dialect.driver == "asyncpg":
+
+        @asynccontextmanager
+        async def acquire() -> AsyncIterator[asyncpg.Connection]:
+            conn = await db.connection()
+            raw = await conn.get_raw_connection()
+            yield raw.driver_connection
+            await db.commit()
+
+        settings = settings or get_settings()
+        return AsyncpgReader(_statements_for(bind.dialect), acquire, read_timeout(settings))
+
+    @asynccontextmanager
+    async def connect() -> AsyncIterator[AsyncConnection]:
+        try:
+            yield await db.connection()
+        except BaseException:
+            await db.rollback()
+            raise
+        await db.commit()
+
+    return SessionReader(connect)
+
+
+def engine_writer(engine: AsyncEngine, read_pool: ReadPool | None, settings: Settings) -> Writer:
+    """The app's writer for its one-statement writes (`LeadCreation`): on PostgreSQL the very
+    reader the hot reads use (asyncpg runs a lone statement in its own transaction), elsewhere
+    a SQLAlchemy connection whose transaction commits when the statement is done."""
+    dialect = engine.dialect
+    if dialect.name == "postgresql" and dialect.driver == "asyncpg":
+        return engine_reader(engine, read_pool, settings)
+
+    @asynccontextmanager
+    async def connect() -> AsyncIterator[AsyncConnection]:
+        async with engine.begin() as conn:
+            yield conn
 
     return SessionReader(connect)
 

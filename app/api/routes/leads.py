@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
-from app.api.deps import CurrentUser, ReadAccess, SessionDep
+from app.api.deps import CurrentUser, ReadAccess, SessionDep, WriteAccess
 from app.api.errors import created_at, error_responses
 from app.api.render import lead_response, page_response
 from app.schemas.common import MAX_ID, given
@@ -24,6 +24,7 @@ from app.schemas.lead import (
     NoteCreate,
 )
 from app.services import LeadService
+from app.services.lead_creation import LeadCreation
 from app.services.lead_reads import LeadReads
 
 router = APIRouter(prefix="/leads", tags=["leads"])
@@ -70,16 +71,14 @@ async def list_leads(access: ReadAccess, query: Annotated[LeadListQuery, Query()
     status_code=status.HTTP_201_CREATED,
     responses={**created_at("lead"), **WRITE_ERRORS},
 )
-async def create_lead(
-    body: LeadCreate, db: SessionDep, user: CurrentUser, request: Request
-) -> Response:
+async def create_lead(body: LeadCreate, access: WriteAccess, request: Request) -> Response:
     """Scored automatically unless `lead_score` is given. An agent's lead is assigned to the
     agent; a superuser may name any active user in `assigned_to`.
 
     Refused with 422 although the schema alone allows them: an email whose syntax is invalid
     (the check is stricter than JSON Schema's `format: email`), and a lead with neither an
     email nor a phone number (a blank one counts as none)."""
-    lead = await LeadService.create_lead(db, body, user_id=user.id)
+    lead = await LeadCreation.create(access.writer, body, access.claims)
     # The new lead's URL is this one plus its id (what `url_for("get_lead")` gives, root path
     # included, at a fraction of the cost of searching the routes for it).
     location = f"{request.url.path.rstrip('/')}/{lead.id}"

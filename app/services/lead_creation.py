@@ -1,0 +1,247 @@
+"""A new lead: the rules that make one, shared by both roads that store it.
+
+`LeadService.create_lead` stores the lead through the ORM in a session's transaction (scripts,
+imports, the reference examples). The API's `POST /leads` stores it with `LeadCreation.create`:
+one `INSERT ... SELECT` that checks the caller's account (active, token version, the role the
+token claims) and, for a superuser naming an assignee, that the assignee is active, in the same
+round trip as the insert, and commits by being one statement. On PostgreSQL that statement runs
+on a raw asyncpg connection (app/services/reader.py): a session's own begin, user look-up,
+unit of work and commit were most of a create's CPU (issue 12). Only when the insert stores
+nothing do further statements run, to tell why (the same answers, in the same order, as
+`LeadService.create_lead` gives).
+
+Both build the lead with `prepare_new_lead`, `assignee_of_new_lead` and `build_new_lead`, so
+the two cannot differ in what they accept, how they score it or what its notes say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Insert, bindparam, insert, select
+
+from app.models import FieldValidationError, Lead, User
+from app.models.types import utcnow
+from app.models.validation import NO_CONTACT, is_whole_number, no_nul
+from app.services.base import as_data, reject_unknown_fields
+from app.services.exceptions import (
+    AuthenticationException,
+    CRMException,
+    InactiveUserException,
+    PermissionDeniedException,
+    UserNotFoundException,
+    ValidationException,
+)
+from app.services.lead_queries import LEAD_COLUMNS, LeadRow
+from app.services.lead_reads import CALLER, CALLER_OK, CLAIMED_ROLE, INVALID_TOKEN, account_role
+from app.services.reader import Writer
+from app.services.scoring import calculate_lead_score
+from app.services.security import AccessClaims
+
+# Fields a caller may set, in the order changes are reported in the "Updated:" note line.
+TRACKED_FIELDS = (
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "company",
+    "job_title",
+    "source",
+    "status",
+    "assigned_to",
+    "lead_score",
+    "score_is_manual",
+    "probability",
+    "estimated_value",
+    "tags",
+    "call_attempts",
+    "last_contact_date",
+    "next_follow_up_date",
+)
+CREATE_FIELDS = frozenset(TRACKED_FIELDS) - {"score_is_manual"} | {"notes"}
+REQUIRED_FIELDS = ("first_name", "last_name")
+NEW_LEAD_ROLE = "Agent"  # how errors name the user a new lead is assigned to
+
+
+def note_text(text: Any, field: str = "notes") -> str | None:
+    """A note as given, or None for a blank one; not text, or holding NUL: a 422."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise ValidationException.at(field, "must be text")
+    no_nul(field, text)
+    return text if text.strip() else None
+
+
+def auto_score(lead: Lead) -> int:
+    return calculate_lead_score(
+        source=lead.source, company=lead.company, email=lead.email, tags=lead.tags
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NewLeadData:
+    """A create request, split into the lead's own fields, its first note and its assignee."""
+
+    fields: dict[str, Any]
+    note: str | None
+    assigned_to: Any
+
+
+def prepare_new_lead(lead_data: Mapping[str, Any] | Any) -> NewLeadData:
+    data = as_data(lead_data)
+    reject_unknown_fields(data, CREATE_FIELDS)
+    note = note_text(data.pop("notes", None))
+    return NewLeadData(data, note, data.pop("assigned_to", None))
+
+
+def assignee_of_new_lead(user_id: int, superuser: bool, assigned_to: Any) -> int | None:
+    """Who the lead goes to. An agent's lead is the agent's; a superuser's goes to whom they
+    name (who must then be an active user: the caller checks), or to nobody."""
+    if not superuser:
+        if assigned_to is not None and assigned_to != user_id:
+            raise PermissionDeniedException("Only a superuser may assign a lead to someone else.")
+        return user_id
+    if assigned_to is not None and not is_whole_number(assigned_to):
+        raise ValidationException.at("assigned_to", "must be a whole number")
+    return assigned_to
+
+
+def build_new_lead(new: NewLeadData, author_id: int, assignee_id: int | None) -> Lead:
+    """The lead, validated field by field (every bad field named at once), scored unless a
+    score is given, with its "Created" note line: not yet added to any session."""
+    lead = Lead()
+    errors = [
+        FieldValidationError(name, "is required")
+        for name in REQUIRED_FIELDS
+        if name not in new.fields
+    ]
+    for name, value in new.fields.items():
+        if name == "lead_score" and value is None:
+            continue
+        try:
+            setattr(lead, name, value)
+        except FieldValidationError as exc:
+            errors.append(exc)
+    if not errors and lead.email is None and lead.phone is None:
+        errors.append(FieldValidationError("email", NO_CONTACT))
+    if errors:
+        raise ValidationException.of_fields(errors)
+
+    lead.score_is_manual = new.fields.get("lead_score") is not None
+    if not lead.score_is_manual:
+        lead.lead_score = auto_score(lead)
+    lead.assigned_to = assignee_id
+    lead.created_by = author_id
+    now = utcnow()
+    lead.created_at = lead.updated_at = now
+    lead.add_note(f"Created (score {lead.lead_score})", author_id=author_id, at=now)
+    if new.note:
+        lead.add_note(new.note, author_id=author_id, at=now)
+    return lead
+
+
+# --- the API's create: one statement ---------------------------------------------------------
+
+_leads = Lead.__table__
+_assignee = User.__table__.alias("assignee")
+_INSERTED = tuple(column for column in _leads.c if not column.primary_key)
+ASSIGNEE_ID = bindparam("assignee_id")
+
+
+def _insert_for_caller(superuser: bool, named_assignee: bool) -> Insert:
+    """The new lead's row, from typed parameters, selected from the caller's account row (and
+    the assignee's): nothing is inserted unless the account passes and the assignee is active."""
+    source: Any = CALLER
+    conditions = [*CALLER_OK, CLAIMED_ROLE]
+    if named_assignee:
+        source = CALLER.join(_assignee, _assignee.c.id == ASSIGNEE_ID)
+        conditions.append(_assignee.c.is_active.is_(True))
+    row = select(*(bindparam(c.key, type_=c.type) for c in _INSERTED))
+    row = row.select_from(source).where(*conditions)
+    return insert(_leads).from_select([c.key for c in _INSERTED], row).returning(*LEAD_COLUMNS)
+
+
+# The shapes hold no values of their own: built once (and so compiled once).
+INSERT_FOR_CALLER = {
+    (superuser, named): _insert_for_caller(superuser, named)
+    for superuser in (False, True)
+    for named in (False, True)
+    if superuser or not named
+}
+ASSIGNEE = select(_assignee.c.is_active).where(_assignee.c.id == ASSIGNEE_ID)
+
+
+def row_values(lead: Lead) -> dict[str, Any]:
+    """Every stored column of a transient lead, unset ones at their column default (what the
+    ORM's flush would have filled in)."""
+    values = {}
+    for column in _INSERTED:
+        value = lead.__dict__.get(column.key)
+        default = column.default
+        if value is None and default is not None:
+            value = default.arg(None) if default.is_callable else default.arg  # type: ignore[attr-defined]
+        values[column.key] = value
+    return values
+
+
+class LeadCreation:
+    @staticmethod
+    async def create(
+        writer: Writer, lead_data: Mapping[str, Any] | Any, caller: AccessClaims
+    ) -> LeadRow:
+        """What `LeadService.create_lead` does for the caller, in one statement when it
+        succeeds. A request refused before the statement still hears 401 first if the
+        account may not act; a token whose role hint went stale is served as the role stored."""
+        superuser = caller.superuser
+        if superuser is None:
+            superuser = await account_role(writer, caller)
+        for _ in range(3):  # the role can change under a request; not without end
+            try:
+                new = prepare_new_lead(lead_data)
+                assignee_id = assignee_of_new_lead(caller.user_id, superuser, new.assigned_to)
+            except CRMException:
+                stored = await account_role(writer, caller)
+                if stored != superuser:
+                    superuser = stored
+                    continue
+                raise
+            named = superuser and assignee_id is not None
+            try:
+                lead = build_new_lead(new, caller.user_id, assignee_id)
+            except CRMException:
+                stored = await account_role(writer, caller)
+                if stored != superuser:
+                    superuser = stored
+                    continue
+                if named:  # as in LeadService: the assignee is checked before the fields
+                    await _check_assignee(writer, assignee_id)
+                raise
+            params = {
+                **row_values(lead),
+                "caller_id": caller.user_id,
+                "caller_version": caller.version,
+                "caller_superuser": superuser,
+                "assignee_id": assignee_id,
+            }
+            rows = await writer.rows(INSERT_FOR_CALLER[superuser, named], params)
+            if rows:
+                return LeadRow._make(rows[0])
+            stored = await account_role(writer, caller)
+            if stored != superuser:
+                superuser = stored
+                continue
+            if named:
+                await _check_assignee(writer, assignee_id)
+            # Both pass now: one of them changed between the two statements. Try again.
+        raise AuthenticationException(INVALID_TOKEN)
+
+
+async def _check_assignee(writer: Writer, assignee_id: Any) -> None:
+    rows = await writer.rows(ASSIGNEE, {"assignee_id": assignee_id})
+    if not rows:
+        raise UserNotFoundException(assignee_id, role=NEW_LEAD_ROLE)
+    if not rows[0][0]:
+        raise InactiveUserException(assignee_id, role=NEW_LEAD_ROLE)
