@@ -290,6 +290,63 @@ async def test_concurrent_notes_through_a_two_worker_server_are_all_kept(
     assert "Traceback" not in pg_server.output(), pg_server.output()
 
 
+async def concurrent_patches_keep_every_change(client: httpx.AsyncClient, server: Server) -> None:
+    """Concurrent PATCHes of one lead, each with a note and a new job title: every note is
+    kept once, each change line saw the title the writer before it committed, and the last
+    writer's title is the one stored."""
+    headers = await log_in(client)
+    created = await client.post(
+        "/api/v1/leads",
+        headers=headers,
+        json={"first_name": "Grace", "last_name": "Hopper", "email": "grace@navy.example"},
+    )
+    assert created.status_code == 201, created.text
+    lead_path = f"/api/v1/leads/{created.json()['id']}"
+    titles = [f"Title {i:02d}" for i in range(PATCHES_BY_HTTP)]
+
+    responses = await asyncio.gather(
+        *(
+            client.patch(lead_path, headers=headers, json={"job_title": t, "notes": f"by {t}"})
+            for t in titles
+        )
+    )
+
+    bad = [r for r in responses if r.status_code != 200]
+    assert not bad, describe(bad, server)
+    read = await client.get(lead_path, headers=headers)
+    assert read.status_code == 200, read.text
+    texts = history(read.json()["notes"])
+    counts = Counter(texts)
+    lost = [t for t in titles if counts[f"by {t}"] != 1]
+    assert not lost, f"lost or doubled: {lost}\n{read.json()['notes']}"
+    seen = "(none)"
+    for line in texts[1:]:
+        if line.startswith("Updated: "):
+            before, after = changes(line)["job_title"]
+            assert before == seen, f"a change overwrote {seen!r} unseen:\n{read.json()['notes']}"
+            seen = after
+    assert read.json()["job_title"] == seen
+    assert "Traceback" not in server.output(), server.output()
+
+
+PATCHES_BY_HTTP = 30
+
+
+@postgres_only
+async def test_concurrent_patches_through_a_two_worker_server_lose_no_change(
+    pg_server: Server,
+) -> None:
+    async with http_client(pg_server) as client:
+        await concurrent_patches_keep_every_change(client, pg_server)
+
+
+async def test_concurrent_patches_through_a_sqlite_server_lose_no_change(
+    sqlite_server: Server,
+) -> None:
+    async with http_client(sqlite_server) as client:
+        await concurrent_patches_keep_every_change(client, sqlite_server)
+
+
 # --- 3. concurrent bulk status changes and assignments over overlapping ids ---------------------
 
 BULK_LEADS = 300

@@ -39,7 +39,14 @@ from app.services.exceptions import (
     UserNotFoundException,
     ValidationException,
 )
-from app.services.faults import database_fault, reason
+from app.services.faults import (
+    database_fault,
+    is_collision,
+    is_integrity_violation,
+    reason,
+    sqlstate,
+)
+from app.services.reader import Reader, Writer
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +54,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 RETRY_ATTEMPTS = 4
-# PostgreSQL: serialization_failure, deadlock_detected, lock_not_available.
-RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+COLLIDED = "Other changes to the same records kept colliding with this one; please try again."
+CONFLICTING_DATA = (
+    "The change conflicts with the data already stored (a referenced row is gone or a unique "
+    "value is taken)."
+)
 
 
 def transactional(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
@@ -74,19 +84,43 @@ def transactional(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]
                     reconnected = True
                     logger.info("running %s again on a new connection: %s", where, reason(exc))
                     continue
-                if isinstance(exc, DBAPIError) and is_retryable(exc):
+                if isinstance(exc, DBAPIError) and is_collision(exc):
                     collisions += 1
                     if collisions < RETRY_ATTEMPTS:
                         logger.info("retrying %s after %s", where, sqlstate(exc))
-                        await asyncio.sleep(random.uniform(0.005, 0.02) * 2**collisions)
+                        await _pause_after_collision(collisions)
                         continue
-                    raise ConflictException(
-                        "Other changes to the same records kept colliding with this one; "
-                        "please try again."
-                    ) from exc
+                    raise ConflictException(COLLIDED) from exc
                 _raise_translated(exc, where)
 
     return run
+
+
+async def in_transaction(writer: Writer, work: Callable[[Reader], Awaitable[R]]) -> R:
+    """`await work(tx)` in one transaction of `writer`'s (the hot writes' `@transactional`):
+    committed when it returns, rolled back when anything escapes, run again after a collision
+    with another transaction (a deadlock, say) like `@transactional` does, and a constraint's
+    refusal answered as there (409)."""
+    collisions = 0
+    while True:
+        try:
+            async with writer.transaction() as tx:
+                return await work(tx)
+        except Exception as exc:
+            if is_collision(exc):
+                collisions += 1
+                if collisions < RETRY_ATTEMPTS:
+                    logger.info("retrying a write after %s", sqlstate(exc))
+                    await _pause_after_collision(collisions)
+                    continue
+                raise ConflictException(COLLIDED) from exc
+            if is_integrity_violation(exc):
+                raise ConflictException(CONFLICTING_DATA) from exc
+            raise
+
+
+async def _pause_after_collision(collisions: int) -> None:
+    await asyncio.sleep(random.uniform(0.005, 0.02) * 2**collisions)
 
 
 def _raise_translated(exc: BaseException, where: str) -> NoReturn:
@@ -97,10 +131,7 @@ def _raise_translated(exc: BaseException, where: str) -> NoReturn:
     if isinstance(exc, FieldValidationError):
         raise ValidationException.of_fields([exc]) from exc
     if isinstance(exc, IntegrityError):
-        raise ConflictException(
-            "The change conflicts with the data already stored (a referenced row is "
-            "gone or a unique value is taken)."
-        ) from exc
+        raise ConflictException(CONFLICTING_DATA) from exc
     if isinstance(exc, SQLAlchemyError):
         raise database_fault(exc, where) from exc
     # The rest, the driver's OSError (refused, unresolvable, the app's own time limit) among
@@ -117,17 +148,6 @@ def _session_argument(
     if args:
         return args[0], args[1:]
     raise TypeError(f"{method.__qualname__}() needs the database session as its first argument, db")
-
-
-def sqlstate(exc: DBAPIError) -> str | None:
-    return getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-
-
-def is_retryable(exc: DBAPIError) -> bool:
-    if sqlstate(exc) in RETRYABLE_SQLSTATES:
-        return True
-    # SQLite: the busy timeout ran out while another writer held the lock.
-    return "database is locked" in str(exc.orig)
 
 
 async def _rollback(db: AsyncSession) -> None:

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.config import Settings, get_settings
@@ -142,6 +142,32 @@ def is_database_error(exc: BaseException) -> bool:
         or fault_kind(exc) is not None
         or (asyncpg is not None and isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError))
     )
+
+
+# PostgreSQL: serialization_failure, deadlock_detected, lock_not_available.
+COLLISION_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver error, raised by asyncpg itself or wrapped by SQLAlchemy."""
+    error = exc.orig if isinstance(exc, DBAPIError) else exc
+    return getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+
+
+def is_collision(exc: BaseException) -> bool:
+    """A transaction that lost to another one and may simply run again."""
+    if sqlstate(exc) in COLLISION_SQLSTATES:
+        return True
+    # SQLite: the busy timeout ran out while another writer held the lock.
+    return isinstance(exc, DBAPIError) and "database is locked" in str(exc.orig)
+
+
+def is_integrity_violation(exc: BaseException) -> bool:
+    """A constraint refused the change (class 23: a foreign key, a unique value, a check)."""
+    if isinstance(exc, IntegrityError):
+        return True
+    state = sqlstate(exc)
+    return state is not None and state.startswith("23")
 
 
 def database_fault(exc: BaseException, where: str) -> DatabaseException:

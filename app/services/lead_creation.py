@@ -217,7 +217,7 @@ class LeadCreation:
                     superuser = stored
                     continue
                 if named:  # as in LeadService: the assignee is checked before the fields
-                    await _check_assignee(writer, assignee_id)
+                    await check_assignee(writer, assignee_id)
                 raise
             params = {
                 **row_values(lead),
@@ -234,12 +234,12 @@ class LeadCreation:
                 superuser = stored
                 continue
             if named:
-                await _check_assignee(writer, assignee_id)
+                await check_assignee(writer, assignee_id)
             # Both pass now: one of them changed between the two statements. Try again.
         raise AuthenticationException(INVALID_TOKEN)
 
 
-async def _check_assignee(writer: Writer, assignee_id: Any) -> None:
+async def check_assignee(writer: Writer, assignee_id: Any) -> None:
     rows = await writer.rows(ASSIGNEE, {"assignee_id": assignee_id})
     if not rows:
         raise UserNotFoundException(assignee_id, role=NEW_LEAD_ROLE)

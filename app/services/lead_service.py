@@ -28,7 +28,6 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.config import get_settings
 from app.models import (
     ARCHIVED_TAG,
-    FieldValidationError,
     Lead,
     LeadSource,
     LeadStatus,
@@ -39,10 +38,8 @@ from app.models.lead import note_timestamp
 from app.models.types import utcnow
 from app.models.validation import (
     MAX_INT32,
-    NO_CONTACT,
     enum_member,
     is_whole_number,
-    tag_list,
 )
 from app.schemas.filters import LeadFilters, LeadPaging
 from app.services import lead_bulk
@@ -61,12 +58,11 @@ from app.services.exceptions import (
     ValidationException,
     id_list,
 )
+from app.services.lead_changes import UPDATE_FIELDS, apply_update, ensure_not_archived
 from app.services.lead_creation import (
     CREATE_FIELDS,
     NEW_LEAD_ROLE,
-    TRACKED_FIELDS,
     assignee_of_new_lead,
-    auto_score,
     build_new_lead,
     note_text,
     prepare_new_lead,
@@ -82,9 +78,6 @@ from app.services.lead_queries import (
     statistics_groups,
     statistics_of,
 )
-from app.services.scoring import SCORING_FIELDS
-
-UPDATE_FIELDS = frozenset(TRACKED_FIELDS) | {"notes"}
 
 
 class LeadService:
@@ -227,57 +220,12 @@ class LeadService:
         user = await get_acting_user(db, user_id)
         lead = await _load_lead(db, lead_id, for_update=True)
         _ensure_may_touch(user, lead)
-        _ensure_not_archived(lead)
+        ensure_not_archived(lead)
         note = note_text(data.pop("notes", None))
         if "assigned_to" in data:
             await _check_reassignment(db, user, lead, data["assigned_to"])
 
-        before = {name: _comparable(getattr(lead, name)) for name in TRACKED_FIELDS}
-        if "lead_score" in data:
-            manual = data["lead_score"] is not None
-            data.setdefault("score_is_manual", manual)
-            if not manual:
-                del data["lead_score"]
-        errors = []
-        for name in TRACKED_FIELDS:
-            if name not in data:
-                continue
-            try:
-                if name == "tags" and set(tag_list("tags", data[name])) == set(lead.tags):
-                    continue  # same set in another order is no change
-                setattr(lead, name, data[name])
-            except FieldValidationError as exc:
-                errors.append(exc)
-        if lead.email is None and lead.phone is None:
-            errors.append(FieldValidationError("email", NO_CONTACT))
-        if errors:
-            raise ValidationException.of_fields(errors)
-
-        changed = [n for n in TRACKED_FIELDS if _comparable(getattr(lead, n)) != before[n]]
-        rescore = not lead.score_is_manual and any(
-            n in changed for n in (*SCORING_FIELDS, "score_is_manual")
-        )
-        if rescore:
-            lead.lead_score = auto_score(lead)
-            if lead.lead_score != before["lead_score"] and "lead_score" not in changed:
-                changed.append("lead_score")
-                changed.sort(key=TRACKED_FIELDS.index)
-        if "lead_score" in changed and "score_is_manual" in changed:
-            # The score's new value says it all (the reference's "lead_score: 50 → 85");
-            # the flag is listed only when it is the sole trace of a change.
-            changed.remove("score_is_manual")
-        if not changed and not note:
-            return await _with_assignee(db, lead)
-
-        now = utcnow()
-        lead.updated_at = now
-        if changed:
-            summary = "; ".join(
-                f"{n}: {_show(before[n])} → {_show(_comparable(getattr(lead, n)))}" for n in changed
-            )
-            lead.add_note(f"Updated: {summary}", author_id=user.id, at=now)
-        if note:
-            lead.add_note(note, author_id=user.id, at=now)
+        apply_update(lead, data, note, user.id)
         await db.flush()
         return await _with_assignee(db, lead)
 
@@ -350,7 +298,7 @@ class LeadService:
         user = await get_acting_user(db, user_id)
         lead = await _load_lead(db, lead_id, for_update=True)
         _ensure_may_touch(user, lead)
-        _ensure_not_archived(lead)
+        ensure_not_archived(lead)
         now = utcnow()
         lead.add_note(note, author_id=user.id, at=now)
         lead.updated_at = now
@@ -366,7 +314,7 @@ class LeadService:
         user = await get_acting_user(db, user_id)
         lead = await _load_lead(db, lead_id, for_update=True)
         _ensure_may_touch(user, lead)
-        _ensure_not_archived(lead)
+        ensure_not_archived(lead)
         now = utcnow()
         if lead.call_attempts >= MAX_INT32:
             raise ConflictException(f"Lead {lead.id} cannot count any more call attempts.")
@@ -527,11 +475,6 @@ def _ensure_may_touch(user: User, lead: Lead) -> None:
         raise LeadNotFoundException(lead.id)
 
 
-def _ensure_not_archived(lead: Lead) -> None:
-    if lead.archived_at is not None:
-        raise ConflictException(f"Lead {lead.id} is archived; restore it before changing it.")
-
-
 async def _active_user(
     db: AsyncSession, user_id: Any, *, role: str, field: str = "assigned_to"
 ) -> User:
@@ -579,20 +522,3 @@ def _appended(line: ColumnElement[str]) -> ColumnElement[str]:
         (or_(Lead.notes.is_(None), Lead.notes == ""), line),
         else_=Lead.notes + literal("\n") + line,
     )
-
-
-def _comparable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _show(value: Any) -> str:
-    """How a value reads in a change line."""
-    if value is None or value == ():
-        return "(none)"
-    if isinstance(value, tuple):
-        return ", ".join(value)
-    if isinstance(value, LeadStatus | LeadSource):
-        return value.value
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M UTC")
-    return str(value)

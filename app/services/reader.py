@@ -38,13 +38,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql import Executable, Select
 
 from app.config import Settings, get_settings
-from app.services.exceptions import DatabaseUnavailableException
-from app.services.faults import FaultKind, fault_kind, is_database_error, reason, record_fault
+from app.services.exceptions import CRMException, DatabaseUnavailableException
+from app.services.faults import (
+    FaultKind,
+    database_fault,
+    fault_kind,
+    is_collision,
+    is_database_error,
+    is_integrity_violation,
+    reason,
+    record_fault,
+)
 
 logger = logging.getLogger(__name__)
 
 Params = Mapping[str, Any]
 WHERE = "a hot read (app/services/reader.py)"  # what the fault log names
+WRITE_WHERE = "a hot write (app/services/reader.py)"
+Failure = Callable[[BaseException], Exception]  # a database failure -> what to raise instead
 
 
 class Reader(Protocol):
@@ -59,6 +70,14 @@ class Writer(Protocol):
         """The rows a single write statement returns (its RETURNING), the statement committed
         by the time it returns: one statement is atomic on its own. A statement refused by the
         database leaves nothing behind."""
+        ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Reader]:
+        """Statements on one connection in one transaction, committed when the block ends and
+        rolled back when anything escapes it. A collision with another transaction (deadlock,
+        serialization failure, lock not available) and an integrity violation come out as the
+        driver raised them, for `app.services.base.in_transaction` to retry or translate; any
+        other database failure is `DatabaseUnavailableException`."""
         ...
 
 
@@ -146,11 +165,16 @@ class AsyncpgReader:
     """Runs compiled statements on raw asyncpg connections from `acquire`."""
 
     def __init__(
-        self, statements: CompiledStatements, acquire: AcquireConnection, timeout: float | None
+        self,
+        statements: CompiledStatements,
+        acquire: AcquireConnection,
+        timeout: float | None,
+        failure: Failure | None = None,
     ) -> None:
         self.statements = statements
         self.acquire = acquire
         self.timeout = timeout  # the client-side bound on one statement, seconds
+        self.failure = failure or unavailable
 
     async def rows(self, statement: Executable, params: Params | None = None) -> list[tuple]:
         entry, sql, args = self.statements.prepare(statement, params)
@@ -165,17 +189,18 @@ class AsyncpgReader:
                 if attempt == 1 and _dead_before_sending(exc):
                     logger.info("read on a dead connection (%s); retrying once", reason(exc))
                     continue
-                raise unavailable(exc) from exc
-        processors = entry.result
-        if not processors:
-            return [tuple(record) for record in records]
-        rows = []
-        for record in records:
-            row = list(record)
-            for index, process in processors:
-                row[index] = process(row[index])
-            rows.append(tuple(row))
-        return rows
+                raise self.failure(exc) from exc
+        return _converted(entry, records)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Reader]:
+        try:
+            async with self.acquire() as conn, conn.transaction():
+                yield _OnConnection(self, conn)
+        except Exception as exc:
+            if not is_database_error(exc) or is_collision(exc) or is_integrity_violation(exc):
+                raise
+            raise self.failure(exc) from exc
 
     async def _fetch(
         self,
@@ -197,14 +222,45 @@ class AsyncpgReader:
             raise
 
 
+def _converted(entry: _Compiled, records: Sequence[Any]) -> list[tuple]:
+    processors = entry.result
+    if not processors:
+        return [tuple(record) for record in records]
+    rows = []
+    for record in records:
+        row = list(record)
+        for index, process in processors:
+            row[index] = process(row[index])
+        rows.append(tuple(row))
+    return rows
+
+
+class _OnConnection:
+    """An `AsyncpgReader`'s statements on the one connection of a transaction."""
+
+    def __init__(self, reader: AsyncpgReader, conn: asyncpg.Connection) -> None:
+        self.reader = reader
+        self.conn = conn
+
+    async def rows(self, statement: Executable, params: Params | None = None) -> list[tuple]:
+        entry, sql, args = self.reader.statements.prepare(statement, params)
+        records = await self.reader._fetch(self.conn, entry, sql, args, self.reader.timeout)
+        return _converted(entry, records)
+
+
 # --- everything else: SQLAlchemy ------------------------------------------------------------
 
 
 class SessionReader:
     """Runs the statements through SQLAlchemy connections from `connect`."""
 
-    def __init__(self, connect: Callable[[], AbstractAsyncContextManager[AsyncConnection]]) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], AbstractAsyncContextManager[AsyncConnection]],
+        failure: Failure | None = None,
+    ) -> None:
         self.connect = connect
+        self.failure = failure or unavailable
 
     async def rows(self, statement: Executable, params: Params | None = None) -> list[tuple]:
         try:
@@ -214,7 +270,28 @@ class SessionReader:
         except Exception as exc:
             if not is_database_error(exc):
                 raise
-            raise unavailable(exc) from exc
+            raise self.failure(exc) from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Reader]:
+        try:
+            async with self.connect() as conn:
+                yield _SessionConnection(conn)
+        except Exception as exc:
+            if not is_database_error(exc) or is_collision(exc) or is_integrity_violation(exc):
+                raise
+            raise self.failure(exc) from exc
+
+
+class _SessionConnection:
+    """A `SessionReader`'s statements on the one connection of a transaction."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def rows(self, statement: Executable, params: Params | None = None) -> list[tuple]:
+        result = await self.conn.execute(statement, dict(params or {}))
+        return [tuple(row) for row in result.all()]
 
 
 def _dead_before_sending(exc: BaseException) -> bool:
@@ -225,6 +302,17 @@ def _dead_before_sending(exc: BaseException) -> bool:
     already. Connections the server closed while pooled are skipped before this (`ReadPool`,
     and SQLAlchemy's checkout: `app.database.closed_by_server`)."""
     return isinstance(exc, asyncpg.InterfaceError) and fault_kind(exc) is FaultKind.CONNECTION_LOST
+
+
+def written_fault(exc: BaseException) -> CRMException:
+    """The one translation of a hot write's database failure, answered as when the write ran
+    in a session: no connection to be had (unreachable, the pool exhausted) is 503
+    `database_unavailable`, as for a request that fails before its service runs; a failure
+    while the write ran is what `@transactional` answers, 503 `database_error`. Both are
+    logged through the fault log."""
+    if fault_kind(exc) in (FaultKind.UNAVAILABLE, FaultKind.POOL_EXHAUSTED):
+        return unavailable(exc)
+    return database_fault(exc, WRITE_WHERE)
 
 
 def unavailable(exc: BaseException) -> DatabaseUnavailableException:
@@ -371,7 +459,8 @@ def session_writer(db: AsyncSession, settings: Settings | None = None) -> Writer
             await db.commit()
 
         settings = settings or get_settings()
-        return AsyncpgReader(_statements_for(bind.dialect), acquire, read_timeout(settings))
+        statements = _statements_for(bind.dialect)
+        return AsyncpgReader(statements, acquire, read_timeout(settings), written_fault)
 
     @asynccontextmanager
     async def connect() -> AsyncIterator[AsyncConnection]:
@@ -382,23 +471,26 @@ def session_writer(db: AsyncSession, settings: Settings | None = None) -> Writer
             raise
         await db.commit()
 
-    return SessionReader(connect)
+    return SessionReader(connect, written_fault)
 
 
 def engine_writer(engine: AsyncEngine, read_pool: ReadPool | None, settings: Settings) -> Writer:
-    """The app's writer for its one-statement writes (`LeadCreation`): on PostgreSQL the very
-    reader the hot reads use (asyncpg runs a lone statement in its own transaction), elsewhere
-    a SQLAlchemy connection whose transaction commits when the statement is done."""
+    """The app's writer for the hot writes (`LeadCreation`, `LeadChanges`): on PostgreSQL the
+    hot reads' road (asyncpg runs a lone statement in its own transaction), elsewhere a
+    SQLAlchemy connection whose transaction commits when the statement is done. Its failures
+    read as a service's do (`written_fault`)."""
     dialect = engine.dialect
     if dialect.name == "postgresql" and dialect.driver == "asyncpg":
-        return engine_reader(engine, read_pool, settings)
+        acquire = read_pool.acquire if read_pool is not None else _checkout(engine)
+        statements = _statements_for(dialect)
+        return AsyncpgReader(statements, acquire, read_timeout(settings), written_fault)
 
     @asynccontextmanager
     async def connect() -> AsyncIterator[AsyncConnection]:
         async with engine.begin() as conn:
             yield conn
 
-    return SessionReader(connect)
+    return SessionReader(connect, written_fault)
 
 
 def engine_reader(engine: AsyncEngine, read_pool: ReadPool | None, settings: Settings) -> Reader:

@@ -24,6 +24,7 @@ from app.schemas.lead import (
     NoteCreate,
 )
 from app.services import LeadService
+from app.services.lead_changes import LeadChanges
 from app.services.lead_creation import LeadCreation
 from app.services.lead_reads import LeadReads
 
@@ -158,16 +159,14 @@ async def get_lead(lead_id: LeadId, access: ReadAccess) -> Response:
     status_code=status.HTTP_200_OK,
     responses=WRITE_ERRORS,
 )
-async def update_lead(
-    lead_id: LeadId, body: LeadUpdate, db: SessionDep, user: CurrentUser
-) -> Response:
+async def update_lead(lead_id: LeadId, body: LeadUpdate, access: WriteAccess) -> Response:
     """Only the fields sent change, and each change is recorded in the notes. `notes` is
     appended as a new line; `tags` replaces the set.
 
     Refused with 422 although the schema alone allows them: an email whose syntax is invalid
     (stricter than `format: email`), and a change that would leave the lead with neither an
     email nor a phone number. 409 for an archived lead (restore it first)."""
-    lead = await LeadService.update_lead(db, lead_id, body, user_id=user.id)
+    lead = await LeadChanges.update(access.writer, lead_id, body, access.claims)
     return lead_response(lead)
 
 
