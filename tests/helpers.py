@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 from pydantic import SecretStr
-from sqlalchemy import event, inspect, text
+from sqlalchemy import event, inspect, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from app.api.deps import get_session
@@ -25,6 +25,7 @@ from app.config import Settings, normalize_database_url
 from app.main import create_app
 from app.models import Lead, User
 from app.services.reader import session_reader, session_writer
+from app.services.security import create_access_token
 
 TEST_DATABASE_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", "").strip())
 ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
@@ -77,6 +78,21 @@ def make_settings(**changes: Any) -> Settings:
     Put them in force with `use_settings(make_settings(...))`: the app, its dependencies and
     the services all read `get_settings()`, so that is the one way to change a setting."""
     return Settings(_env_file=None, app_env="testing", secret_key=SecretStr(TEST_SECRET), **changes)
+
+
+def claims_bearer(
+    settings: Settings, user_id: int, *, version: int = 0, superuser: Any = None
+) -> dict[str, str]:
+    """An Authorization header with a token issued for these claims (token version, superuser
+    hint), whatever the account now says: for tests that change the account afterwards."""
+    token, _ = create_access_token(user_id, settings, version, superuser=superuser)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def change_user(db: AsyncSession, user_id: int, **values: Any) -> None:
+    """Change a user's row behind the API's back (deactivate, promote, revoke tokens)."""
+    await db.execute(update(User).where(User.id == user_id).values(**values))
+    await db.commit()
 
 
 def app_in_session(engine: AsyncEngine, db: AsyncSession) -> FastAPI:

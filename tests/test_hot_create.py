@@ -9,33 +9,20 @@ app takes (app/services/reader.py); on SQLite, through SQLAlchemy.
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.models import Lead, User
 from app.services import LeadService
-from app.services.security import create_access_token
-from tests.helpers import sql_statements, uid
+from tests.helpers import change_user, claims_bearer, sql_statements, uid
 
 LEADS = "/api/v1/leads"
 NEW = {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com"}
 INVALID = {"detail": "The access token is invalid or has expired.", "code": "not_authenticated"}
 REFUSALS = {"deactivated": {"is_active": False}, "token_revoked": {"token_version": 1}}
-
-
-def bearer(settings: Settings, user_id: int, *, version: int = 0, superuser: Any = None) -> dict:
-    token, _ = create_access_token(user_id, settings, version, superuser=superuser)
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def change_user(db: AsyncSession, user_id: int, **values: Any) -> None:
-    await db.execute(update(User).where(User.id == user_id).values(**values))
-    await db.commit()
 
 
 async def lead_count(db: AsyncSession) -> int:
@@ -59,7 +46,7 @@ async def test_a_create_is_one_statement_that_checks_the_account(
 ) -> None:
     caller = agent if role == "agent" else superuser
     body = {**NEW, "assigned_to": uid(agent)} if assign else NEW
-    headers = bearer(settings, uid(caller), superuser=role == "superuser")
+    headers = claims_bearer(settings, uid(caller), superuser=role == "superuser")
     # The first statement with a tag array on a connection has asyncpg look the type up, once.
     assert (await client.post(LEADS, json=body, headers=headers)).status_code == 201
     async with sql_statements(db) as statements:
@@ -85,7 +72,7 @@ async def test_a_refused_account_gets_401_and_creates_nothing(
     role: str,
 ) -> None:
     caller_id = uid(agent if role == "agent" else superuser)
-    headers = bearer(settings, caller_id, superuser=role == "superuser")
+    headers = claims_bearer(settings, caller_id, superuser=role == "superuser")
     await change_user(db, caller_id, **REFUSALS[refusal])
     response = await client.post(LEADS, json=NEW, headers=headers)
     assert response.status_code == 401
@@ -97,7 +84,7 @@ async def test_a_refused_account_gets_401_and_creates_nothing(
 async def test_a_token_of_a_deleted_account_gets_401_on_create(
     client: httpx.AsyncClient, db: AsyncSession, settings: Settings
 ) -> None:
-    response = await client.post(LEADS, json=NEW, headers=bearer(settings, 999_999))
+    response = await client.post(LEADS, json=NEW, headers=claims_bearer(settings, 999_999))
     assert response.status_code == 401
     assert response.json() == INVALID
     assert await lead_count(db) == 0
@@ -116,7 +103,7 @@ async def test_a_token_of_a_deleted_account_gets_401_on_create(
 async def test_a_deactivated_account_with_a_bad_lead_hears_401_first(
     client: httpx.AsyncClient, db: AsyncSession, settings: Settings, agent: User, body: dict
 ) -> None:
-    headers = bearer(settings, uid(agent), superuser=False)
+    headers = claims_bearer(settings, uid(agent), superuser=False)
     await change_user(db, uid(agent), is_active=False)
     response = await client.post(LEADS, json=body, headers=headers)
     assert response.status_code == 401, response.text
@@ -127,7 +114,7 @@ async def test_an_active_account_with_a_lead_without_contact_hears_422(
     client: httpx.AsyncClient, settings: Settings, agent: User
 ) -> None:
     body = {"first_name": "Ada", "last_name": "Lovelace"}
-    response = await client.post(LEADS, json=body, headers=bearer(settings, uid(agent)))
+    response = await client.post(LEADS, json=body, headers=claims_bearer(settings, uid(agent)))
     assert response.status_code == 422
     assert response.json()["errors"][0]["loc"] == ["body", "email"]
 
@@ -139,7 +126,7 @@ async def test_a_missing_assignee_is_404_and_creates_nothing(
     client: httpx.AsyncClient, db: AsyncSession, settings: Settings, superuser: User
 ) -> None:
     body = {**NEW, "assigned_to": 424242}
-    response = await client.post(LEADS, json=body, headers=bearer(settings, uid(superuser)))
+    response = await client.post(LEADS, json=body, headers=claims_bearer(settings, uid(superuser)))
     assert response.status_code == 404
     assert response.json() == {"detail": "Agent 424242 was not found.", "code": "user_not_found"}
     assert await lead_count(db) == 0
@@ -153,7 +140,7 @@ async def test_an_inactive_assignee_is_refused_and_creates_nothing(
     inactive_user: User,
 ) -> None:
     body = {**NEW, "assigned_to": uid(inactive_user)}
-    response = await client.post(LEADS, json=body, headers=bearer(settings, uid(superuser)))
+    response = await client.post(LEADS, json=body, headers=claims_bearer(settings, uid(superuser)))
     assert response.status_code == 409, response.text
     assert response.json()["code"] == "inactive_user"
     assert response.json()["detail"] == f"Agent {uid(inactive_user)} is inactive."
@@ -164,7 +151,7 @@ async def test_a_missing_assignee_is_named_before_the_leads_bad_fields(
     client: httpx.AsyncClient, settings: Settings, superuser: User
 ) -> None:
     body = {"first_name": "Ada", "last_name": "Lovelace", "assigned_to": 424242}
-    response = await client.post(LEADS, json=body, headers=bearer(settings, uid(superuser)))
+    response = await client.post(LEADS, json=body, headers=claims_bearer(settings, uid(superuser)))
     assert response.status_code == 404
     assert response.json()["code"] == "user_not_found"
 
@@ -173,7 +160,7 @@ async def test_a_superuser_may_assign_a_new_lead_to_themselves(
     client: httpx.AsyncClient, settings: Settings, superuser: User
 ) -> None:
     body = {**NEW, "assigned_to": uid(superuser)}
-    response = await client.post(LEADS, json=body, headers=bearer(settings, uid(superuser)))
+    response = await client.post(LEADS, json=body, headers=claims_bearer(settings, uid(superuser)))
     assert response.status_code == 201, response.text
     assert response.json()["assigned_to"] == uid(superuser)
 
@@ -184,7 +171,7 @@ async def test_a_superuser_may_assign_a_new_lead_to_themselves(
 async def test_a_demoted_superusers_old_token_creates_as_an_agent(
     client: httpx.AsyncClient, db: AsyncSession, settings: Settings, superuser: User, agent: User
 ) -> None:
-    headers = bearer(settings, uid(superuser), superuser=True)
+    headers = claims_bearer(settings, uid(superuser), superuser=True)
     await change_user(db, uid(superuser), is_superuser=False)
     refused = await client.post(LEADS, json={**NEW, "assigned_to": uid(agent)}, headers=headers)
     assert refused.status_code == 403, refused.text
@@ -196,7 +183,7 @@ async def test_a_demoted_superusers_old_token_creates_as_an_agent(
 async def test_a_promoted_agents_old_token_may_assign_to_others(
     client: httpx.AsyncClient, db: AsyncSession, settings: Settings, agent: User, other_agent: User
 ) -> None:
-    headers = bearer(settings, uid(agent), superuser=False)
+    headers = claims_bearer(settings, uid(agent), superuser=False)
     await change_user(db, uid(agent), is_superuser=True)
     response = await client.post(
         LEADS, json={**NEW, "assigned_to": uid(other_agent)}, headers=headers
@@ -208,7 +195,7 @@ async def test_a_promoted_agents_old_token_may_assign_to_others(
 async def test_a_promoted_agents_old_token_creates_unassigned_leads(
     client: httpx.AsyncClient, db: AsyncSession, settings: Settings, agent: User
 ) -> None:
-    headers = bearer(settings, uid(agent), superuser=False)
+    headers = claims_bearer(settings, uid(agent), superuser=False)
     await change_user(db, uid(agent), is_superuser=True)
     response = await client.post(LEADS, json=NEW, headers=headers)
     assert response.status_code == 201, response.text
@@ -219,12 +206,16 @@ async def test_a_token_without_the_hint_creates_as_its_account_allows(
     client: httpx.AsyncClient, settings: Settings, superuser: User, agent: User
 ) -> None:
     body = {**NEW, "assigned_to": uid(agent)}
-    as_superuser = await client.post(LEADS, json=body, headers=bearer(settings, uid(superuser)))
+    as_superuser = await client.post(
+        LEADS, json=body, headers=claims_bearer(settings, uid(superuser))
+    )
     assert as_superuser.status_code == 201, as_superuser.text
-    as_agent = await client.post(LEADS, json=body, headers=bearer(settings, uid(agent)))
+    as_agent = await client.post(LEADS, json=body, headers=claims_bearer(settings, uid(agent)))
     assert as_agent.status_code == 201, as_agent.text
     refused = await client.post(
-        LEADS, json={**NEW, "assigned_to": uid(superuser)}, headers=bearer(settings, uid(agent))
+        LEADS,
+        json={**NEW, "assigned_to": uid(superuser)},
+        headers=claims_bearer(settings, uid(agent)),
     )
     assert refused.status_code == 403
 
@@ -253,7 +244,7 @@ async def test_the_api_stores_the_lead_the_service_would(
     fields: dict,
 ) -> None:
     body = {**NEW, "assigned_to": uid(agent), **fields}
-    response = await client.post(LEADS, json=body, headers=bearer(settings, uid(superuser)))
+    response = await client.post(LEADS, json=body, headers=claims_bearer(settings, uid(superuser)))
     assert response.status_code == 201, response.text
     api_lead = await db.get(Lead, response.json()["id"], populate_existing=True)
     service_lead = await LeadService.create_lead(db, body, user_id=uid(superuser))

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy import bindparam, func, literal, select, update
+from sqlalchemy import bindparam, func, literal, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -25,12 +25,13 @@ from app.main import create_app
 from app.models import User
 from app.services.exceptions import DatabaseUnavailableException
 from app.services.reader import AsyncpgReader, CompiledStatements
-from app.services.security import create_access_token
 from app.services.user_service import UserService
 from tests.helpers import (
     PASSWORD,
     TEST_DATABASE_URL,
     LeadFactory,
+    change_user,
+    claims_bearer,
     client_of,
     make_settings,
     postgres_only,
@@ -48,22 +49,12 @@ INVALID = {
 }
 
 
-def bearer(settings: Settings, user_id: int, *, version: int = 0, superuser: Any = None) -> dict:
-    token, _ = create_access_token(user_id, settings, version, superuser=superuser)
-    return {"Authorization": f"Bearer {token}"}
-
-
 def postgres_dsn_of(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def path_of(which: str, lead_id: int) -> str:
     return {"detail": f"{LEADS}/{lead_id}", "list": LEADS, "statistics": STATISTICS}[which]
-
-
-async def change_user(db: AsyncSession, user_id: int, **values: Any) -> None:
-    await db.execute(update(User).where(User.id == user_id).values(**values))
-    await db.commit()
 
 
 @pytest.fixture
@@ -87,7 +78,7 @@ async def test_a_hot_read_is_one_statement_with_the_account_check(
     role: str,
 ) -> None:
     caller = agent if role == "agent" else superuser
-    headers = bearer(settings, uid(caller), superuser=role == "superuser")
+    headers = claims_bearer(settings, uid(caller), superuser=role == "superuser")
     async with sql_statements(db) as statements:
         response = await client.get(path_of(which, agent_lead), headers=headers)
     assert response.status_code == 200, response.text
@@ -116,7 +107,7 @@ async def test_a_refused_account_gets_401_on_every_hot_path(
     refusal: str,
 ) -> None:
     agent_id = uid(agent)
-    headers = bearer(settings, agent_id, version=0, superuser=False)
+    headers = claims_bearer(settings, agent_id, version=0, superuser=False)
     await change_user(db, agent_id, **REFUSALS[refusal])
     response = await client.get(path_of(which, agent_lead), headers=headers)
     assert response.status_code == 401
@@ -128,7 +119,9 @@ async def test_a_refused_account_gets_401_on_every_hot_path(
 async def test_a_token_of_a_deleted_account_gets_401_on_every_hot_path(
     client: httpx.AsyncClient, settings: Settings, agent_lead: int, which: str
 ) -> None:
-    response = await client.get(path_of(which, agent_lead), headers=bearer(settings, 999_999))
+    response = await client.get(
+        path_of(which, agent_lead), headers=claims_bearer(settings, 999_999)
+    )
     assert response.status_code == 401
     assert response.json() == INVALID
 
@@ -144,7 +137,7 @@ async def test_the_current_token_version_still_reads_on_every_hot_path(
 ) -> None:
     agent_id = uid(agent)
     await change_user(db, agent_id, token_version=3)
-    headers = bearer(settings, agent_id, version=3, superuser=False)
+    headers = claims_bearer(settings, agent_id, version=3, superuser=False)
     response = await client.get(path_of(which, agent_lead), headers=headers)
     assert response.status_code == 200, response.text
 
@@ -167,7 +160,7 @@ async def test_a_deactivated_account_with_bad_parameters_hears_401_not_422(
     client: httpx.AsyncClient, db: AsyncSession, settings: Settings, agent: User, path: str
 ) -> None:
     agent_id = uid(agent)
-    headers = bearer(settings, agent_id, superuser=False)
+    headers = claims_bearer(settings, agent_id, superuser=False)
     await change_user(db, agent_id, is_active=False)
     response = await client.get(path, headers=headers)
     assert response.status_code == 401, response.text
@@ -179,7 +172,7 @@ async def test_a_deactivated_account_with_bad_parameters_hears_401_not_422(
 async def test_an_active_account_with_bad_parameters_hears_422(
     client: httpx.AsyncClient, settings: Settings, agent: User, path: str
 ) -> None:
-    response = await client.get(path, headers=bearer(settings, uid(agent), superuser=False))
+    response = await client.get(path, headers=claims_bearer(settings, uid(agent), superuser=False))
     assert response.status_code == 422, response.text
 
 
@@ -189,7 +182,7 @@ async def test_an_active_account_with_bad_parameters_hears_422(
 async def test_a_missing_lead_is_404_for_an_active_caller(
     client: httpx.AsyncClient, settings: Settings, superuser: User
 ) -> None:
-    headers = bearer(settings, uid(superuser), superuser=True)
+    headers = claims_bearer(settings, uid(superuser), superuser=True)
     response = await client.get(f"{LEADS}/987654", headers=headers)
     assert response.status_code == 404
     assert response.json()["code"] == "lead_not_found"
@@ -198,7 +191,7 @@ async def test_a_missing_lead_is_404_for_an_active_caller(
 async def test_another_agents_lead_reads_as_missing(
     client: httpx.AsyncClient, settings: Settings, agent_lead: int, other_agent: User
 ) -> None:
-    headers = bearer(settings, uid(other_agent), superuser=False)
+    headers = claims_bearer(settings, uid(other_agent), superuser=False)
     response = await client.get(f"{LEADS}/{agent_lead}", headers=headers)
     assert response.status_code == 404
 
@@ -207,7 +200,7 @@ async def test_a_missing_lead_for_a_deactivated_account_is_401_not_404(
     client: httpx.AsyncClient, db: AsyncSession, settings: Settings, agent: User
 ) -> None:
     agent_id = uid(agent)
-    headers = bearer(settings, agent_id, superuser=False)
+    headers = claims_bearer(settings, agent_id, superuser=False)
     await change_user(db, agent_id, is_active=False)
     response = await client.get(f"{LEADS}/987654", headers=headers)
     assert response.status_code == 401
@@ -230,7 +223,7 @@ async def test_a_demoted_superusers_old_token_sees_only_their_own_leads(
     boss_id = uid(boss)
     await make_lead(owner=agent)
     await make_lead(owner=boss)
-    headers = bearer(settings, boss_id, superuser=True)
+    headers = claims_bearer(settings, boss_id, superuser=True)
     await change_user(db, boss_id, is_superuser=False)
     response = await client.get(path_of(which, 0), headers=headers)
     assert response.status_code == 200
@@ -254,7 +247,7 @@ async def test_a_promoted_agents_old_token_sees_every_lead(
     await make_lead(owner=agent)
     await make_lead(owner=other_agent)
     agent_id = uid(agent)
-    headers = bearer(settings, agent_id, superuser=False)
+    headers = claims_bearer(settings, agent_id, superuser=False)
     await change_user(db, agent_id, is_superuser=True)
     response = await client.get(path_of(which, 0), headers=headers)
     assert response.status_code == 200
@@ -278,7 +271,7 @@ async def test_a_token_without_the_hint_reads_as_its_account_allows(
     lead = uid(await make_lead(owner=agent))
     await make_lead(owner=other_agent)
     caller = agent if role == "agent" else superuser
-    response = await client.get(path_of(which, lead), headers=bearer(settings, uid(caller)))
+    response = await client.get(path_of(which, lead), headers=claims_bearer(settings, uid(caller)))
     assert response.status_code == 200, response.text
     body = response.json()
     if which == "list":
@@ -300,7 +293,7 @@ async def test_a_forged_hint_grants_nothing(
     the stored flag: an agent's token claiming superuser still reads only the agent's leads."""
     theirs = uid(await make_lead(owner=other_agent))
     await make_lead(owner=agent)
-    headers = bearer(settings, uid(agent), superuser=True)
+    headers = claims_bearer(settings, uid(agent), superuser=True)
     page = await client.get(LEADS, headers=headers)
     assert page.status_code == 200 and page.json()["total"] == 1
     assert (await client.get(f"{LEADS}/{theirs}", headers=headers)).status_code == 404
@@ -316,7 +309,7 @@ async def test_an_empty_page_still_counts_the_matches_before_it(
 ) -> None:
     for _ in range(3):
         await make_lead()
-    headers = bearer(settings, uid(superuser), superuser=True)
+    headers = claims_bearer(settings, uid(superuser), superuser=True)
     response = await client.get(f"{LEADS}?skip=10", headers=headers)
     assert response.status_code == 200
     body = response.json()
@@ -338,7 +331,7 @@ async def test_a_page_kept_for_one_agent_is_never_served_to_another(
     query = {"status": "NEW", "limit": 10}
     for _ in range(2):
         for caller, expected in ((agent, mine), (other_agent, theirs), (superuser, mine | theirs)):
-            headers = bearer(settings, uid(caller), superuser=caller.is_superuser)
+            headers = claims_bearer(settings, uid(caller), superuser=caller.is_superuser)
             body = (await client.get(LEADS, params=query, headers=headers)).json()
             assert {item["id"] for item in body["items"]} == expected
             assert body["total"] == len(expected)
@@ -347,7 +340,7 @@ async def test_a_page_kept_for_one_agent_is_never_served_to_another(
 async def test_a_page_served_again_shows_the_leads_as_they_are_now(
     client: httpx.AsyncClient, settings: Settings, make_lead: LeadFactory, agent: User
 ) -> None:
-    headers = bearer(settings, uid(agent), superuser=False)
+    headers = claims_bearer(settings, uid(agent), superuser=False)
     query = {"status": "NEW"}
     await make_lead(owner=agent, status="NEW")
     assert (await client.get(LEADS, params=query, headers=headers)).json()["total"] == 1
@@ -358,7 +351,7 @@ async def test_a_page_served_again_shows_the_leads_as_they_are_now(
 async def test_a_changed_count_cap_applies_to_a_page_served_before(
     client: httpx.AsyncClient, settings: Settings, make_lead: LeadFactory, agent: User
 ) -> None:
-    headers = bearer(settings, uid(agent), superuser=False)
+    headers = claims_bearer(settings, uid(agent), superuser=False)
     for _ in range(5):
         await make_lead(owner=agent)
     with use_settings(settings.model_copy(update={"total_count_cap": 2})):
@@ -375,7 +368,7 @@ async def zeds(settings: Settings, make_lead: LeadFactory, superuser: User) -> d
         await make_lead(first_name="Zed", tags=["zed"])
     for _ in range(3):
         await make_lead(first_name="Ann")
-    return bearer(settings, uid(superuser), superuser=True)
+    return claims_bearer(settings, uid(superuser), superuser=True)
 
 
 # A search counts a short page from its own rows; other filters always run the count
@@ -418,7 +411,7 @@ async def test_a_page_keeps_its_order_and_cursor_through_the_account_join(
     scores = [40, 90, 10, 70, 55]
     for score in scores:
         await make_lead(lead_score=score)
-    headers = bearer(settings, uid(superuser), superuser=True)
+    headers = claims_bearer(settings, uid(superuser), superuser=True)
     first = await client.get(f"{LEADS}?sort_by=lead_score&sort_order=asc&limit=3", headers=headers)
     body = first.json()
     assert [item["lead_score"] for item in body["items"]] == [10, 40, 55]
@@ -523,7 +516,7 @@ async def test_the_read_pool_adds_at_most_its_size_in_connections(
                         acting_user_id=None,
                     )
                     boss_id = boss.id
-                headers = bearer(settings, boss_id, superuser=True)
+                headers = claims_bearer(settings, boss_id, superuser=True)
                 async with client_of(app) as client:
                     created = await client.post(
                         LEADS,

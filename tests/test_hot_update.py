@@ -10,33 +10,20 @@ app takes (app/services/reader.py); on SQLite, through SQLAlchemy.
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.models import Lead, User
 from app.services import LeadService
-from app.services.security import create_access_token
-from tests.helpers import LeadFactory, sql_statements, uid
+from tests.helpers import LeadFactory, change_user, claims_bearer, sql_statements, uid
 
 LEADS = "/api/v1/leads"
 INVALID = {"detail": "The access token is invalid or has expired.", "code": "not_authenticated"}
 REFUSALS = {"deactivated": {"is_active": False}, "token_revoked": {"token_version": 1}}
 CHANGE = {"company": "Analytical Engines", "notes": "Called back"}
-
-
-def bearer(settings: Settings, user_id: int, *, version: int = 0, superuser: Any = None) -> dict:
-    token, _ = create_access_token(user_id, settings, version, superuser=superuser)
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def change_user(db: AsyncSession, user_id: int, **values: Any) -> None:
-    await db.execute(update(User).where(User.id == user_id).values(**values))
-    await db.commit()
 
 
 async def stored(db: AsyncSession, lead_id: int) -> Lead:
@@ -70,7 +57,7 @@ async def test_a_patch_locks_the_lead_with_the_account_check_and_writes_it_once(
     role: str,
 ) -> None:
     caller = agent if role == "agent" else superuser
-    headers = bearer(settings, uid(caller), superuser=role == "superuser")
+    headers = claims_bearer(settings, uid(caller), superuser=role == "superuser")
     async with sql_statements(db) as statements:
         response = await client.patch(f"{LEADS}/{agent_lead}", json=CHANGE, headers=headers)
     assert response.status_code == 200, response.text
@@ -95,7 +82,7 @@ async def test_a_patch_that_changes_nothing_writes_nothing(
         response = await client.patch(
             f"{LEADS}/{agent_lead}",
             json={"company": before.company},
-            headers=bearer(settings, uid(agent)),
+            headers=claims_bearer(settings, uid(agent)),
         )
     assert response.status_code == 200, response.text
     assert sent(statements, "UPDATE", "INSERT", "DELETE") == []
@@ -115,7 +102,7 @@ async def test_a_refused_account_gets_401_and_changes_nothing(
     agent_lead: int,
     refusal: str,
 ) -> None:
-    headers = bearer(settings, uid(agent), superuser=False)
+    headers = claims_bearer(settings, uid(agent), superuser=False)
     await change_user(db, uid(agent), **REFUSALS[refusal])
     response = await client.patch(f"{LEADS}/{agent_lead}", json=CHANGE, headers=headers)
     assert response.status_code == 401
@@ -127,7 +114,7 @@ async def test_a_token_of_a_deleted_account_gets_401_on_patch(
     client: httpx.AsyncClient, settings: Settings, agent_lead: int
 ) -> None:
     response = await client.patch(
-        f"{LEADS}/{agent_lead}", json=CHANGE, headers=bearer(settings, 999_999)
+        f"{LEADS}/{agent_lead}", json=CHANGE, headers=claims_bearer(settings, 999_999)
     )
     assert response.status_code == 401
     assert response.json() == INVALID
@@ -136,7 +123,7 @@ async def test_a_token_of_a_deleted_account_gets_401_on_patch(
 async def test_a_missing_lead_for_a_deactivated_account_is_401_not_404(
     client: httpx.AsyncClient, db: AsyncSession, settings: Settings, agent: User
 ) -> None:
-    headers = bearer(settings, uid(agent), superuser=False)
+    headers = claims_bearer(settings, uid(agent), superuser=False)
     await change_user(db, uid(agent), is_active=False)
     response = await client.patch(f"{LEADS}/424242", json=CHANGE, headers=headers)
     assert response.status_code == 401
@@ -155,7 +142,7 @@ async def test_a_deactivated_account_with_a_bad_change_hears_401_first(
     agent_lead: int,
     body: dict,
 ) -> None:
-    headers = bearer(settings, uid(agent), superuser=False)
+    headers = claims_bearer(settings, uid(agent), superuser=False)
     await change_user(db, uid(agent), is_active=False)
     response = await client.patch(f"{LEADS}/{agent_lead}", json=body, headers=headers)
     assert response.status_code == 401, response.text
@@ -172,7 +159,7 @@ async def test_another_agents_lead_is_404_and_unchanged(
     agent_lead: int,
 ) -> None:
     response = await client.patch(
-        f"{LEADS}/{agent_lead}", json=CHANGE, headers=bearer(settings, uid(other_agent))
+        f"{LEADS}/{agent_lead}", json=CHANGE, headers=claims_bearer(settings, uid(other_agent))
     )
     assert response.status_code == 404
     assert response.json()["code"] == "lead_not_found"
@@ -186,7 +173,7 @@ async def test_a_demoted_superusers_old_token_may_not_change_others_leads(
     superuser: User,
     agent_lead: int,
 ) -> None:
-    headers = bearer(settings, uid(superuser), superuser=True)
+    headers = claims_bearer(settings, uid(superuser), superuser=True)
     await change_user(db, uid(superuser), is_superuser=False)
     response = await client.patch(f"{LEADS}/{agent_lead}", json=CHANGE, headers=headers)
     assert response.status_code == 404
@@ -199,7 +186,7 @@ async def test_a_promoted_agents_old_token_may_change_others_leads(
     other_agent: User,
     agent_lead: int,
 ) -> None:
-    headers = bearer(settings, uid(other_agent), superuser=False)
+    headers = claims_bearer(settings, uid(other_agent), superuser=False)
     await change_user(db, uid(other_agent), is_superuser=True)
     response = await client.patch(f"{LEADS}/{agent_lead}", json=CHANGE, headers=headers)
     assert response.status_code == 200, response.text
@@ -215,7 +202,9 @@ async def test_an_archived_lead_is_409_before_its_bad_fields(
 ) -> None:
     await LeadService.delete_lead(db, agent_lead, user_id=uid(superuser))
     response = await client.patch(
-        f"{LEADS}/{agent_lead}", json={"email": "bad"}, headers=bearer(settings, uid(superuser))
+        f"{LEADS}/{agent_lead}",
+        json={"email": "bad"},
+        headers=claims_bearer(settings, uid(superuser)),
     )
     assert response.status_code == 409
     assert response.json()["code"] == "conflict"
@@ -235,7 +224,7 @@ async def test_an_agent_may_not_reassign_their_lead(
     response = await client.patch(
         f"{LEADS}/{agent_lead}",
         json={"assigned_to": uid(other_agent)},
-        headers=bearer(settings, uid(agent)),
+        headers=claims_bearer(settings, uid(agent)),
     )
     assert response.status_code == 403
     assert (await stored(db, agent_lead)).assigned_to == uid(agent)
@@ -256,7 +245,7 @@ async def test_reassigning_to_a_missing_or_inactive_user_is_refused_before_bad_f
     response = await client.patch(
         f"{LEADS}/{agent_lead}",
         json={"assigned_to": target, "email": "bad"},
-        headers=bearer(settings, uid(superuser)),
+        headers=claims_bearer(settings, uid(superuser)),
     )
     expected = {"missing": (404, "user_not_found"), "inactive": (409, "inactive_user")}
     assert (response.status_code, response.json()["code"]) == expected[assignee]
@@ -274,7 +263,7 @@ async def test_a_superuser_reassigns_a_lead(
     response = await client.patch(
         f"{LEADS}/{agent_lead}",
         json={"assigned_to": uid(other_agent)},
-        headers=bearer(settings, uid(superuser)),
+        headers=claims_bearer(settings, uid(superuser)),
     )
     assert response.status_code == 200, response.text
     assert (await stored(db, agent_lead)).assigned_to == uid(other_agent)
@@ -323,7 +312,7 @@ async def test_the_api_changes_a_lead_as_the_service_would(
     by_api = uid(await make_lead(owner=agent, company="Acme"))
     by_service = uid(await make_lead(owner=agent, company="Acme"))
     response = await client.patch(
-        f"{LEADS}/{by_api}", json=change, headers=bearer(settings, uid(superuser))
+        f"{LEADS}/{by_api}", json=change, headers=claims_bearer(settings, uid(superuser))
     )
     assert response.status_code == 200, response.text
     await LeadService.update_lead(db, by_service, change, user_id=uid(superuser))
