@@ -47,7 +47,7 @@ def sent(statements: list[str], *kinds: str) -> list[str]:
 
 
 @pytest.mark.parametrize("role", ["agent", "superuser"])
-async def test_a_patch_locks_the_lead_with_the_account_check_and_writes_it_once(
+async def test_a_patch_locks_the_lead_with_the_account_check_and_writes_it_and_its_event(
     client: httpx.AsyncClient,
     db: AsyncSession,
     settings: Settings,
@@ -66,7 +66,9 @@ async def test_a_patch_locks_the_lead_with_the_account_check_and_writes_it_once(
     if db.bind.dialect.name == "postgresql":
         assert "FOR UPDATE" in reads[0]
     writes = sent(statements, "UPDATE", "INSERT", "DELETE")
-    assert len(writes) == 1 and writes[0].lstrip().upper().startswith("UPDATE LEADS"), writes
+    assert len(writes) == 2, writes
+    assert writes[0].lstrip().upper().startswith("UPDATE LEADS"), writes
+    assert writes[1].lstrip().upper().startswith("INSERT INTO LEAD_EVENTS"), writes
 
 
 async def test_a_patch_that_changes_nothing_writes_nothing(

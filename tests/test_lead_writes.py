@@ -380,7 +380,7 @@ async def test_update_changes_only_the_given_fields(
     await LeadService.update_lead(db, lead.id, {"job_title": "CTO"}, user_id=agent.id)
     after = await stored(db, lead)
     changed = {key for key in before if before[key] != after[key]}
-    assert changed == {"job_title", "notes", "updated_at"}
+    assert changed == {"job_title", "notes", "updated_at", "version"}  # version: one more
     assert after["job_title"] == "CTO"
 
 

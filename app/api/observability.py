@@ -40,6 +40,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import unexpected_error
+from app.services.lead_events import current_request_id
 
 access_logger = logging.getLogger("app.access")
 
@@ -128,6 +129,9 @@ class RequestObserver:
         if state is None:
             state = scope["state"] = {}
         state["request_id"] = request_id
+        # What the events a request's changes write carry (app/services/lead_events.py); the
+        # context is this request's task's own, so concurrent requests never see each other's.
+        request_id_token = current_request_id.set(request_id)
 
         path = scope["path"]
         extra = self.page_headers.get(path)
@@ -152,6 +156,7 @@ class RequestObserver:
             if status is None:
                 await response(scope, receive, send_with_headers)
         finally:
+            current_request_id.reset(request_id_token)
             if logging_access:
                 duration_ms = round((time.perf_counter() - started) * 1000, 2)
                 client = scope.get("client")

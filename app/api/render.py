@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -20,18 +19,15 @@ from fastapi import Response
 from app.models.lead import is_hot
 from app.models.types import utcnow
 from app.schemas.lead import LEAD_STORED_FIELDS
+from app.services.lead_events import JSON_OPTIONS, json_default
 
-_JSON_OPTIONS = orjson.OPT_UTC_Z
+# The same rendering as the values in a lead's events (app/services/lead_events.py).
+_JSON_OPTIONS = JSON_OPTIONS
+_default = json_default
 
 
 class JSONBytes(Response):
     media_type = "application/json"
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, Decimal):  # money goes out as a JSON number, as `Money` says
-        return float(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def lead_fields(lead: Any, now: datetime) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from app.models.lead import (
     LeadStatus,
     format_note_line,
 )
+from app.models.lead_event import LeadEvent, LeadEventType
 from app.models.lead_search import LEADS_SEARCH, TRIGRAM_LENGTH
 from app.models.lead_stats import UNASSIGNED, LeadStats
 from app.models.login_failure import LoginFailure
@@ -26,6 +27,8 @@ __all__ = [
     "Base",
     "FieldValidationError",
     "Lead",
+    "LeadEvent",
+    "LeadEventType",
     "LeadSource",
     "LeadStats",
     "LeadStatus",

@@ -123,6 +123,9 @@ class Lead(Base):
     # Whether archiving added the `archived` tag (null while the lead is live): restoring takes
     # the tag away only then, so a lead tagged `archived` by hand keeps its tags. Not shown.
     archive_added_tag: Mapped[bool | None] = mapped_column(Boolean)
+    # 1 when created, one more on every change (bulk calls and notes too): the lead's events
+    # carry it, and (issue 13) its ETag.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     assignee: Mapped[User | None] = relationship(
         back_populates="leads", foreign_keys=[assigned_to], lazy="raise"

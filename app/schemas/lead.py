@@ -209,6 +209,7 @@ class LeadRead(BaseModel):
     status_before_archive: LeadStatus | None = Field(
         description="The status it had when archived; restoring gives it back."
     )
+    version: int = Field(description="1 when created, one more on every change to the lead.")
     days_since_created: int = Field(description="Whole days since `created_at`.")
     days_since_last_contact: int | None = Field(
         description="Whole days since `last_contact_date`, null if never contacted."

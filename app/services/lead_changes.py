@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Select, Update, and_, bindparam, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.models import FieldValidationError, Lead, LeadSource, LeadStatus
+from app.models import FieldValidationError, Lead, LeadEventType, LeadSource, LeadStatus
 from app.models.types import utcnow
 from app.models.validation import NO_CONTACT, is_whole_number, tag_list
 from app.schemas.lead import LEAD_STORED_FIELDS
@@ -37,6 +37,7 @@ from app.services.lead_creation import (
     check_assignee,
     note_text,
 )
+from app.services.lead_events import INSERT_EVENT, bound, changes_between, event_values
 from app.services.lead_queries import LEAD_COLUMNS, LeadRow
 from app.services.lead_reads import (
     CALLER,
@@ -56,11 +57,13 @@ def ensure_not_archived(lead: Any) -> None:
         raise ConflictException(f"Lead {lead.id} is archived; restore it before changing it.")
 
 
-def apply_update(lead: Lead, fields: dict[str, Any], note: str | None, author_id: int) -> bool:
+def apply_update(
+    lead: Lead, fields: dict[str, Any], note: str | None, author_id: int
+) -> dict[str, Any] | None:
     """Change `lead` as `fields` say (validated field by field, every bad one named at once),
     re-score an auto-scored lead whose scoring fields changed, and note every change in one
-    line, plus `note` as its own. False when nothing changed and there is no note: then
-    nothing is to be written."""
+    line, plus `note` as its own. The changes, as the `lead.updated` event records them; None
+    when nothing changed and there is no note: then nothing is to be written."""
     fields = dict(fields)
     before = {name: _comparable(getattr(lead, name)) for name in TRACKED_FIELDS}
     if "lead_score" in fields:
@@ -97,7 +100,7 @@ def apply_update(lead: Lead, fields: dict[str, Any], note: str | None, author_id
         # the flag is listed only when it is the sole trace of a change.
         changed.remove("score_is_manual")
     if not changed and not note:
-        return False
+        return None
 
     now = utcnow()
     lead.updated_at = now
@@ -108,7 +111,8 @@ def apply_update(lead: Lead, fields: dict[str, Any], note: str | None, author_id
         lead.add_note(f"Updated: {summary}", author_id=author_id, at=now)
     if note:
         lead.add_note(note, author_id=author_id, at=now)
-    return True
+    after = {n: _comparable(getattr(lead, n)) for n in changed}
+    return changes_between(before, after, changed)
 
 
 def _comparable(value: Any) -> Any:
@@ -132,8 +136,8 @@ def _show(value: Any) -> str:
 
 _leads = Lead.__table__
 # What a PATCH may change: the stored fields the lead was read with (not the id, nor the
-# archive bookkeeping, which a live lead does not use).
-_WRITTEN = tuple(column for column in LEAD_COLUMNS if not column.primary_key)
+# archive bookkeeping, which a live lead does not use); its version counts up in SQL.
+_WRITTEN = tuple(c for c in LEAD_COLUMNS if not c.primary_key and c.key != "version")
 LEAD_ID = bindparam("lead_id")
 
 
@@ -158,7 +162,12 @@ LOCKED_LEAD_FOR_CALLER = {role: _locked_lead_for_caller(role) for role in (False
 WRITE_LEAD: Update = (
     update(_leads)
     .where(_leads.c.id == LEAD_ID)
-    .values({c.key: bindparam(f"new_{c.key}", type_=c.type) for c in _WRITTEN})
+    .values(
+        {
+            **{c.key: bindparam(f"new_{c.key}", type_=c.type) for c in _WRITTEN},
+            "version": _leads.c.version + 1,
+        }
+    )
     .returning(*LEAD_COLUMNS)
 )
 
@@ -232,8 +241,19 @@ async def _update(
             if not is_whole_number(assigned_to):
                 raise ValidationException.at("assigned_to", "must be a whole number")
             await check_assignee(tx, assigned_to)
-    if not apply_update(lead, fields, note, caller.user_id):
+    changes = apply_update(lead, fields, note, caller.user_id)
+    if changes is None:
         return True, _row_of(lead)
     values = {f"new_{c.key}": getattr(lead, c.key) for c in _WRITTEN}
-    written = await tx.rows(WRITE_LEAD, {**values, "lead_id": lead_id})
-    return True, LeadRow._make(written[0])
+    written = LeadRow._make((await tx.rows(WRITE_LEAD, {**values, "lead_id": lead_id}))[0])
+    event = event_values(
+        LeadEventType.UPDATED,
+        lead_id,
+        caller.user_id,
+        written.version,
+        changes=changes,
+        note=note,
+        at=lead.updated_at,
+    )
+    await tx.rows(INSERT_EVENT, bound(event))
+    return True, written

@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Insert, bindparam, insert, select
+from sqlalchemy import Insert, Select, bindparam, insert, select
 
-from app.models import FieldValidationError, Lead, User
+from app.models import FieldValidationError, Lead, LeadEvent, LeadEventType, User
 from app.models.types import utcnow
 from app.models.validation import NO_CONTACT, is_whole_number, no_nul
 from app.services.base import as_data, reject_unknown_fields
@@ -33,6 +33,13 @@ from app.services.exceptions import (
     PermissionDeniedException,
     UserNotFoundException,
     ValidationException,
+)
+from app.services.lead_events import (
+    INSERT_EVENT,
+    bound,
+    changes_between,
+    event_parameters,
+    event_values,
 )
 from app.services.lead_queries import LEAD_COLUMNS, LeadRow
 from app.services.lead_reads import CALLER, CALLER_OK, CLAIMED_ROLE, INVALID_TOKEN, account_role
@@ -143,9 +150,26 @@ def build_new_lead(new: NewLeadData, author_id: int, assignee_id: int | None) ->
     return lead
 
 
+def created_event(lead: Lead, note: str | None, lead_id: Any = None) -> dict[str, Any]:
+    """The `lead.created` event of a new lead: every field it was created with (old: null),
+    its first note as the event's note. `lead_id`: the id, or the SQL that gives it."""
+    fields = [n for n in TRACKED_FIELDS if getattr(lead, n) not in (None, [])]
+    changes = changes_between({}, {n: getattr(lead, n) for n in fields}, fields)
+    return event_values(
+        LeadEventType.CREATED,
+        lead.id if lead_id is None else lead_id,
+        lead.created_by,
+        1,
+        changes=changes,
+        note=note,
+        at=lead.created_at,
+    )
+
+
 # --- the API's create: one statement ---------------------------------------------------------
 
 _leads = Lead.__table__
+_events = LeadEvent.__table__
 _assignee = User.__table__.alias("assignee")
 _INSERTED = tuple(column for column in _leads.c if not column.primary_key)
 ASSIGNEE_ID = bindparam("assignee_id")
@@ -164,12 +188,26 @@ def _insert_for_caller(superuser: bool, named_assignee: bool) -> Insert:
     return insert(_leads).from_select([c.key for c in _INSERTED], row).returning(*LEAD_COLUMNS)
 
 
+def _with_event(insert_lead: Insert) -> Select[Any]:
+    """PostgreSQL: the insert and its `lead.created` event in one statement (a data-modifying
+    CTE each; SQLite has none, and runs the two in one transaction instead)."""
+    new = insert_lead.cte("new_lead")
+    event = event_parameters()
+    event["lead_id"] = new.c.id
+    event_row = select(*event.values())
+    insert_event = insert(_events).from_select(list(event), event_row).cte("new_event")
+    return select(*new.c).add_cte(insert_event)
+
+
 # The shapes hold no values of their own: built once (and so compiled once).
 INSERT_FOR_CALLER = {
     (superuser, named): _insert_for_caller(superuser, named)
     for superuser in (False, True)
     for named in (False, True)
     if superuser or not named
+}
+INSERT_WITH_EVENT = {
+    shape: _with_event(statement) for shape, statement in INSERT_FOR_CALLER.items()
 }
 ASSIGNEE = select(_assignee.c.is_active).where(_assignee.c.id == ASSIGNEE_ID)
 
@@ -226,7 +264,8 @@ class LeadCreation:
                 "caller_superuser": superuser,
                 "assignee_id": assignee_id,
             }
-            rows = await writer.rows(INSERT_FOR_CALLER[superuser, named], params)
+            event = bound(created_event(lead, new.note, lead_id=None))
+            rows = await _store(writer, (superuser, named), params, event)
             if rows:
                 return LeadRow._make(rows[0])
             stored = await account_role(writer, caller)
@@ -237,6 +276,19 @@ class LeadCreation:
                 await check_assignee(writer, assignee_id)
             # Both pass now: one of them changed between the two statements. Try again.
         raise AuthenticationException(INVALID_TOKEN)
+
+
+async def _store(
+    writer: Writer, shape: tuple[bool, bool], params: dict[str, Any], event: dict[str, Any]
+) -> list[tuple]:
+    """The new lead's row (none if the checks failed), its event written with it."""
+    if writer.dialect_name == "postgresql":
+        return await writer.rows(INSERT_WITH_EVENT[shape], {**params, **event})
+    async with writer.transaction() as tx:
+        rows = await tx.rows(INSERT_FOR_CALLER[shape], params)
+        if rows:
+            await tx.rows(INSERT_EVENT, {**event, "event_lead_id": rows[0][0]})
+        return rows
 
 
 async def check_assignee(writer: Writer, assignee_id: Any) -> None:

@@ -29,6 +29,7 @@ from app.config import get_settings
 from app.models import (
     ARCHIVED_TAG,
     Lead,
+    LeadEventType,
     LeadSource,
     LeadStatus,
     User,
@@ -64,9 +65,11 @@ from app.services.lead_creation import (
     NEW_LEAD_ROLE,
     assignee_of_new_lead,
     build_new_lead,
+    created_event,
     note_text,
     prepare_new_lead,
 )
+from app.services.lead_events import changes_between, erase_event_values, event_values, record
 from app.services.lead_queries import (
     LeadPageResult,
     LeadRow,
@@ -199,6 +202,7 @@ class LeadService:
         lead = build_new_lead(new, user.id, assignee_id)
         db.add(lead)
         await db.flush()
+        await record(db, created_event(lead, new.note))
         # The assignee is known already: set as loaded, not as a change, so that the flush has
         # no relationship to work out (a tenth of a create's CPU went to that).
         set_committed_value(lead, "assignee", assignee)
@@ -225,7 +229,21 @@ class LeadService:
         if "assigned_to" in data:
             await _check_reassignment(db, user, lead, data["assigned_to"])
 
-        apply_update(lead, data, note, user.id)
+        changes = apply_update(lead, data, note, user.id)
+        if changes is not None:
+            lead.version += 1
+            await record(
+                db,
+                event_values(
+                    LeadEventType.UPDATED,
+                    lead.id,
+                    user.id,
+                    lead.version,
+                    changes=changes,
+                    note=note,
+                    at=lead.updated_at,
+                ),
+            )
         await db.flush()
         return await _with_assignee(db, lead)
 
@@ -246,9 +264,14 @@ class LeadService:
                     "Only a superuser may permanently delete a lead.", [lead.id]
                 )
             await db.delete(lead)
+            await erase_event_values(db, lead.id)
+            await record(
+                db, event_values(LeadEventType.DELETED, lead.id, user.id, lead.version + 1)
+            )
             return None
         if lead.archived_at is None:
             now = utcnow()
+            before = _archive_fields(lead)
             lead.status_before_archive = lead.status
             lead.status = LeadStatus.LOST
             lead.archive_added_tag = lead.add_tag(ARCHIVED_TAG)
@@ -258,6 +281,7 @@ class LeadService:
                 author_id=user.id,
                 at=now,
             )
+            await _record_change(db, lead, LeadEventType.ARCHIVED, user.id, before, at=now)
         return await _with_assignee(db, lead)
 
     @staticmethod
@@ -271,6 +295,7 @@ class LeadService:
         _ensure_may_touch(user, lead)
         if lead.archived_at is not None:
             now = utcnow()
+            before = _archive_fields(lead)
             restored = lead.status_before_archive or LeadStatus.NEW
             lead.add_note(
                 f"Restored (status {lead.status.value} → {restored.value})",
@@ -286,6 +311,7 @@ class LeadService:
                 lead.remove_tag(ARCHIVED_TAG)
             lead.archive_added_tag = None
             lead.updated_at = now
+            await _record_change(db, lead, LeadEventType.RESTORED, user.id, before, at=now)
         return await _with_assignee(db, lead)
 
     @staticmethod
@@ -302,6 +328,7 @@ class LeadService:
         now = utcnow()
         lead.add_note(note, author_id=user.id, at=now)
         lead.updated_at = now
+        await _record_change(db, lead, LeadEventType.NOTE_ADDED, user.id, {}, note=note, at=now)
         return await _with_assignee(db, lead)
 
     @staticmethod
@@ -318,12 +345,16 @@ class LeadService:
         now = utcnow()
         if lead.call_attempts >= MAX_INT32:
             raise ConflictException(f"Lead {lead.id} cannot count any more call attempts.")
+        before = {name: getattr(lead, name) for name in CALL_FIELDS}
         attempts = lead.increment_call_attempts(at=now)
         lead.updated_at = now
         lead.add_note(
             f"Call attempt {attempts}" + (f": {text}" if text else ""),
             author_id=user.id,
             at=now,
+        )
+        await _record_change(
+            db, lead, LeadEventType.CALL_RECORDED, user.id, before, note=text, at=now
         )
         return await _with_assignee(db, lead)
 
@@ -353,7 +384,9 @@ class LeadService:
         )
         if text:
             line = line + literal("\n" + format_note_line(text, author_id=user.id, at=now))
-        change = update(Lead).values(status=status, updated_at=now, notes=_appended(line))
+        change = update(Lead).values(
+            status=status, updated_at=now, notes=_appended(line), version=Lead.version + 1
+        )
         await lead_bulk.update_all_or_nothing(db, change, ids, user)
         return ids if ids_only else await lead_bulk.reload_leads(db, ids)
 
@@ -385,7 +418,9 @@ class LeadService:
             + previous
             + literal(")")
         )
-        change = update(Lead).values(assigned_to=agent.id, updated_at=now, notes=_appended(line))
+        change = update(Lead).values(
+            assigned_to=agent.id, updated_at=now, notes=_appended(line), version=Lead.version + 1
+        )
         await lead_bulk.update_all_or_nothing(db, change, ids, user)
         return ids if ids_only else await lead_bulk.reload_leads(db, ids)
 
@@ -459,6 +494,35 @@ async def _load_lead(db: AsyncSession, lead_id: int, *, for_update: bool = False
     if lead is None:
         raise LeadNotFoundException(lead_id)
     return lead
+
+
+ARCHIVE_FIELDS = ("status", "tags", "archived_at")
+CALL_FIELDS = ("call_attempts", "last_contact_date")
+
+
+def _archive_fields(lead: Lead) -> dict[str, Any]:
+    return {name: getattr(lead, name) for name in ARCHIVE_FIELDS}
+
+
+async def _record_change(
+    db: AsyncSession,
+    lead: Lead,
+    type_: LeadEventType,
+    actor_id: int,
+    before: dict[str, Any],
+    *,
+    note: str | None = None,
+    at: datetime,
+) -> None:
+    """Count the change in the lead's version and record its event: `before` holds the
+    fields it may have changed, as they were; those whose value differs now are its changes."""
+    lead.version += 1
+    after = {name: getattr(lead, name) for name in before}
+    changed = [name for name in before if after[name] != before[name]]
+    changes = changes_between(before, after, changed)
+    await record(
+        db, event_values(type_, lead.id, actor_id, lead.version, changes=changes, note=note, at=at)
+    )
 
 
 async def _with_assignee(db: AsyncSession, lead: Lead) -> Lead:

@@ -66,6 +66,8 @@ class Reader(Protocol):
 
 
 class Writer(Protocol):
+    dialect_name: str  # which database: a write may take a shape only one of them has
+
     async def rows(self, statement: Executable, params: Params | None = None) -> list[tuple]:
         """The rows a single write statement returns (its RETURNING), the statement committed
         by the time it returns: one statement is atomic on its own. A statement refused by the
@@ -175,6 +177,7 @@ class AsyncpgReader:
         self.acquire = acquire
         self.timeout = timeout  # the client-side bound on one statement, seconds
         self.failure = failure or unavailable
+        self.dialect_name = statements.dialect.name
 
     async def rows(self, statement: Executable, params: Params | None = None) -> list[tuple]:
         entry, sql, args = self.statements.prepare(statement, params)
@@ -258,15 +261,17 @@ class SessionReader:
         self,
         connect: Callable[[], AbstractAsyncContextManager[AsyncConnection]],
         failure: Failure | None = None,
+        dialect_name: str = "sqlite",
     ) -> None:
         self.connect = connect
         self.failure = failure or unavailable
+        self.dialect_name = dialect_name
 
     async def rows(self, statement: Executable, params: Params | None = None) -> list[tuple]:
         try:
             async with self.connect() as conn:
                 result = await conn.execute(statement, dict(params or {}))
-                return [tuple(row) for row in result.all()]
+                return [tuple(row) for row in result.all()] if result.returns_rows else []
         except Exception as exc:
             if not is_database_error(exc):
                 raise
@@ -291,7 +296,7 @@ class _SessionConnection:
 
     async def rows(self, statement: Executable, params: Params | None = None) -> list[tuple]:
         result = await self.conn.execute(statement, dict(params or {}))
-        return [tuple(row) for row in result.all()]
+        return [tuple(row) for row in result.all()] if result.returns_rows else []
 
 
 def _dead_before_sending(exc: BaseException) -> bool:
@@ -471,7 +476,7 @@ def session_writer(db: AsyncSession, settings: Settings | None = None) -> Writer
             raise
         await db.commit()
 
-    return SessionReader(connect, written_fault)
+    return SessionReader(connect, written_fault, bind.dialect.name)
 
 
 def engine_writer(engine: AsyncEngine, read_pool: ReadPool | None, settings: Settings) -> Writer:
@@ -490,7 +495,7 @@ def engine_writer(engine: AsyncEngine, read_pool: ReadPool | None, settings: Set
         async with engine.begin() as conn:
             yield conn
 
-    return SessionReader(connect, written_fault)
+    return SessionReader(connect, written_fault, dialect.name)
 
 
 def engine_reader(engine: AsyncEngine, read_pool: ReadPool | None, settings: Settings) -> Reader:

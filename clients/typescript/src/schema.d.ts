@@ -703,6 +703,11 @@ export interface components {
             /** @description The status it had when archived; restoring gives it back. */
             status_before_archive: components["schemas"]["LeadStatus"] | null;
             /**
+             * Version
+             * @description 1 when created, one more on every change to the lead.
+             */
+            version: number;
+            /**
              * Days Since Created
              * @description Whole days since `created_at`.
              */

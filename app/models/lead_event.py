@@ -1,0 +1,59 @@
+"""`LeadEvent`: one change to a lead, as data (issue 13).
+
+The notes say what changed for people; an event says it for software (a timeline, time in
+status, and later webhooks and the live stream). A write path adds its event in the same
+transaction as the change, so a rolled-back change leaves none and a retried one leaves one.
+Events are append-only and outlive their lead: `lead_id` has no foreign key.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base
+from app.models.types import UTCDateTime
+
+REQUEST_ID_MAX_LENGTH = 128
+
+
+class LeadEventType(StrEnum):
+    CREATED = "lead.created"
+    UPDATED = "lead.updated"
+    NOTE_ADDED = "lead.note_added"
+    CALL_RECORDED = "lead.call_recorded"
+    ARCHIVED = "lead.archived"
+    RESTORED = "lead.restored"
+    DELETED = "lead.deleted"
+    ASSIGNED = "lead.assigned"
+    STATUS_CHANGED = "lead.status_changed"
+
+
+class LeadEvent(Base):
+    __tablename__ = "lead_events"
+    # A lead's history, newest first, paged by id.
+    __table_args__ = (Index(None, "lead_id", "id"),)
+
+    # Monotonic: BIGINT, since every change adds one; SQLite only auto-numbers INTEGER keys.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True
+    )
+    lead_id: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(32))
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # {"field": {"old": ..., "new": ...}} for every changed field, values as the API renders them.
+    changes: Mapped[dict[str, Any]] = mapped_column(
+        JSON().with_variant(postgresql.JSONB(), "postgresql")
+    )
+    note: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(REQUEST_ID_MAX_LENGTH))
+    lead_version: Mapped[int] = mapped_column(Integer)
+
+    def __repr__(self) -> str:
+        return f"<LeadEvent {self.id} {self.type} lead={self.lead_id} v{self.lead_version}>"
