@@ -21,10 +21,6 @@ from app.models.types import utcnow
 from app.schemas.lead import LEAD_STORED_FIELDS
 from app.services.lead_events import JSON_OPTIONS, json_default
 
-# The same rendering as the values in a lead's events (app/services/lead_events.py).
-_JSON_OPTIONS = JSON_OPTIONS
-_default = json_default
-
 
 class JSONBytes(Response):
     media_type = "application/json"
@@ -44,7 +40,8 @@ def lead_fields(lead: Any, now: datetime) -> dict[str, Any]:
 
 
 def _dumps(content: Any) -> bytes:
-    return orjson.dumps(content, default=_default, option=_JSON_OPTIONS)
+    # The same rendering as the values in a lead's events (app/services/lead_events.py).
+    return orjson.dumps(content, default=json_default, option=JSON_OPTIONS)
 
 
 def lead_response(
