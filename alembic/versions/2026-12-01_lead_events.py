@@ -24,17 +24,13 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "lead_events",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
         sa.Column("lead_id", sa.Integer(), nullable=False),
         sa.Column("type", sa.String(32), nullable=False),
         sa.Column(
             "actor_id",
             sa.Integer(),
-            sa.ForeignKey(
-                "users.id", ondelete="SET NULL", name="fk_lead_events_actor_id_users"
-            ),
+            sa.ForeignKey("users.id", ondelete="SET NULL", name="fk_lead_events_actor_id_users"),
             nullable=True,
         ),
         sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
@@ -49,9 +45,7 @@ def upgrade() -> None:
     op.create_index("ix_lead_events_lead_id_id", "lead_events", ["lead_id", "id"])
     # A plain ADD COLUMN with a default on both databases (no table rebuild on SQLite, which
     # would drop the statistics triggers; PostgreSQL 11+ stores the default without a rewrite).
-    op.add_column(
-        "leads", sa.Column("version", sa.Integer(), nullable=False, server_default="1")
-    )
+    op.add_column("leads", sa.Column("version", sa.Integer(), nullable=False, server_default="1"))
 
 
 def downgrade() -> None:
