@@ -57,6 +57,19 @@ def ensure_not_archived(lead: Any) -> None:
         raise ConflictException(f"Lead {lead.id} is archived; restore it before changing it.")
 
 
+def reassignment_target(superuser: bool, lead: Any, assigned_to: Any) -> int | None:
+    """Whom a change of `assigned_to` gives the lead to, who must then be an active user (the
+    caller checks); None when it stays where it is or becomes unassigned. Only a superuser
+    may reassign."""
+    if assigned_to == lead.assigned_to:
+        return None
+    if not superuser:
+        raise PermissionDeniedException("Only a superuser may reassign a lead.", [lead.id])
+    if assigned_to is not None and not is_whole_number(assigned_to):
+        raise ValidationException.at("assigned_to", "must be a whole number")
+    return assigned_to
+
+
 def apply_update(
     lead: Lead, fields: dict[str, Any], note: str | None, author_id: int
 ) -> dict[str, Any] | None:
@@ -233,14 +246,9 @@ async def _update(
     ensure_not_archived(lead)
     fields = dict(data)
     note = note_text(fields.pop("notes", None))
-    assigned_to = fields.get("assigned_to", lead.assigned_to)
-    if assigned_to != lead.assigned_to:
-        if not superuser:
-            raise PermissionDeniedException("Only a superuser may reassign a lead.", [lead_id])
-        if assigned_to is not None:
-            if not is_whole_number(assigned_to):
-                raise ValidationException.at("assigned_to", "must be a whole number")
-            await check_assignee(tx, assigned_to)
+    target = reassignment_target(superuser, lead, fields.get("assigned_to", lead.assigned_to))
+    if target is not None:
+        await check_assignee(tx, target)
     changes = apply_update(lead, fields, note, caller.user_id)
     if changes is None:
         return True, _row_of(lead)

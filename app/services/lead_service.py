@@ -59,7 +59,12 @@ from app.services.exceptions import (
     ValidationException,
     id_list,
 )
-from app.services.lead_changes import UPDATE_FIELDS, apply_update, ensure_not_archived
+from app.services.lead_changes import (
+    UPDATE_FIELDS,
+    apply_update,
+    ensure_not_archived,
+    reassignment_target,
+)
 from app.services.lead_creation import (
     CREATE_FIELDS,
     NEW_LEAD_ROLE,
@@ -227,7 +232,9 @@ class LeadService:
         ensure_not_archived(lead)
         note = note_text(data.pop("notes", None))
         if "assigned_to" in data:
-            await _check_reassignment(db, user, lead, data["assigned_to"])
+            target = reassignment_target(user.is_superuser, lead, data["assigned_to"])
+            if target is not None:
+                await _active_user(db, target, role=NEW_LEAD_ROLE)
 
         changes = apply_update(lead, data, note, user.id)
         if changes is not None:
@@ -550,15 +557,6 @@ async def _active_user(
     if not user.is_active:
         raise InactiveUserException(user_id, role=role)
     return user
-
-
-async def _check_reassignment(db: AsyncSession, user: User, lead: Lead, assigned_to: Any) -> None:
-    if assigned_to == lead.assigned_to:
-        return
-    if not user.is_superuser:
-        raise PermissionDeniedException("Only a superuser may reassign a lead.", [lead.id])
-    if assigned_to is not None:
-        await _active_user(db, assigned_to, role="Agent")
 
 
 def _checked_ids(lead_ids: Any) -> list[int]:
