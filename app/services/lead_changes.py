@@ -4,10 +4,11 @@
 imports). The API's `PATCH /leads/{id}` uses `LeadChanges.update`: in one transaction on a raw
 connection (app/services/reader.py), the lead is read and locked in the same statement as the
 caller's account check, changed in Python by `apply_update` (the very function the service
-uses), and written back with one UPDATE: four round trips (BEGIN, SELECT ... FOR UPDATE, UPDATE,
-COMMIT), none of them through SQLAlchemy's session, whose machinery was two thirds of a
-PATCH's CPU (issue 12). A request the account may not make is answered as the service answers
-it, in the same order: 401, 404, 409 for an archived lead, then the fields.
+uses), and written back with one UPDATE, its event after it: five round trips (BEGIN,
+SELECT ... FOR UPDATE, UPDATE, the event's INSERT, COMMIT), none of them through SQLAlchemy's
+session, whose machinery was two thirds of a PATCH's CPU (issue 12). A request the account
+may not make is answered as the service answers it, in the same order: 401, 404, 409 for an
+archived lead, then the fields.
 """
 
 from __future__ import annotations

@@ -150,14 +150,15 @@ def build_new_lead(new: NewLeadData, author_id: int, assignee_id: int | None) ->
     return lead
 
 
-def created_event(lead: Lead, note: str | None, lead_id: Any = None) -> dict[str, Any]:
+def created_event(lead: Lead, note: str | None) -> dict[str, Any]:
     """The `lead.created` event of a new lead: every field it was created with (old: null),
-    its first note as the event's note. `lead_id`: the id, or the SQL that gives it."""
+    its first note as the event's note. A lead not stored yet has no id: the statement that
+    stores it gives the event its `lead_id`."""
     fields = [n for n in TRACKED_FIELDS if getattr(lead, n) not in (None, [])]
     changes = changes_between({}, {n: getattr(lead, n) for n in fields}, fields)
     return event_values(
         LeadEventType.CREATED,
-        lead.id if lead_id is None else lead_id,
+        lead.id,
         lead.created_by,
         1,
         changes=changes,
@@ -264,7 +265,7 @@ class LeadCreation:
                 "caller_superuser": superuser,
                 "assignee_id": assignee_id,
             }
-            event = bound(created_event(lead, new.note, lead_id=None))
+            event = bound(created_event(lead, new.note))
             rows = await _store(writer, (superuser, named), params, event)
             if rows:
                 return LeadRow._make(rows[0])

@@ -94,7 +94,7 @@ def event_values(
     }
 
 
-async def record(db: AsyncSession, values: dict[str, Any]) -> None:
+def record(db: AsyncSession, values: dict[str, Any]) -> None:
     """Add one event to the session's transaction (one INSERT, sent with the next flush)."""
     db.add(LeadEvent(**values))
 

@@ -207,7 +207,7 @@ class LeadService:
         lead = build_new_lead(new, user.id, assignee_id)
         db.add(lead)
         await db.flush()
-        await record(db, created_event(lead, new.note))
+        record(db, created_event(lead, new.note))
         # The assignee is known already: set as loaded, not as a change, so that the flush has
         # no relationship to work out (a tenth of a create's CPU went to that).
         set_committed_value(lead, "assignee", assignee)
@@ -239,7 +239,7 @@ class LeadService:
         changes = apply_update(lead, data, note, user.id)
         if changes is not None:
             lead.version += 1
-            await record(
+            record(
                 db,
                 event_values(
                     LeadEventType.UPDATED,
@@ -272,9 +272,7 @@ class LeadService:
                 )
             await db.delete(lead)
             await erase_event_values(db, lead.id)
-            await record(
-                db, event_values(LeadEventType.DELETED, lead.id, user.id, lead.version + 1)
-            )
+            record(db, event_values(LeadEventType.DELETED, lead.id, user.id, lead.version + 1))
             return None
         if lead.archived_at is None:
             now = utcnow()
@@ -288,7 +286,7 @@ class LeadService:
                 author_id=user.id,
                 at=now,
             )
-            await _record_change(db, lead, LeadEventType.ARCHIVED, user.id, before, at=now)
+            _record_change(db, lead, LeadEventType.ARCHIVED, user.id, before, at=now)
         return await _with_assignee(db, lead)
 
     @staticmethod
@@ -318,7 +316,7 @@ class LeadService:
                 lead.remove_tag(ARCHIVED_TAG)
             lead.archive_added_tag = None
             lead.updated_at = now
-            await _record_change(db, lead, LeadEventType.RESTORED, user.id, before, at=now)
+            _record_change(db, lead, LeadEventType.RESTORED, user.id, before, at=now)
         return await _with_assignee(db, lead)
 
     @staticmethod
@@ -335,7 +333,7 @@ class LeadService:
         now = utcnow()
         lead.add_note(note, author_id=user.id, at=now)
         lead.updated_at = now
-        await _record_change(db, lead, LeadEventType.NOTE_ADDED, user.id, {}, note=note, at=now)
+        _record_change(db, lead, LeadEventType.NOTE_ADDED, user.id, {}, note=note, at=now)
         return await _with_assignee(db, lead)
 
     @staticmethod
@@ -360,9 +358,7 @@ class LeadService:
             author_id=user.id,
             at=now,
         )
-        await _record_change(
-            db, lead, LeadEventType.CALL_RECORDED, user.id, before, note=text, at=now
-        )
+        _record_change(db, lead, LeadEventType.CALL_RECORDED, user.id, before, note=text, at=now)
         return await _with_assignee(db, lead)
 
     @staticmethod
@@ -511,7 +507,7 @@ def _archive_fields(lead: Lead) -> dict[str, Any]:
     return {name: getattr(lead, name) for name in ARCHIVE_FIELDS}
 
 
-async def _record_change(
+def _record_change(
     db: AsyncSession,
     lead: Lead,
     type_: LeadEventType,
@@ -527,7 +523,7 @@ async def _record_change(
     after = {name: getattr(lead, name) for name in before}
     changed = [name for name in before if after[name] != before[name]]
     changes = changes_between(before, after, changed)
-    await record(
+    record(
         db, event_values(type_, lead.id, actor_id, lead.version, changes=changes, note=note, at=at)
     )
 
