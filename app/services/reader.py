@@ -261,7 +261,8 @@ class SessionReader:
         self,
         connect: Callable[[], AbstractAsyncContextManager[AsyncConnection]],
         failure: Failure | None = None,
-        dialect_name: str = "sqlite",
+        *,
+        dialect_name: str,
     ) -> None:
         self.connect = connect
         self.failure = failure or unavailable
@@ -446,7 +447,7 @@ def session_reader(db: AsyncSession, settings: Settings | None = None) -> Reader
     async def connect() -> AsyncIterator[AsyncConnection]:
         yield await db.connection()
 
-    return SessionReader(connect)
+    return SessionReader(connect, dialect_name=bind.dialect.name)
 
 
 def session_writer(db: AsyncSession, settings: Settings | None = None) -> Writer:
@@ -476,7 +477,7 @@ def session_writer(db: AsyncSession, settings: Settings | None = None) -> Writer
             raise
         await db.commit()
 
-    return SessionReader(connect, written_fault, bind.dialect.name)
+    return SessionReader(connect, written_fault, dialect_name=bind.dialect.name)
 
 
 def engine_writer(engine: AsyncEngine, read_pool: ReadPool | None, settings: Settings) -> Writer:
@@ -495,7 +496,7 @@ def engine_writer(engine: AsyncEngine, read_pool: ReadPool | None, settings: Set
         async with engine.begin() as conn:
             yield conn
 
-    return SessionReader(connect, written_fault, dialect.name)
+    return SessionReader(connect, written_fault, dialect_name=dialect.name)
 
 
 def engine_reader(engine: AsyncEngine, read_pool: ReadPool | None, settings: Settings) -> Reader:
@@ -516,7 +517,7 @@ def engine_reader(engine: AsyncEngine, read_pool: ReadPool | None, settings: Set
         async with reading.connect() as conn:
             yield conn
 
-    return SessionReader(connect)
+    return SessionReader(connect, dialect_name=dialect.name)
 
 
 def _checkout(engine: AsyncEngine) -> AcquireConnection:
