@@ -50,6 +50,7 @@ LEAD_COLUMNS = (
     "updated_at",
     "archived_at",
     "status_before_archive",
+    "version",
 )
 SELECT_COLUMNS = ", ".join(f"leads.{name}" for name in LEAD_COLUMNS)
 

@@ -938,7 +938,12 @@ def print_report(report: dict[str, Any]) -> None:
         print("Answers that differ from the API's (the floor's SQL or the peer may need updating):")
         for problem in report["checks"]:
             print(f"  {problem}")
-    for issue, title in ((12, "Issue 12 targets"), (5, "Issue 5 targets not restated by 12")):
+    titles = (
+        (12, "Issue 12 targets"),
+        (13, "Issue 13 targets"),
+        (5, "Issue 5 targets not restated by 12 or 13"),
+    )
+    for issue, title in titles:
         lines = [t for t in report.get("targets", []) if t.get("issue", 12) == issue]
         if lines:
             print()
@@ -1155,7 +1160,9 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             p50_under(f"statistics {role}", row, 100, issue=5)
     bulk = report.get("bulk", {}).get("status", {})
     if "ratio" in bulk:
-        add("bulk status <= 1.2x single UPDATE", bulk["ratio"] <= 1.2, f"{bulk['ratio']:.2f}x", 5)
+        # Issue 5 asked for 1.2x; issue 13 added an event per lead and allows 1.3x with them.
+        ratio = f"{bulk['ratio']:.2f}x"
+        add("bulk status, events included, <= 1.3x single UPDATE", bulk["ratio"] <= 1.3, ratio, 13)
     first = rows.get(("list_status", "superuser"))
     for scenario in ("list_deep", "list_cursor"):
         deep = rows.get((scenario, "superuser"))

@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import use_settings
 from app.database import create_engine, create_session_factory, upgrade_database
 from app.main import create_app
-from app.models import Lead, LeadStatus, User
+from app.models import Lead, LeadEvent, LeadStatus, User
 from app.services import LeadService
 from app.services.exceptions import ConflictException
 from app.services.security import create_access_token
@@ -559,6 +559,62 @@ async def test_bulk_call_refuses_a_lead_archived_while_it_waits(pg: ThrowAwayDat
         lead = await read_lead(pg, lead_id)
         assert lead.status != LeadStatus.WON
         assert not any(text.endswith("(bulk)") for text in history(lead.notes))
+
+
+@postgres_only
+async def test_a_bulk_call_run_again_after_a_deadlock_leaves_one_event_per_lead(
+    pg: ThrowAwayDatabase,
+) -> None:
+    """A real deadlock: the bulk call locks the first lead and waits for the second, which
+    another transaction holds and which then asks for the first. PostgreSQL aborts the bulk
+    call (it has waited longest), `@transactional` runs it again, and only that run's events
+    and note lines are kept."""
+    import asyncpg
+
+    ids = sorted([(await new_lead(pg, email=f"deadlock{n}@example.com")).id for n in range(2)])
+    url = make_url(pg.url)
+    plain_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    other = await asyncpg.connect(plain_url)
+    watcher = await asyncpg.connect(plain_url)
+    lock = "SELECT id FROM leads WHERE id = $1 FOR UPDATE"
+    try:
+        await other.execute("SET deadlock_timeout = '20s'")  # the bulk call's check runs first
+        held = other.transaction()
+        await held.start()
+        await other.execute(lock, ids[1])
+
+        async def bulk() -> Any:
+            async with pg.sessions() as session:
+                return await LeadService.bulk_update_status(
+                    session, ids, LeadStatus.WON, pg.admin_id, ids_only=True
+                )
+
+        call = asyncio.create_task(bulk())
+        deadline = time.monotonic() + 10
+        while not await sessions_waiting_for_a_lock(watcher, str(url.database)):
+            assert not call.done(), f"the bulk call did not wait: {call.result()!r}"
+            assert time.monotonic() < deadline, "the bulk call never waited for the lock"
+            await asyncio.sleep(0.02)
+        await other.execute(lock, ids[0])  # returns once the bulk call is aborted
+        await held.commit()
+        async with asyncio.timeout(CALLS_SECONDS):
+            assert await call == ids
+    finally:
+        await other.close()
+        await watcher.close()
+
+    async with pg.sessions() as session:
+        events = (
+            await session.scalars(
+                select(LeadEvent).where(LeadEvent.lead_id.in_(ids)).order_by(LeadEvent.id)
+            )
+        ).all()
+    changed = [(e.lead_id, e.changes, e.lead_version) for e in events if e.type != "lead.created"]
+    assert changed == [(i, {"status": {"old": "NEW", "new": "WON"}}, 2) for i in ids]
+    for lead_id in ids:
+        lead = await read_lead(pg, lead_id)
+        assert lead.version == 2
+        assert sum(text.endswith("→ WON (bulk)") for text in history(lead.notes)) == 1
 
 
 # --- 4. concurrent POST /users with one email ---------------------------------------------------

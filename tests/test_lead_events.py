@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.models import Lead, LeadEvent, User
 from app.services import LeadService
-from app.services.exceptions import ValidationException
-from tests.helpers import LeadFactory, claims_bearer, uid
+from app.services.exceptions import LeadNotFoundException, ValidationException
+from tests.helpers import LeadFactory, claims_bearer, sql_statements, uid
 
 LEADS = "/api/v1/leads"
 
@@ -25,6 +25,16 @@ async def events_of(db: AsyncSession, lead_id: int) -> list[LeadEvent]:
     rows = await db.scalars(
         select(LeadEvent)
         .where(LeadEvent.lead_id == lead_id)
+        .order_by(LeadEvent.id)
+        .execution_options(populate_existing=True)
+    )
+    return list(rows)
+
+
+async def events_of_many(db: AsyncSession, lead_ids: list[int]) -> list[LeadEvent]:
+    rows = await db.scalars(
+        select(LeadEvent)
+        .where(LeadEvent.lead_id.in_(lead_ids))
         .order_by(LeadEvent.id)
         .execution_options(populate_existing=True)
     )
@@ -204,6 +214,97 @@ async def test_bulk_changes_count_a_version_on_every_lead(
         db, ids, agent_user_id=agent.id, assigned_by_user_id=superuser.id
     )
     assert [await version_of(db, i) for i in ids] == [3, 3, 3]
+
+
+async def test_bulk_status_records_a_status_changed_event_with_each_leads_old_status(
+    db: AsyncSession, make_lead: LeadFactory, superuser: User
+) -> None:
+    new_id = uid(await make_lead())
+    qualified_id = uid(await make_lead(status="QUALIFIED"))
+    await LeadService.bulk_update_status(
+        db, [new_id, qualified_id], "WON", user_id=superuser.id, note="Signed"
+    )
+    for lead_id, old in ((new_id, "NEW"), (qualified_id, "QUALIFIED")):
+        event = (await events_of(db, lead_id))[-1]
+        assert summary(event) == (
+            "lead.status_changed",
+            {"status": {"old": old, "new": "WON"}},
+            "Signed",
+            2,
+        )
+        assert event.actor_id == superuser.id
+
+
+async def test_bulk_status_to_the_status_a_lead_has_records_an_event_without_changes(
+    db: AsyncSession, make_lead: LeadFactory, superuser: User
+) -> None:
+    lead_id = uid(await make_lead(status="WON"))
+    await LeadService.bulk_update_status(db, [lead_id], "WON", user_id=superuser.id)
+    assert summary((await events_of(db, lead_id))[-1]) == ("lead.status_changed", {}, None, 2)
+
+
+async def test_bulk_assign_records_an_assigned_event_with_each_leads_old_assignee(
+    db: AsyncSession, make_lead: LeadFactory, superuser: User, agent: User, other_agent: User
+) -> None:
+    unassigned_id = uid(await make_lead())
+    others_id = uid(await make_lead(owner=other_agent))
+    await LeadService.assign_leads(
+        db, [unassigned_id, others_id], agent_user_id=agent.id, assigned_by_user_id=superuser.id
+    )
+    for lead_id, old in ((unassigned_id, None), (others_id, uid(other_agent))):
+        event = (await events_of(db, lead_id))[-1]
+        assert summary(event) == (
+            "lead.assigned",
+            {"assigned_to": {"old": old, "new": uid(agent)}},
+            None,
+            2,
+        )
+        assert event.actor_id == superuser.id
+
+
+async def test_bulk_events_come_through_the_api_with_the_request_id(
+    client: httpx.AsyncClient,
+    db: AsyncSession,
+    settings: Settings,
+    make_lead: LeadFactory,
+    superuser: User,
+) -> None:
+    lead_id = uid(await make_lead())
+    headers = {**claims_bearer(settings, uid(superuser), superuser=True), "X-Request-ID": "bulk-7"}
+    response = await client.post(
+        f"{LEADS}/bulk/status", json={"lead_ids": [lead_id], "status": "LOST"}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    event = (await events_of(db, lead_id))[-1]
+    assert (event.type, event.request_id) == ("lead.status_changed", "bulk-7")
+
+
+@pytest.mark.parametrize("size", [2, 60])
+async def test_a_bulk_call_writes_its_events_in_two_statements_whatever_its_size(
+    db: AsyncSession, make_lead: LeadFactory, superuser: User, size: int
+) -> None:
+    ids = [uid(await make_lead()) for _ in range(size)]
+    async with sql_statements(db) as statements:
+        await LeadService.bulk_update_status(
+            db, ids, "CONTACTED", user_id=superuser.id, ids_only=True
+        )
+    writes = [s for s in statements if s.lstrip().upper().startswith(("INSERT", "UPDATE"))]
+    assert len(writes) == 2, writes
+    assert writes[0].lstrip().startswith("INSERT INTO lead_events")
+    assert writes[1].lstrip().startswith("UPDATE leads")
+    changed = [e for e in await events_of_many(db, ids) if e.type == "lead.status_changed"]
+    assert len(changed) == size
+
+
+async def test_a_refused_bulk_call_records_no_event(
+    db: AsyncSession, make_lead: LeadFactory, agent: User, other_agent: User
+) -> None:
+    own_id = uid(await make_lead(owner=agent))
+    others_id = uid(await make_lead(owner=other_agent))
+    with pytest.raises(LeadNotFoundException):
+        await LeadService.bulk_update_status(db, [own_id, others_id], "LOST", user_id=agent.id)
+    assert [e.type for e in await events_of_many(db, [own_id, others_id])] == ["lead.created"] * 2
+    assert await version_of(db, own_id) == 1
 
 
 # --- a hard delete ------------------------------------------------------------------------------

@@ -13,12 +13,14 @@ from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from datetime import datetime
 from decimal import Decimal
+from itertools import chain
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, cast, func, insert, literal, select, update
+from sqlalchemy import String, bindparam, case, cast, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from app.models import LeadEvent, LeadEventType
 from app.models.types import utcnow
@@ -80,18 +82,38 @@ def event_values(
     note: str | None = None,
     at: datetime | None = None,
 ) -> dict[str, Any]:
-    """One event's row. `lead_id` and `version` may be SQL expressions (a bulk INSERT ...
-    SELECT, an INSERT's RETURNING)."""
+    """One event's row. `lead_id`, `version` and `changes` may be SQL expressions (a bulk
+    INSERT ... SELECT, an INSERT's RETURNING)."""
     return {
         "lead_id": lead_id,
         "type": type_.value,
         "actor_id": actor_id,
         "occurred_at": at or utcnow(),
-        "changes": changes or {},
+        "changes": {} if changes is None else changes,
         "note": note,
         "request_id": current_request_id.get(),
         "lead_version": version,
     }
+
+
+def json_object(dialect_name: str, pairs: Mapping[str, Any]) -> ColumnElement[Any]:
+    """SQL building the JSON object `pairs` (keys and SQL values) with the database's own
+    function, for events written set-based from the rows they describe."""
+    build = func.jsonb_build_object if dialect_name == "postgresql" else func.json_object
+    return build(
+        *chain.from_iterable((literal(key, String), value) for key, value in pairs.items())
+    )
+
+
+def field_change(dialect_name: str, field: str, old: Any, new: Any) -> ColumnElement[Any]:
+    """SQL for one field's `changes` (`{"field": {"old": ..., "new": ...}}`), or `{}` on a row
+    where the value does not change."""
+    return case(
+        (old.is_not_distinct_from(new), json_object(dialect_name, {})),
+        else_=json_object(
+            dialect_name, {field: json_object(dialect_name, {"old": old, "new": new})}
+        ),
+    )
 
 
 def record(db: AsyncSession, values: dict[str, Any]) -> None:

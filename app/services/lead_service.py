@@ -390,7 +390,10 @@ class LeadService:
         change = update(Lead).values(
             status=status, updated_at=now, notes=_appended(line), version=Lead.version + 1
         )
-        await lead_bulk.update_all_or_nothing(db, change, ids, user)
+        event = lead_bulk.BulkEvent(
+            LeadEventType.STATUS_CHANGED, "status", status.value, user.id, now, note=text
+        )
+        await lead_bulk.update_all_or_nothing(db, change, ids, user, event)
         return ids if ids_only else await lead_bulk.reload_leads(db, ids)
 
     @staticmethod
@@ -424,7 +427,8 @@ class LeadService:
         change = update(Lead).values(
             assigned_to=agent.id, updated_at=now, notes=_appended(line), version=Lead.version + 1
         )
-        await lead_bulk.update_all_or_nothing(db, change, ids, user)
+        event = lead_bulk.BulkEvent(LeadEventType.ASSIGNED, "assigned_to", agent.id, user.id, now)
+        await lead_bulk.update_all_or_nothing(db, change, ids, user, event)
         return ids if ids_only else await lead_bulk.reload_leads(db, ids)
 
 
