@@ -562,6 +562,32 @@ async def test_bulk_call_refuses_a_lead_archived_while_it_waits(pg: ThrowAwayDat
 
 
 @postgres_only
+async def test_a_bulk_events_old_value_is_the_one_committed_while_the_call_waited(
+    pg: ThrowAwayDatabase,
+) -> None:
+    """Another transaction changes a lead's status and commits while the bulk call waits for
+    that lead: the call's event names the status the lead then had, not the one its
+    statement's snapshot saw."""
+    leads = [await new_lead(pg, email=f"waited{n}@example.com") for n in range(2)]
+    ids = sorted(lead.id for lead in leads)
+
+    result = await bulk_call_racing_a_held_change(
+        pg, ids, "UPDATE leads SET status = 'QUALIFIED' WHERE id = $1", ids[1]
+    )
+
+    assert result == ids
+    async with pg.sessions() as session:
+        events = (
+            await session.scalars(
+                select(LeadEvent)
+                .where(LeadEvent.lead_id.in_(ids), LeadEvent.type == "lead.status_changed")
+                .order_by(LeadEvent.lead_id)
+            )
+        ).all()
+    assert [e.changes["status"]["old"] for e in events] == ["NEW", "QUALIFIED"]
+
+
+@postgres_only
 async def test_a_bulk_call_run_again_after_a_deadlock_leaves_one_event_per_lead(
     pg: ThrowAwayDatabase,
 ) -> None:
