@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     # up to this long (then cancels them), and closes the database pool.
     shutdown_grace_seconds: int = Field(default=30, ge=0, le=3600)
 
+    # Writes to one lead (PATCH, DELETE, restore, notes, calls) must carry If-Match (the ETag
+    # the client read the lead with), or get 428: no client can overwrite a change it never saw.
+    require_if_match: bool = False
+
     # Limits on what one call may send or ask for. Past one, the call is refused (422 naming the
     # field) and nothing is stored; the OpenAPI document shows the values in force
     # (app/schemas/common.py: SettingLimit). A tag's length is not here: it is the width of the

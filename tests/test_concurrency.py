@@ -347,6 +347,46 @@ async def test_concurrent_patches_through_a_sqlite_server_lose_no_change(
         await concurrent_patches_keep_every_change(client, sqlite_server)
 
 
+@postgres_only
+async def test_concurrent_patches_with_one_if_match_let_exactly_one_through(
+    pg: ThrowAwayDatabase, pg_server: Server
+) -> None:
+    """Twenty clients read the lead once and PATCH it with that ETag at the same moment: the
+    check is made on the locked row, so one gets 200 and nineteen get 412, with one event."""
+    async with http_client(pg_server) as client:
+        headers = await log_in(client)
+        created = await client.post(
+            "/api/v1/leads",
+            headers=headers,
+            json={"first_name": "Edsger", "last_name": "Dijkstra", "email": "ewd@example.com"},
+        )
+        assert created.status_code == 201, created.text
+        lead_id, etag = created.json()["id"], created.headers["ETag"]
+        conditional = {**headers, "If-Match": etag}
+        responses = await asyncio.gather(
+            *(
+                client.patch(
+                    f"/api/v1/leads/{lead_id}", headers=conditional, json={"job_title": f"T{i}"}
+                )
+                for i in range(20)
+            )
+        )
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses == {200: 1, 412: 19}, describe(
+        [r for r in responses if r.status_code not in (200, 412)], pg_server
+    )
+    async with pg.sessions() as session:
+        updated = await session.scalar(
+            select(func.count()).where(
+                LeadEvent.lead_id == lead_id, LeadEvent.type == "lead.updated"
+            )
+        )
+    assert updated == 1
+    winner = next(r for r in responses if r.status_code == 200)
+    assert winner.headers["ETag"] == f'"{lead_id}-2"'
+    assert {r.json()["current_version"] for r in responses if r.status_code == 412} == {2}
+
+
 # --- 3. concurrent bulk status changes and assignments over overlapping ids ---------------------
 
 BULK_LEADS = 300

@@ -27,8 +27,11 @@ from app.services.exceptions import (
     DatabaseException,
     DuplicateException,
     InactiveUserException,
+    InvalidHeaderException,
     LeadNotFoundException,
     PermissionDeniedException,
+    PreconditionFailedException,
+    PreconditionRequiredException,
     TooManyAttemptsException,
     UserNotFoundException,
     ValidationException,
@@ -46,6 +49,9 @@ STATUS_BY_EXCEPTION: dict[type[CRMException], int] = {
     DuplicateException: status.HTTP_409_CONFLICT,
     ConflictException: status.HTTP_409_CONFLICT,
     InactiveUserException: status.HTTP_409_CONFLICT,
+    PreconditionFailedException: status.HTTP_412_PRECONDITION_FAILED,
+    PreconditionRequiredException: status.HTTP_428_PRECONDITION_REQUIRED,
+    InvalidHeaderException: status.HTTP_400_BAD_REQUEST,
     AuthenticationException: status.HTTP_401_UNAUTHORIZED,
     TooManyAttemptsException: status.HTTP_429_TOO_MANY_REQUESTS,
     DatabaseException: status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -58,8 +64,11 @@ def error_response(
     code: str,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
-    body = ErrorResponse(detail=detail, code=code, **({"errors": errors} if errors else {}))
+    body = ErrorResponse(
+        detail=detail, code=code, **({"errors": errors} if errors else {}), **extra
+    )
     return JSONResponse(body.model_dump(), status_code=status_code, headers=headers)
 
 
@@ -77,10 +86,36 @@ def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def created_at(what: str) -> dict[int | str, dict[str, Any]]:
-    """The `responses=` entry of a route that answers 201: where the new resource is."""
+def created_at(what: str, **headers: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entry of a route that answers 201: where the new resource is (and any
+    other `headers` the answer carries)."""
     location = {"description": f"The new {what}'s URL.", "schema": {"type": "string"}}
-    return {201: {"description": f"The {what} was created.", "headers": {"Location": location}}}
+    return {
+        201: {
+            "description": f"The {what} was created.",
+            "headers": {"Location": location, **headers},
+        }
+    }
+
+
+ETAG_HEADER = {
+    "description": 'The lead\'s entity tag, "<id>-<version>": send it back in If-Match to change '
+    "the lead only if nobody else has, or in If-None-Match to read it only if it changed.",
+    "schema": {"type": "string"},
+}
+
+
+def lead_answer(description: str = "The lead.") -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entry of a route that answers one lead (200): its ETag header."""
+    return {200: {"description": description, "headers": {"ETag": ETAG_HEADER}}}
+
+
+NOT_MODIFIED = {
+    304: {
+        "description": "The lead still has the ETag sent in If-None-Match: no body.",
+        "headers": {"ETag": ETAG_HEADER},
+    }
+}
 
 
 async def _crm_exception(request: Request, exc: Exception) -> JSONResponse:
@@ -92,10 +127,14 @@ async def _crm_exception(request: Request, exc: Exception) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
     if isinstance(exc, TooManyAttemptsException):
         headers = {"Retry-After": str(exc.retry_after)}
-    errors = None
+    errors, extra = None, {}
     if isinstance(exc, ValidationException):
         errors = [{"loc": _service_loc(request, e["loc"]), "msg": e["msg"]} for e in exc.errors]
-    return error_response(status_code, exc.message, exc.code, errors, headers)
+    elif isinstance(exc, InvalidHeaderException):
+        errors = exc.errors
+    elif isinstance(exc, PreconditionFailedException):
+        headers, extra = {"ETag": exc.tag}, {"current_version": exc.current_version}
+    return error_response(status_code, exc.message, exc.code, errors, headers, **extra)
 
 
 def _service_loc(request: Request, loc: list[Any]) -> list[Any]:

@@ -20,6 +20,7 @@ from app.models.lead import is_hot
 from app.models.types import utcnow
 from app.schemas.lead import LEAD_STORED_FIELDS
 from app.services.lead_events import JSON_OPTIONS, json_default
+from app.services.preconditions import Precondition, entity_tag
 
 
 class JSONBytes(Response):
@@ -47,7 +48,18 @@ def _dumps(content: Any) -> bytes:
 def lead_response(
     lead: Any, *, status_code: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
-    return JSONBytes(_dumps(lead_fields(lead, utcnow())), status_code=status_code, headers=headers)
+    """The lead as JSON, with its ETag."""
+    fields = lead_fields(lead, utcnow())
+    tagged = {"ETag": entity_tag(fields["id"], fields["version"]), **(headers or {})}
+    return JSONBytes(_dumps(fields), status_code=status_code, headers=tagged)
+
+
+def lead_or_not_modified(lead: Any, cached: Precondition | None) -> Response:
+    """The lead, or 304 with its ETag and no body when the client's copy (`cached`, from
+    If-None-Match) is current."""
+    if cached is not None and cached.allows(lead.id, lead.version):  # a Lead or a LeadRow
+        return Response(status_code=304, headers={"ETag": entity_tag(lead.id, lead.version)})
+    return lead_response(lead)
 
 
 def page_response(

@@ -234,9 +234,11 @@ CODE_BY_STATUS = {
     406: "not_acceptable",
     408: "request_timeout",  # written by the server itself (app/server.py)
     409: "conflict",
+    412: "precondition_failed",
     413: "request_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
+    428: "precondition_required",
     429: "too_many_requests",
     500: "internal_error",
     503: "service_unavailable",
@@ -267,7 +269,11 @@ class ErrorResponse(BaseModel):
     detail: str = Field(description="A sentence for a person: what was wrong, and where.")
     code: ErrorCode = Field(description="A stable snake_case code for programs.")
     errors: list[ErrorItem] | MISSING = Field(
-        MISSING, description="Each invalid field (validation errors only)."
+        MISSING, description="Each invalid field or header (422, and 400 for a header)."
+    )
+    current_version: int | MISSING = Field(
+        MISSING,
+        description="412 only: the lead's version now (its ETag is in the ETag header).",
     )
     request_id: str | MISSING = Field(
         MISSING,

@@ -95,6 +95,43 @@ class ConflictException(CRMException):
     code = "conflict"
 
 
+class PreconditionFailedException(CRMException):
+    """The lead changed since the caller read it: its If-Match names another version."""
+
+    code = "precondition_failed"
+
+    def __init__(self, lead_id: int, version: int, tag: str) -> None:
+        self.current_version = version
+        self.tag = tag
+        super().__init__(
+            f"Lead {lead_id} has changed since that version was read: it is at version "
+            f"{version} now (ETag {tag}); read it again and retry."
+        )
+
+
+class PreconditionRequiredException(CRMException):
+    """This server requires If-Match on writes to a lead (`REQUIRE_IF_MATCH`)."""
+
+    code = "precondition_required"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This server requires an If-Match header on changes to a lead: send the ETag "
+            'the lead was read with (or "*").'
+        )
+
+
+class InvalidHeaderException(CRMException):
+    """A request header the API reads is malformed; `header` names it."""
+
+    code = "invalid_header"
+
+    def __init__(self, header: str, problem: str) -> None:
+        self.header = header
+        self.errors = [{"loc": ["header", header], "msg": f"The {header} header {problem}."}]
+        super().__init__(f"The {header} header {problem}.")
+
+
 class InactiveUserException(CRMException):
     code = "inactive_user"
 

@@ -46,6 +46,7 @@ from app.services.lead_reads import (
     CLAIMED_ROLE,
     account_role,
 )
+from app.services.preconditions import Precondition, ensure_precondition
 from app.services.reader import Reader, Writer
 from app.services.scoring import SCORING_FIELDS
 from app.services.security import AccessClaims
@@ -202,7 +203,11 @@ def _row_of(lead: Lead) -> LeadRow:
 class LeadChanges:
     @staticmethod
     async def update(
-        writer: Writer, lead_id: int, lead_data: Mapping[str, Any] | Any, caller: AccessClaims
+        writer: Writer,
+        lead_id: int,
+        lead_data: Mapping[str, Any] | Any,
+        caller: AccessClaims,
+        if_match: Precondition | None = None,
     ) -> LeadRow:
         """What `LeadService.update_lead` does for the caller, in one transaction of the
         writer's; the lead as it now is."""
@@ -219,7 +224,8 @@ class LeadChanges:
             superuser = await account_role(writer, caller)
         for _ in range(3):  # the role can change under a request; not without end
             found, row = await in_transaction(
-                writer, lambda tx, role=superuser: _update(tx, lead_id, data, caller, role)
+                writer,
+                lambda tx, role=superuser: _update(tx, lead_id, data, caller, role, if_match),
             )
             if found:
                 return row
@@ -231,7 +237,12 @@ class LeadChanges:
 
 
 async def _update(
-    tx: Reader, lead_id: int, data: dict[str, Any], caller: AccessClaims, superuser: bool
+    tx: Reader,
+    lead_id: int,
+    data: dict[str, Any],
+    caller: AccessClaims,
+    superuser: bool,
+    if_match: Precondition | None,
 ) -> tuple[bool, LeadRow | None]:
     """(False, None) when no lead came back: the caller, the role or the lead is wrong."""
     params = {
@@ -244,6 +255,7 @@ async def _update(
     if not rows:
         return False, None
     lead = lead_from_row(rows[0])
+    ensure_precondition(if_match, lead.id, lead.version)
     ensure_not_archived(lead)
     fields = dict(data)
     note = note_text(fields.pop("notes", None))

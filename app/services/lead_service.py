@@ -86,6 +86,7 @@ from app.services.lead_queries import (
     statistics_groups,
     statistics_of,
 )
+from app.services.preconditions import Precondition, ensure_precondition
 
 
 class LeadService:
@@ -216,19 +217,26 @@ class LeadService:
     @staticmethod
     @transactional
     async def update_lead(
-        db: AsyncSession, lead_id: int, lead_data: Mapping[str, Any] | Any, user_id: int
+        db: AsyncSession,
+        lead_id: int,
+        lead_data: Mapping[str, Any] | Any,
+        user_id: int,
+        *,
+        if_match: Precondition | None = None,
     ) -> Lead:
         """Apply a partial update and record every changed field in one note line.
 
         `notes` is appended as its own line, never replacing history; `tags` replaces the tag
         set. A change to source, company, email or tags re-scores an auto-scored lead. An update
         that changes nothing writes nothing.
+
+        With `if_match` (as every write to one lead takes it), the lead changes only if it
+        still has one of the versions named; otherwise `PreconditionFailedException` (412).
         """
         data = as_data(lead_data)
         reject_unknown_fields(data, UPDATE_FIELDS)
         user = await get_acting_user(db, user_id)
-        lead = await _load_lead(db, lead_id, for_update=True)
-        _ensure_may_touch(user, lead)
+        lead = await _lead_to_change(db, lead_id, user, if_match)
         ensure_not_archived(lead)
         note = note_text(data.pop("notes", None))
         if "assigned_to" in data:
@@ -257,14 +265,18 @@ class LeadService:
     @staticmethod
     @transactional
     async def delete_lead(
-        db: AsyncSession, lead_id: int, user_id: int, hard_delete: bool = False
+        db: AsyncSession,
+        lead_id: int,
+        user_id: int,
+        hard_delete: bool = False,
+        *,
+        if_match: Precondition | None = None,
     ) -> Lead | None:
         """Archive the lead (status LOST, tag `archived`, `archived_at` set, history kept), or
         with `hard_delete` (superusers only) remove the row. Archiving twice changes nothing.
         Returns the archived lead, or None after a hard delete."""
         user = await get_acting_user(db, user_id)
-        lead = await _load_lead(db, lead_id, for_update=True)
-        _ensure_may_touch(user, lead)
+        lead = await _lead_to_change(db, lead_id, user, if_match)
         if hard_delete:
             if not user.is_superuser:
                 raise PermissionDeniedException(
@@ -291,13 +303,14 @@ class LeadService:
 
     @staticmethod
     @transactional
-    async def restore_lead(db: AsyncSession, lead_id: int, user_id: int) -> Lead:
+    async def restore_lead(
+        db: AsyncSession, lead_id: int, user_id: int, *, if_match: Precondition | None = None
+    ) -> Lead:
         """Undo a soft delete: the status from before archiving comes back, and the tags are
         exactly those the lead had (the `archived` tag goes only if archiving added it).
         Restoring a lead that is not archived changes nothing."""
         user = await get_acting_user(db, user_id)
-        lead = await _load_lead(db, lead_id, for_update=True)
-        _ensure_may_touch(user, lead)
+        lead = await _lead_to_change(db, lead_id, user, if_match)
         if lead.archived_at is not None:
             now = utcnow()
             before = _archive_fields(lead)
@@ -321,14 +334,20 @@ class LeadService:
 
     @staticmethod
     @transactional
-    async def add_lead_note(db: AsyncSession, lead_id: int, text: str, user_id: int) -> Lead:
+    async def add_lead_note(
+        db: AsyncSession,
+        lead_id: int,
+        text: str,
+        user_id: int,
+        *,
+        if_match: Precondition | None = None,
+    ) -> Lead:
         """Append one note line to the lead's history."""
         note = note_text(text, "text")
         if note is None:
             raise ValidationException.at("text", "must not be blank")
         user = await get_acting_user(db, user_id)
-        lead = await _load_lead(db, lead_id, for_update=True)
-        _ensure_may_touch(user, lead)
+        lead = await _lead_to_change(db, lead_id, user, if_match)
         ensure_not_archived(lead)
         now = utcnow()
         lead.add_note(note, author_id=user.id, at=now)
@@ -339,13 +358,17 @@ class LeadService:
     @staticmethod
     @transactional
     async def record_call_attempt(
-        db: AsyncSession, lead_id: int, user_id: int, note: str | None = None
+        db: AsyncSession,
+        lead_id: int,
+        user_id: int,
+        note: str | None = None,
+        *,
+        if_match: Precondition | None = None,
     ) -> Lead:
         """Count one call attempt, stamp `last_contact_date`, and note it."""
         text = note_text(note, "note")
         user = await get_acting_user(db, user_id)
-        lead = await _load_lead(db, lead_id, for_update=True)
-        _ensure_may_touch(user, lead)
+        lead = await _lead_to_change(db, lead_id, user, if_match)
         ensure_not_archived(lead)
         now = utcnow()
         if lead.call_attempts >= MAX_INT32:
@@ -536,6 +559,16 @@ async def _with_assignee(db: AsyncSession, lead: Lead) -> Lead:
     """Load `lead.assignee` (the model's relationships never load implicitly)."""
     await db.flush()
     await db.refresh(lead, ["assignee"])
+    return lead
+
+
+async def _lead_to_change(
+    db: AsyncSession, lead_id: int, user: User, if_match: Precondition | None
+) -> Lead:
+    """The lead, locked, once the user may change it and it satisfies the write's If-Match."""
+    lead = await _load_lead(db, lead_id, for_update=True)
+    _ensure_may_touch(user, lead)
+    ensure_precondition(if_match, lead.id, lead.version)
     return lead
 
 

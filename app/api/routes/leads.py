@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from app.api.deps import CurrentUser, ReadAccess, SessionDep, WriteAccess
-from app.api.errors import created_at, error_responses
-from app.api.render import lead_response, page_response
+from app.api.errors import ETAG_HEADER, NOT_MODIFIED, created_at, error_responses, lead_answer
+from app.api.preconditions import IfMatch, IfNoneMatch
+from app.api.render import lead_or_not_modified, lead_response, page_response
 from app.schemas.common import MAX_ID, given
 from app.schemas.filters import LeadListQuery
 from app.schemas.lead import (
@@ -36,6 +37,9 @@ LeadId = Annotated[int, Path(ge=1, le=MAX_ID, description="The lead's id.")]
 LEAD_ERRORS = error_responses(401, 403, 404, 422)
 # 400: the body is not JSON text at all (not UTF-8, nested too deeply); 413: it is over the limit.
 WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422)
+# A write to one lead also reads If-Match: 400 malformed, 412 stale, 428 missing when required.
+CONDITIONAL_ERRORS = error_responses(400, 412, 428)
+ONE_LEAD_WRITE = {**lead_answer(), **WRITE_ERRORS, **CONDITIONAL_ERRORS}
 
 
 @router.get(
@@ -70,7 +74,7 @@ async def list_leads(access: ReadAccess, query: Annotated[LeadListQuery, Query()
     summary="Create a lead",
     response_model=LeadRead,
     status_code=status.HTTP_201_CREATED,
-    responses={**created_at("lead"), **WRITE_ERRORS},
+    responses={**created_at("lead", ETag=ETAG_HEADER), **WRITE_ERRORS},
 )
 async def create_lead(body: LeadCreate, access: WriteAccess, request: Request) -> Response:
     """Scored automatically unless `lead_score` is given. An agent's lead is assigned to the
@@ -146,10 +150,12 @@ async def assign_leads(body: BulkAssign, db: SessionDep, user: CurrentUser) -> B
     summary="Read a lead",
     response_model=LeadRead,
     status_code=status.HTTP_200_OK,
-    responses=LEAD_ERRORS,
+    responses={**lead_answer(), **NOT_MODIFIED, **LEAD_ERRORS, **error_responses(400)},
 )
-async def get_lead(lead_id: LeadId, access: ReadAccess) -> Response:
-    return lead_response(await LeadReads.lead(access.reader, lead_id, access.claims))
+async def get_lead(lead_id: LeadId, access: ReadAccess, cached: IfNoneMatch) -> Response:
+    """Answers 304 without a body when If-None-Match names the lead's current ETag."""
+    lead = await LeadReads.lead(access.reader, lead_id, access.claims)
+    return lead_or_not_modified(lead, cached)
 
 
 @router.patch(
@@ -157,16 +163,18 @@ async def get_lead(lead_id: LeadId, access: ReadAccess) -> Response:
     summary="Change a lead",
     response_model=LeadRead,
     status_code=status.HTTP_200_OK,
-    responses=WRITE_ERRORS,
+    responses=ONE_LEAD_WRITE,
 )
-async def update_lead(lead_id: LeadId, body: LeadUpdate, access: WriteAccess) -> Response:
+async def update_lead(
+    lead_id: LeadId, body: LeadUpdate, access: WriteAccess, if_match: IfMatch
+) -> Response:
     """Only the fields sent change, and each change is recorded in the notes. `notes` is
     appended as a new line; `tags` replaces the set.
 
     Refused with 422 although the schema alone allows them: an email whose syntax is invalid
     (stricter than `format: email`), and a change that would leave the lead with neither an
     email nor a phone number. 409 for an archived lead (restore it first)."""
-    lead = await LeadChanges.update(access.writer, lead_id, body, access.claims)
+    lead = await LeadChanges.update(access.writer, lead_id, body, access.claims, if_match)
     return lead_response(lead)
 
 
@@ -175,19 +183,22 @@ async def update_lead(lead_id: LeadId, body: LeadUpdate, access: WriteAccess) ->
     summary="Archive or delete a lead",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=error_responses(401, 403, 404, 422),
+    responses={**error_responses(401, 403, 404, 422), **CONDITIONAL_ERRORS},
 )
 async def delete_lead(
     lead_id: LeadId,
     db: SessionDep,
     user: CurrentUser,
+    if_match: IfMatch,
     hard_delete: Annotated[
         bool, Query(description="Remove the lead for good (superusers only).")
     ] = False,
 ) -> Response:
     """Archives the lead (soft delete, undone by /restore). `hard_delete=true` removes it for
     good and is for superusers only."""
-    await LeadService.delete_lead(db, lead_id, user_id=user.id, hard_delete=hard_delete)
+    await LeadService.delete_lead(
+        db, lead_id, user_id=user.id, hard_delete=hard_delete, if_match=if_match
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -196,10 +207,12 @@ async def delete_lead(
     summary="Restore an archived lead",
     response_model=LeadRead,
     status_code=status.HTTP_200_OK,
-    responses=LEAD_ERRORS,
+    responses={**lead_answer(), **LEAD_ERRORS, **CONDITIONAL_ERRORS},
 )
-async def restore_lead(lead_id: LeadId, db: SessionDep, user: CurrentUser) -> Response:
-    lead = await LeadService.restore_lead(db, lead_id, user_id=user.id)
+async def restore_lead(
+    lead_id: LeadId, db: SessionDep, user: CurrentUser, if_match: IfMatch
+) -> Response:
+    lead = await LeadService.restore_lead(db, lead_id, user_id=user.id, if_match=if_match)
     return lead_response(lead)
 
 
@@ -208,12 +221,14 @@ async def restore_lead(lead_id: LeadId, db: SessionDep, user: CurrentUser) -> Re
     summary="Add a note to a lead",
     response_model=LeadRead,
     status_code=status.HTTP_200_OK,
-    responses=WRITE_ERRORS,
+    responses=ONE_LEAD_WRITE,
 )
 async def add_lead_note(
-    lead_id: LeadId, body: NoteCreate, db: SessionDep, user: CurrentUser
+    lead_id: LeadId, body: NoteCreate, db: SessionDep, user: CurrentUser, if_match: IfMatch
 ) -> Response:
-    lead = await LeadService.add_lead_note(db, lead_id, body.text, user_id=user.id)
+    lead = await LeadService.add_lead_note(
+        db, lead_id, body.text, user_id=user.id, if_match=if_match
+    )
     return lead_response(lead)
 
 
@@ -222,15 +237,18 @@ async def add_lead_note(
     summary="Record a call attempt",
     response_model=LeadRead,
     status_code=status.HTTP_200_OK,
-    responses=WRITE_ERRORS,
+    responses=ONE_LEAD_WRITE,
 )
 async def record_call_attempt(
     lead_id: LeadId,
     db: SessionDep,
     user: CurrentUser,
+    if_match: IfMatch,
     body: CallCreate | None = None,
 ) -> Response:
     """Adds one to `call_attempts`, sets `last_contact_date` to now, and notes the call."""
     note = given(body.note) if body else None
-    lead = await LeadService.record_call_attempt(db, lead_id, user_id=user.id, note=note)
+    lead = await LeadService.record_call_attempt(
+        db, lead_id, user_id=user.id, note=note, if_match=if_match
+    )
     return lead_response(lead)

@@ -245,7 +245,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Read a lead */
+        /**
+         * Read a lead
+         * @description Answers 304 without a body when If-None-Match names the lead's current ETag.
+         */
         get: operations["getLead"];
         put?: never;
         post?: never;
@@ -428,12 +431,17 @@ export interface components {
              * @description A stable snake_case code for programs.
              * @enum {string}
              */
-            code: "bad_request" | "conflict" | "database_error" | "database_unavailable" | "duplicate" | "inactive_user" | "internal_error" | "lead_not_found" | "method_not_allowed" | "not_acceptable" | "not_authenticated" | "not_found" | "permission_denied" | "request_timeout" | "request_too_large" | "service_unavailable" | "too_many_attempts" | "too_many_requests" | "unsupported_media_type" | "user_not_found" | "validation_error";
+            code: "bad_request" | "conflict" | "database_error" | "database_unavailable" | "duplicate" | "inactive_user" | "internal_error" | "invalid_header" | "lead_not_found" | "method_not_allowed" | "not_acceptable" | "not_authenticated" | "not_found" | "permission_denied" | "precondition_failed" | "precondition_required" | "request_timeout" | "request_too_large" | "service_unavailable" | "too_many_attempts" | "too_many_requests" | "unsupported_media_type" | "user_not_found" | "validation_error";
             /**
              * Errors
-             * @description Each invalid field (validation errors only).
+             * @description Each invalid field or header (422, and 400 for a header).
              */
             errors?: components["schemas"]["ErrorItem"][];
+            /**
+             * Current Version
+             * @description 412 only: the lead's version now (its ETag is in the ETag header).
+             */
+            current_version?: number;
             /**
              * Request Id
              * @description The request's X-Request-ID (500 only): quote it to find the logged error.
@@ -1807,6 +1815,8 @@ export interface operations {
                 headers: {
                     /** @description The new lead's URL. */
                     Location?: string;
+                    /** @description The lead's entity tag, "<id>-<version>": send it back in If-Match to change the lead only if nobody else has, or in If-None-Match to read it only if it changed. */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2084,7 +2094,10 @@ export interface operations {
     getLead: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The ETag of the copy the client has: 304, no body, if it is current. */
+                "If-None-Match"?: string | null;
+            };
             path: {
                 /** @description The lead's id. */
                 lead_id: number;
@@ -2093,13 +2106,33 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description The lead. */
             200: {
                 headers: {
+                    /** @description The lead's entity tag, "<id>-<version>": send it back in If-Match to change the lead only if nobody else has, or in If-None-Match to read it only if it changed. */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["LeadRead"];
+                };
+            };
+            /** @description The lead still has the ETag sent in If-None-Match: no body. */
+            304: {
+                headers: {
+                    /** @description The lead's entity tag, "<id>-<version>": send it back in If-Match to change the lead only if nobody else has, or in If-None-Match to read it only if it changed. */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description bad_request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description not_authenticated */
@@ -2146,7 +2179,10 @@ export interface operations {
                 /** @description Remove the lead for good (superusers only). */
                 hard_delete?: boolean;
             };
-            header?: never;
+            header?: {
+                /** @description Change the lead only if it still has this ETag (or any of a list; "*": any existing lead). Otherwise 412, the lead unchanged. Required (428 without it) when the server sets REQUIRE_IF_MATCH. */
+                "If-Match"?: string | null;
+            };
             path: {
                 /** @description The lead's id. */
                 lead_id: number;
@@ -2162,6 +2198,15 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description bad_request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description not_authenticated */
             401: {
                 headers: {
@@ -2189,8 +2234,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description precondition_failed */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description validation_error */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description precondition_required */
+            428: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2203,7 +2266,10 @@ export interface operations {
     updateLead: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Change the lead only if it still has this ETag (or any of a list; "*": any existing lead). Otherwise 412, the lead unchanged. Required (428 without it) when the server sets REQUIRE_IF_MATCH. */
+                "If-Match"?: string | null;
+            };
             path: {
                 /** @description The lead's id. */
                 lead_id: number;
@@ -2216,9 +2282,11 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Successful Response */
+            /** @description The lead. */
             200: {
                 headers: {
+                    /** @description The lead's entity tag, "<id>-<version>": send it back in If-Match to change the lead only if nobody else has, or in If-None-Match to read it only if it changed. */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2270,6 +2338,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description precondition_failed */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description request_too_large */
             413: {
                 headers: {
@@ -2281,6 +2358,15 @@ export interface operations {
             };
             /** @description validation_error */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description precondition_required */
+            428: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2293,7 +2379,10 @@ export interface operations {
     restoreLead: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Change the lead only if it still has this ETag (or any of a list; "*": any existing lead). Otherwise 412, the lead unchanged. Required (428 without it) when the server sets REQUIRE_IF_MATCH. */
+                "If-Match"?: string | null;
+            };
             path: {
                 /** @description The lead's id. */
                 lead_id: number;
@@ -2302,13 +2391,24 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description The lead. */
             200: {
                 headers: {
+                    /** @description The lead's entity tag, "<id>-<version>": send it back in If-Match to change the lead only if nobody else has, or in If-None-Match to read it only if it changed. */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["LeadRead"];
+                };
+            };
+            /** @description bad_request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
             /** @description not_authenticated */
@@ -2338,8 +2438,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description precondition_failed */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description validation_error */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description precondition_required */
+            428: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2352,7 +2470,10 @@ export interface operations {
     addLeadNote: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Change the lead only if it still has this ETag (or any of a list; "*": any existing lead). Otherwise 412, the lead unchanged. Required (428 without it) when the server sets REQUIRE_IF_MATCH. */
+                "If-Match"?: string | null;
+            };
             path: {
                 /** @description The lead's id. */
                 lead_id: number;
@@ -2365,9 +2486,11 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Successful Response */
+            /** @description The lead. */
             200: {
                 headers: {
+                    /** @description The lead's entity tag, "<id>-<version>": send it back in If-Match to change the lead only if nobody else has, or in If-None-Match to read it only if it changed. */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2419,6 +2542,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description precondition_failed */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description request_too_large */
             413: {
                 headers: {
@@ -2430,6 +2562,15 @@ export interface operations {
             };
             /** @description validation_error */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description precondition_required */
+            428: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2442,7 +2583,10 @@ export interface operations {
     recordCallAttempt: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Change the lead only if it still has this ETag (or any of a list; "*": any existing lead). Otherwise 412, the lead unchanged. Required (428 without it) when the server sets REQUIRE_IF_MATCH. */
+                "If-Match"?: string | null;
+            };
             path: {
                 /** @description The lead's id. */
                 lead_id: number;
@@ -2455,9 +2599,11 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Successful Response */
+            /** @description The lead. */
             200: {
                 headers: {
+                    /** @description The lead's entity tag, "<id>-<version>": send it back in If-Match to change the lead only if nobody else has, or in If-None-Match to read it only if it changed. */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2509,6 +2655,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description precondition_failed */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description request_too_large */
             413: {
                 headers: {
@@ -2520,6 +2675,15 @@ export interface operations {
             };
             /** @description validation_error */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description precondition_required */
+            428: {
                 headers: {
                     [name: string]: unknown;
                 };
