@@ -287,6 +287,8 @@ def _fake_lead(
         "last_contact_date": last_contact,
         "created_at": created_at,
         "updated_at": updated_at,
+        # A lead past NEW got its status at its last change; a NEW one has had it all along.
+        "status_changed_at": updated_at if contacted else created_at,
     }
 
 
@@ -334,6 +336,7 @@ COPY_COLUMNS = (
     "last_contact_date",
     "created_at",
     "updated_at",
+    "status_changed_at",
 )
 TAG_COUNTS = (0, 0, 1, 1, 2, 3, 4)  # how many tags a lead has, as `_fake_lead` draws it
 TAG_POOL_SIZE = 4_096  # distinct tag lists drawn per tag count
@@ -506,6 +509,7 @@ def _lead_columns_factory(
             last_contact,
             created,
             updated,
+            [u if c else at for u, at, c in zip(updated, created, contacted, strict=True)],
             strict=True,
         )
 

@@ -48,6 +48,7 @@ LEAD_COLUMNS = (
     "created_by",
     "created_at",
     "updated_at",
+    "status_changed_at",
     "archived_at",
     "status_before_archive",
     "version",

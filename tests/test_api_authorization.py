@@ -254,6 +254,8 @@ ENDPOINTS: dict[str, Callable[[World], Call]] = {
         "POST", "/leads/bulk/assign", {"lead_ids": [w.own], "agent_user_id": w.other_agent}
     ),
     "GET /leads/{id}": lambda w: Call("GET", f"/leads/{w.own}"),
+    "GET /leads/{id}/history": lambda w: Call("GET", f"/leads/{w.own}/history"),
+    "GET /leads/{id}/history/status": lambda w: Call("GET", f"/leads/{w.own}/history/status"),
     "PATCH /leads/{id}": lambda w: Call("PATCH", f"/leads/{w.own}", {"status": "QUALIFIED"}),
     "DELETE /leads/{id}": lambda w: Call("DELETE", f"/leads/{w.own}"),
     "DELETE /leads/{id}?hard_delete=true": lambda w: Call(
@@ -440,6 +442,20 @@ async def bulk_assigned_to_other_agent(db: AsyncSession, w: World, r: httpx.Resp
 def reads_lead(attr: str) -> Check:
     async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
         assert r.json()["id"] == getattr(w, attr)
+
+    return check
+
+
+def history_of(attr: str) -> Check:
+    """The lead's history: its events (the first one its creation), or its status periods."""
+
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        items = r.json()["items"]
+        assert items, r.text
+        if "type" in items[0]:
+            assert items[-1]["type"] == "lead.created"
+        else:
+            assert items[-1]["left_at"] is None
 
     return check
 
@@ -991,6 +1007,52 @@ CASES = [
         200,
         called("other"),
     ),
+    Case(
+        "GET /leads/{id}/history",
+        "agent",
+        "agent",
+        lambda w: Call("GET", f"/leads/{w.own}/history"),
+        200,
+        history_of("own"),
+    ),
+    Case(
+        "GET /leads/{id}/history",
+        "other_agent",
+        "agent",
+        lambda w: Call("GET", f"/leads/{w.other}/history"),
+        404,
+    ),
+    Case(
+        "GET /leads/{id}/history",
+        "superuser",
+        "superuser",
+        lambda w: Call("GET", f"/leads/{w.other}/history"),
+        200,
+        history_of("other"),
+    ),
+    Case(
+        "GET /leads/{id}/history/status",
+        "agent",
+        "agent",
+        lambda w: Call("GET", f"/leads/{w.own}/history/status"),
+        200,
+        history_of("own"),
+    ),
+    Case(
+        "GET /leads/{id}/history/status",
+        "other_agent",
+        "agent",
+        lambda w: Call("GET", f"/leads/{w.other}/history/status"),
+        404,
+    ),
+    Case(
+        "GET /leads/{id}/history/status",
+        "superuser",
+        "superuser",
+        lambda w: Call("GET", f"/leads/{w.other}/history/status"),
+        200,
+        history_of("other"),
+    ),
 ]
 
 ERROR_CODES = {403: "permission_denied", 404: "lead_not_found", 422: "validation_error"}
@@ -1139,6 +1201,8 @@ async def test_superuser_demoted_after_token_was_issued_loses_powers_at_once(
 MISSING_LEAD = 8_765_431
 LEAD_ID_CALLS: dict[str, Callable[[World, int], Call]] = {
     "GET /leads/{id}": lambda w, i: Call("GET", f"/leads/{i}"),
+    "GET /leads/{id}/history": lambda w, i: Call("GET", f"/leads/{i}/history"),
+    "GET /leads/{id}/history/status": lambda w, i: Call("GET", f"/leads/{i}/history/status"),
     "PATCH /leads/{id}": lambda w, i: Call("PATCH", f"/leads/{i}", QUALIFY),
     "PATCH /leads/{id} taking it": lambda w, i: Call(
         "PATCH", f"/leads/{i}", {"assigned_to": w.agent}

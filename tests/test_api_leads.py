@@ -488,6 +488,7 @@ async def test_read_answers_every_field_of_the_lead(
         "created_by": boss_id,
         "created_at": body["created_at"],
         "updated_at": body["created_at"],
+        "status_changed_at": body["created_at"],
         "archived_at": None,
         "status_before_archive": None,
         "version": 1,
@@ -829,6 +830,7 @@ async def test_statistics_summarise_the_visible_unarchived_leads(
         "average_lead_score": 60.0,
         "hot_leads_count": 1,
         "conversion_rate": 33.33,
+        "median_days_to_won": 0.0,
     }
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import LeadSource, LeadStatus, User
+from app.models import Lead, LeadSource, LeadStatus, User
 from app.services import LeadService
 from app.services.exceptions import InactiveUserException, UserNotFoundException
 from tests.helpers import LeadFactory
@@ -41,6 +42,7 @@ EMPTY = {
     "average_lead_score": 0.0,
     "hot_leads_count": 0,
     "conversion_rate": 0.0,
+    "median_days_to_won": None,
 }
 
 
@@ -95,6 +97,7 @@ ALL_VISIBLE = {
     "average_lead_score": 78.17,  # 469 / 6 = 78.1666...
     "hot_leads_count": 2,
     "conversion_rate": 33.33,  # 2 / 6
+    "median_days_to_won": 0.0,  # both live WON leads were created WON
 }
 
 
@@ -121,6 +124,7 @@ async def test_statistics_for_an_agent_cover_only_their_leads(
         "average_lead_score": 84.67,  # 254 / 3 = 84.666...
         "hot_leads_count": 1,
         "conversion_rate": 33.33,
+        "median_days_to_won": 0.0,
     }
 
 
@@ -134,6 +138,7 @@ async def test_statistics_for_the_other_agent_cover_only_their_leads(
         "average_lead_score": 87.5,
         "hot_leads_count": 1,
         "conversion_rate": 0.0,
+        "median_days_to_won": None,  # their only WON lead is archived
     }
 
 
@@ -258,6 +263,7 @@ async def test_archived_leads_are_left_out_of_every_figure(
         "average_lead_score": 60.0,
         "hot_leads_count": 0,
         "conversion_rate": 0.0,
+        "median_days_to_won": None,  # the WON lead is archived
     }
 
 
@@ -283,3 +289,57 @@ async def test_statistics_for_an_inactive_user_are_refused(
 async def test_statistics_for_an_unknown_user_are_refused(db: AsyncSession, pipeline: None) -> None:
     with pytest.raises(UserNotFoundException):
         await LeadService.get_lead_statistics(db, user_id=987654)
+
+
+# ------------------------------------------------------------------------ median days to WON
+
+
+async def won_after(db: AsyncSession, make_lead: LeadFactory, days: float, **fields: Any) -> int:
+    """A WON lead whose status began `days` after its creation."""
+    lead = await make_lead(status=LeadStatus.WON, **fields)
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    await db.execute(
+        update(Lead)
+        .where(Lead.id == lead.id)
+        .values(created_at=created, status_changed_at=created + timedelta(days=days))
+    )
+    await db.commit()
+    return lead.id
+
+
+async def test_median_days_to_won_is_the_middle_value_of_an_odd_count(
+    db: AsyncSession, make_lead: LeadFactory
+) -> None:
+    for days in (10, 1, 3):
+        await won_after(db, make_lead, days)
+    await make_lead(status=LeadStatus.NEGOTIATION)  # not WON: not counted
+    assert (await statistics(db))["median_days_to_won"] == 3.0
+
+
+async def test_median_days_to_won_averages_the_two_middle_values_of_an_even_count(
+    db: AsyncSession, make_lead: LeadFactory
+) -> None:
+    for days in (20, 1, 10, 3):
+        await won_after(db, make_lead, days)
+    assert (await statistics(db))["median_days_to_won"] == 6.5
+
+
+async def test_median_days_to_won_keeps_fractions_of_a_day(
+    db: AsyncSession, make_lead: LeadFactory
+) -> None:
+    await won_after(db, make_lead, 1.5)
+    assert (await statistics(db))["median_days_to_won"] == 1.5
+
+
+async def test_median_days_to_won_leaves_out_archived_leads_and_other_agents(
+    db: AsyncSession, make_lead: LeadFactory, agent: User, other_agent: User
+) -> None:
+    await won_after(db, make_lead, 2, owner=agent)
+    await won_after(db, make_lead, 50, owner=other_agent)
+    archived = await won_after(db, make_lead, 90, owner=agent)
+    await db.execute(
+        update(Lead).where(Lead.id == archived).values(archived_at=datetime(2026, 3, 1, tzinfo=UTC))
+    )
+    await db.commit()
+    assert (await statistics(db, agent))["median_days_to_won"] == 2.0
+    assert (await statistics(db))["median_days_to_won"] == 26.0  # 2 and 50

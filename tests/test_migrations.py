@@ -14,6 +14,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -312,3 +313,49 @@ def test_x_url_argument_wins_over_the_configured_url(tmp_path: Path) -> None:
 
     assert run_on(chosen, current_revision) == head_revision()
     assert not (tmp_path / "configured.db").exists()
+
+
+def test_status_changed_at_is_backfilled_from_the_last_status_event_else_the_creation(
+    database_url: str,
+) -> None:
+    """Leads from before the column: one whose status an event changed gets that event's time,
+    one never changed gets its creation time; both survive the NOT NULL."""
+    config = alembic_config(database_url)
+    command.upgrade(config, "9b4e1f6c2a58")
+
+    def seed(conn: Connection) -> None:
+        postgres = conn.dialect.name == "postgresql"
+
+        def at(text_: str) -> Any:  # asyncpg takes datetimes; SQLite stores the text
+            return datetime.fromisoformat(text_ + "+00:00") if postgres else text_
+
+        created, changed = at("2026-01-01 09:00:00"), at("2026-02-01 10:00:00")
+        for lead_id in (1, 2):
+            conn.execute(
+                text(
+                    "INSERT INTO leads (id, first_name, last_name, email, source, status, "
+                    "lead_score, score_is_manual, tags, call_attempts, created_at, updated_at, "
+                    "version) VALUES (:id, 'A', 'B', 'a@b.example', 'OTHER', 'WON', 0, false, "
+                    f"'{'{}' if postgres else '[]'}', 0, :at, :at, 1)"
+                ),
+                {"id": lead_id, "at": created},
+            )
+        status = '{"status": {"old": "NEW", "new": "WON"}}'
+        for kind, when in (("lead.created", created), ("lead.updated", changed)):
+            conn.execute(
+                text(
+                    "INSERT INTO lead_events (lead_id, type, occurred_at, changes, lead_version) "
+                    "VALUES (1, :kind, :at, :changes, 1)"
+                ),
+                {"kind": kind, "at": when, "changes": status},
+            )
+        conn.commit()
+
+    run_on(database_url, seed)
+    command.upgrade(config, "head")
+
+    def read(conn: Connection) -> list[tuple[int, str]]:
+        rows = conn.execute(text("SELECT id, status_changed_at FROM leads ORDER BY id"))
+        return [(row[0], str(row[1])[:16]) for row in rows]
+
+    assert run_on(database_url, read) == [(1, "2026-02-01 10:00"), (2, "2026-01-01 09:00")]

@@ -18,10 +18,16 @@ class Base(DeclarativeBase):
 
 
 # PostgreSQL-only indexes (trigram search, GIN over the tag array, the covering statistics
-# index) exist in the migrations but not on the models: SQLite has no such index types, and
-# autogenerate cannot compare them.
+# index, the partial indexes of the WON leads' durations) exist in the migrations but not on
+# the models: SQLite has no such index types, and autogenerate cannot compare them.
 MIGRATION_ONLY_INDEXES = frozenset(
-    {"ix_leads_search_trgm", "ix_leads_tags_gin", "ix_leads_statistics"}
+    {
+        "ix_leads_search_trgm",
+        "ix_leads_tags_gin",
+        "ix_leads_statistics",
+        "ix_leads_won_duration",
+        "ix_leads_won_duration_by_assignee",
+    }
 )
 
 

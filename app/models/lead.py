@@ -116,6 +116,9 @@ class Lead(Base):
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # When the current status began: set by every write that changes the status (the
+    # creation time until one does). Time in status and the days to WON are read from it.
+    status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     status_before_archive: Mapped[LeadStatus | None] = mapped_column(
         _enum_column(LeadStatus, "lead_status_before_archive")

@@ -205,6 +205,9 @@ class LeadRead(BaseModel):
     created_by: int | None = Field(description="The user who created it.")
     created_at: datetime = Field(description="When it was created.")
     updated_at: datetime = Field(description="When it last changed.")
+    status_changed_at: datetime = Field(
+        description="When its current status began (its creation, if the status never changed)."
+    )
     archived_at: datetime | None = Field(description="When it was archived; null if live.")
     status_before_archive: LeadStatus | None = Field(
         description="The status it had when archived; restoring gives it back."
@@ -302,3 +305,7 @@ class LeadStatistics(BaseModel):
     average_lead_score: float = Field(description="Mean score, rounded to 2 decimals.")
     hot_leads_count: int = Field(description="Hot leads: score 80+, open, not archived.")
     conversion_rate: float = Field(description="WON leads as a percentage of all leads.")
+    median_days_to_won: float | None = Field(
+        description="Median days from creation to WON over the live WON leads (rounded to 2 "
+        "decimals); null when there are none."
+    )

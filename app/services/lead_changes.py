@@ -119,6 +119,8 @@ def apply_update(
 
     now = utcnow()
     lead.updated_at = now
+    if "status" in changed:
+        lead.status_changed_at = now
     if changed:
         summary = "; ".join(
             f"{n}: {_show(before[n])} → {_show(_comparable(getattr(lead, n)))}" for n in changed

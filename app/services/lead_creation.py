@@ -143,7 +143,7 @@ def build_new_lead(new: NewLeadData, author_id: int, assignee_id: int | None) ->
     lead.assigned_to = assignee_id
     lead.created_by = author_id
     now = utcnow()
-    lead.created_at = lead.updated_at = now
+    lead.created_at = lead.updated_at = lead.status_changed_at = now
     lead.add_note(f"Created (score {lead.lead_score})", author_id=author_id, at=now)
     if new.note:
         lead.add_note(new.note, author_id=author_id, at=now)

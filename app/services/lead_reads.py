@@ -37,6 +37,7 @@ from app.services.lead_queries import (
     counted,
     cursor_condition,
     match_count,
+    median_days_to_won,
     page_conditions,
     page_result,
     page_with_total,
@@ -89,9 +90,10 @@ ACCOUNT = select(CALLER.c.is_active, CALLER.c.token_version, CALLER.c.is_superus
 def _statistics_for_caller(superuser: bool) -> Select[Any]:
     """The `lead_stats` groups a caller of that role sees, joined to the account check: one row
     with NULL groups for a caller with no leads, none for a refused one."""
-    groups = statistics_groups(None if superuser else CALLER_ID).subquery("groups")
+    scope = None if superuser else CALLER_ID
+    groups = statistics_groups(scope).subquery("groups")
     return (
-        select(CALLER.c.id, *groups.c)
+        select(CALLER.c.id, median_days_to_won(scope), *groups.c)
         .select_from(CALLER.outerjoin(groups, true()))
         .where(*CALLER_OK, CLAIMED_ROLE)
     )
@@ -165,7 +167,8 @@ class LeadReads:
             return rows or None
 
         rows = await _as_caller(reader, caller, run)
-        return statistics_of([row[1:] for row in rows if row[1] is not None])
+        groups = [row[2:] for row in rows if row[2] is not None]
+        return statistics_of(groups, rows[0][1])
 
     @staticmethod
     async def check_caller(reader: Reader, caller: AccessClaims) -> bool:

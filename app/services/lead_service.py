@@ -36,7 +36,7 @@ from app.models import (
     format_note_line,
 )
 from app.models.lead import note_timestamp
-from app.models.types import utcnow
+from app.models.types import UTCDateTime, utcnow
 from app.models.validation import (
     MAX_INT32,
     enum_member,
@@ -80,6 +80,7 @@ from app.services.lead_queries import (
     LeadRow,
     counted,
     match_count,
+    median_days_to_won,
     page_conditions,
     page_result,
     page_rows,
@@ -180,11 +181,14 @@ class LeadService:
         live leads per (assignee, status, source), kept up to date by triggers on `leads`
         (app/models/lead_stats.py). An agent's figures are their at most 48 rows (a primary-key
         range); everyone's are all rows summed per (status, source). Python adds up the at most
-        48 groups.
+        48 groups. `median_days_to_won` is read from the WON leads themselves (a median is no
+        sum to keep up to date).
         """
         scope = await _scope_user_id(db, user_id)
-        groups = await (await db.connection()).execute(statistics_groups(scope))
-        return statistics_of([tuple(row) for row in groups])
+        connection = await db.connection()
+        groups = await connection.execute(statistics_groups(scope))
+        median = await connection.scalar(select(median_days_to_won(scope)))
+        return statistics_of([tuple(row) for row in groups], median)
 
     # --------------------------------------------------------------------------------- writes
 
@@ -290,6 +294,8 @@ class LeadService:
             now = utcnow()
             before = _archive_fields(lead)
             lead.status_before_archive = lead.status
+            if lead.status != LeadStatus.LOST:
+                lead.status_changed_at = now
             lead.status = LeadStatus.LOST
             lead.archive_added_tag = lead.add_tag(ARCHIVED_TAG)
             lead.archived_at = lead.updated_at = now
@@ -320,6 +326,8 @@ class LeadService:
                 author_id=user.id,
                 at=now,
             )
+            if lead.status != restored:
+                lead.status_changed_at = now
             lead.status = restored
             lead.status_before_archive = None
             lead.archived_at = None
@@ -411,7 +419,13 @@ class LeadService:
         if text:
             line = line + literal("\n" + format_note_line(text, author_id=user.id, at=now))
         change = update(Lead).values(
-            status=status, updated_at=now, notes=_appended(line), version=Lead.version + 1
+            status=status,
+            status_changed_at=case(
+                (Lead.status == status, Lead.status_changed_at), else_=literal(now, UTCDateTime())
+            ),
+            updated_at=now,
+            notes=_appended(line),
+            version=Lead.version + 1,
         )
         event = lead_bulk.BulkEvent(
             LeadEventType.STATUS_CHANGED, "status", status.value, user.id, now, note=text
@@ -559,6 +573,14 @@ async def _with_assignee(db: AsyncSession, lead: Lead) -> Lead:
     """Load `lead.assignee` (the model's relationships never load implicitly)."""
     await db.flush()
     await db.refresh(lead, ["assignee"])
+    return lead
+
+
+async def visible_lead(db: AsyncSession, lead_id: int, user: User) -> Lead:
+    """The lead, if `user` may see it (a superuser: any; an agent: their own); otherwise
+    LeadNotFoundException, the same answer as for a lead that does not exist."""
+    lead = await _load_lead(db, lead_id)
+    _ensure_may_touch(user, lead)
     return lead
 
 

@@ -56,9 +56,30 @@ def encode_cursor(lead: Lead, paging: LeadPaging, fingerprint: str) -> str:
         "i": lead.id,
         "f": fingerprint,
     }
+    return pack(document)
+
+
+def pack(document: dict[str, Any]) -> str:
+    """A cursor's document as the opaque token clients pass back: URL-safe base64 of JSON."""
     # ensure_ascii=False: a sort value in any script costs its UTF-8 bytes, not six per letter
     raw = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def unpack(token: str) -> Any:
+    """The document of a `pack`ed token; ValueError (or binascii.Error) for anything else."""
+    return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+
+
+# What a token that is no cursor of ours raises while it is read.
+NOT_A_CURSOR = (
+    ValueError,
+    KeyError,
+    TypeError,
+    OverflowError,
+    binascii.Error,
+    json.JSONDecodeError,
+)
 
 
 def decode_cursor(token: str, paging: LeadPaging, fingerprint: str) -> Cursor:
@@ -66,8 +87,7 @@ def decode_cursor(token: str, paging: LeadPaging, fingerprint: str) -> Cursor:
     filters (`LeadFilters.fingerprint`). Followed under other filters it would start a page at
     a row of another result."""
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        document = json.loads(raw)
+        document = unpack(token)
         cursor = Cursor(
             document["s"],
             document["o"],
@@ -75,14 +95,7 @@ def decode_cursor(token: str, paging: LeadPaging, fingerprint: str) -> Cursor:
             _checked_id(document["i"]),
         )
         made_for = document["f"]
-    except (
-        ValueError,
-        KeyError,
-        TypeError,
-        OverflowError,
-        binascii.Error,
-        json.JSONDecodeError,
-    ):
+    except NOT_A_CURSOR:
         raise ValidationException.at("cursor", "is not a cursor this API handed out") from None
     if (cursor.sort_by, cursor.sort_order, made_for) != (
         paging.sort_by,

@@ -12,6 +12,7 @@ from app.api.preconditions import IfMatch, IfNoneMatch
 from app.api.render import lead_or_not_modified, lead_response, page_response
 from app.schemas.common import MAX_ID, given
 from app.schemas.filters import LeadListQuery
+from app.schemas.history import LeadHistoryPage, LeadHistoryQuery, LeadStatusHistory
 from app.schemas.lead import (
     BulkAssign,
     BulkResult,
@@ -27,6 +28,7 @@ from app.schemas.lead import (
 from app.services import LeadService
 from app.services.lead_changes import LeadChanges
 from app.services.lead_creation import LeadCreation
+from app.services.lead_history import LeadHistory
 from app.services.lead_reads import LeadReads
 
 router = APIRouter(prefix="/leads", tags=["leads"])
@@ -156,6 +158,44 @@ async def get_lead(lead_id: LeadId, access: ReadAccess, cached: IfNoneMatch) -> 
     """Answers 304 without a body when If-None-Match names the lead's current ETag."""
     lead = await LeadReads.lead(access.reader, lead_id, access.claims)
     return lead_or_not_modified(lead, cached)
+
+
+@router.get(
+    "/{lead_id:int}/history",
+    summary="A lead's history",
+    response_model=LeadHistoryPage,
+    status_code=status.HTTP_200_OK,
+    responses=LEAD_ERRORS,
+)
+async def get_lead_history(
+    lead_id: LeadId,
+    query: Annotated[LeadHistoryQuery, Query()],
+    db: SessionDep,
+    user: CurrentUser,
+) -> LeadHistoryPage:
+    """The lead's events, newest first: what changed (`changes`: old and new value of each
+    field), who did it (`actor`), when, and the lead's version after it. `field=status` keeps
+    the events that changed the status; `type=lead.note_added` lists the notes. Walk it with
+    `cursor` (`next_cursor`, same filters). Refused with 422 although the schema allows it: a
+    cursor this API did not hand out, or one made for other filters."""
+    page = await LeadHistory.events(db, lead_id, user.id, query)
+    return LeadHistoryPage.model_validate(page)
+
+
+@router.get(
+    "/{lead_id:int}/history/status",
+    summary="Time in each status",
+    response_model=LeadStatusHistory,
+    status_code=status.HTTP_200_OK,
+    responses=LEAD_ERRORS,
+)
+async def get_lead_status_history(
+    lead_id: LeadId, db: SessionDep, user: CurrentUser
+) -> LeadStatusHistory:
+    """Each status the lead has been in, oldest first, with when it began and ended and how
+    many seconds it lasted (the current one: until now)."""
+    periods = await LeadHistory.status_periods(db, lead_id, user.id)
+    return LeadStatusHistory.model_validate({"items": periods})
 
 
 @router.patch(

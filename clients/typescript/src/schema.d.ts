@@ -272,6 +272,51 @@ export interface paths {
         patch: operations["updateLead"];
         trace?: never;
     };
+    "/api/v1/leads/{lead_id}/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A lead's history
+         * @description The lead's events, newest first: what changed (`changes`: old and new value of each
+         *     field), who did it (`actor`), when, and the lead's version after it. `field=status` keeps
+         *     the events that changed the status; `type=lead.note_added` lists the notes. Walk it with
+         *     `cursor` (`next_cursor`, same filters). Refused with 422 although the schema allows it: a
+         *     cursor this API did not hand out, or one made for other filters.
+         */
+        get: operations["getLeadHistory"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/leads/{lead_id}/history/status": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Time in each status
+         * @description Each status the lead has been in, oldest first, with when it began and ended and how
+         *     many seconds it lasted (the current one: until now).
+         */
+        get: operations["getLeadStatusHistory"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/leads/{lead_id}/restore": {
         parameters: {
             query?: never;
@@ -448,6 +493,32 @@ export interface components {
              */
             request_id?: string;
         };
+        /** EventActor */
+        EventActor: {
+            /**
+             * Id
+             * @description The user's id.
+             */
+            id: number;
+            /**
+             * Full Name
+             * @description The user's name, for a timeline to show.
+             */
+            full_name: string;
+        };
+        /** FieldChange */
+        FieldChange: {
+            /**
+             * Old
+             * @description The value before, as the lead shows it (null when erased).
+             */
+            old: unknown;
+            /**
+             * New
+             * @description The value after, as the lead shows it (null when erased).
+             */
+            new: unknown;
+        };
         /** Health */
         Health: {
             /**
@@ -555,6 +626,59 @@ export interface components {
              * @description When to follow up (ISO 8601, naive means UTC).
              */
             next_follow_up_date?: string | null;
+        };
+        /** LeadEventRead */
+        LeadEventRead: {
+            /**
+             * Id
+             * @description The event's id: later events have larger ones.
+             */
+            id: number;
+            /** @description What happened. */
+            type: components["schemas"]["LeadEventType"];
+            /** @description Who did it; null for the system. */
+            actor: components["schemas"]["EventActor"] | null;
+            /**
+             * Occurred At
+             * Format: date-time
+             * @description When.
+             */
+            occurred_at: string;
+            /**
+             * Changes
+             * @description Each field it changed: old and new.
+             */
+            changes: {
+                [key: string]: components["schemas"]["FieldChange"];
+            };
+            /**
+             * Note
+             * @description The text of a note, a call's or a bulk change's note.
+             */
+            note: string | null;
+            /**
+             * Lead Version
+             * @description The lead's version after this change.
+             */
+            lead_version: number;
+        };
+        /**
+         * LeadEventType
+         * @enum {string}
+         */
+        LeadEventType: "lead.created" | "lead.updated" | "lead.note_added" | "lead.call_recorded" | "lead.archived" | "lead.restored" | "lead.deleted" | "lead.assigned" | "lead.status_changed";
+        /** LeadHistoryPage */
+        LeadHistoryPage: {
+            /**
+             * Items
+             * @description Newest first.
+             */
+            items: components["schemas"]["LeadEventRead"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` for the next page; null at the end.
+             */
+            next_cursor: string | null;
         };
         /**
          * LeadPage
@@ -704,6 +828,12 @@ export interface components {
              */
             updated_at: string;
             /**
+             * Status Changed At
+             * Format: date-time
+             * @description When its current status began (its creation, if the status never changed).
+             */
+            status_changed_at: string;
+            /**
              * Archived At
              * @description When it was archived; null if live.
              */
@@ -765,12 +895,25 @@ export interface components {
              * @description WON leads as a percentage of all leads.
              */
             conversion_rate: number;
+            /**
+             * Median Days To Won
+             * @description Median days from creation to WON over the live WON leads (rounded to 2 decimals); null when there are none.
+             */
+            median_days_to_won: number | null;
         };
         /**
          * LeadStatus
          * @enum {string}
          */
         LeadStatus: "NEW" | "CONTACTED" | "QUALIFIED" | "PROPOSAL" | "NEGOTIATION" | "WON" | "LOST" | "CALLBACK";
+        /** LeadStatusHistory */
+        LeadStatusHistory: {
+            /**
+             * Items
+             * @description Oldest first; the last is the current status.
+             */
+            items: components["schemas"]["StatusPeriod"][];
+        };
         /**
          * LeadUpdate
          * @description A partial update: only the fields sent are changed, each change recorded in the notes.
@@ -972,6 +1115,27 @@ export interface components {
              * @constant
              */
             database: "ok";
+        };
+        /** StatusPeriod */
+        StatusPeriod: {
+            /** @description The status. */
+            status: components["schemas"]["LeadStatus"];
+            /**
+             * Entered At
+             * Format: date-time
+             * @description When the lead got it.
+             */
+            entered_at: string;
+            /**
+             * Left At
+             * @description When it changed again; null for the current one.
+             */
+            left_at: string | null;
+            /**
+             * Seconds
+             * @description How long the lead had it (until now, for the current one).
+             */
+            seconds: number;
         };
         /** Token */
         Token: {
@@ -2367,6 +2531,133 @@ export interface operations {
             };
             /** @description precondition_required */
             428: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    getLeadHistory: {
+        parameters: {
+            query?: {
+                /** @description Events per page. */
+                limit?: number;
+                /** @description `next_cursor` of the previous page (with the same filters). */
+                cursor?: string | null;
+                /** @description Only events of these types; repeat the parameter for several. */
+                type?: components["schemas"]["LeadEventType"][] | null;
+                /** @description Only events that changed this field. */
+                field?: ("id" | "first_name" | "last_name" | "email" | "phone" | "company" | "job_title" | "source" | "status" | "assigned_to" | "lead_score" | "score_is_manual" | "probability" | "estimated_value" | "tags" | "notes" | "call_attempts" | "last_contact_date" | "next_follow_up_date" | "created_by" | "created_at" | "updated_at" | "status_changed_at" | "archived_at" | "status_before_archive" | "version") | null;
+            };
+            header?: never;
+            path: {
+                /** @description The lead's id. */
+                lead_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LeadHistoryPage"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    getLeadStatusHistory: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The lead's id. */
+                lead_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LeadStatusHistory"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
