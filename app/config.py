@@ -142,6 +142,8 @@ class Settings(BaseSettings):
     # Writes to one lead (PATCH, DELETE, restore, notes, calls) must carry If-Match (the ETag
     # the client read the lead with), or get 428: no client can overwrite a change it never saw.
     require_if_match: bool = False
+    # How long the answer of a write sent with an Idempotency-Key is kept for its retries.
+    idempotency_ttl_seconds: int = Field(default=86_400, ge=1, le=30 * 86_400)
 
     # Limits on what one call may send or ask for. Past one, the call is refused (422 naming the
     # field) and nothing is stored; the OpenAPI document shows the values in force

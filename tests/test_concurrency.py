@@ -387,6 +387,95 @@ async def test_concurrent_patches_with_one_if_match_let_exactly_one_through(
     assert {r.json()["current_version"] for r in responses if r.status_code == 412} == {2}
 
 
+async def concurrent_creates_with_one_key_make_one_lead(
+    client: httpx.AsyncClient, server: Server, copies: int, email: str
+) -> list[httpx.Response]:
+    """`copies` POST /leads at once, one Idempotency-Key and one body: one 201 that created
+    the lead, the rest its replays (201, `Idempotent-Replayed: true`, the same bytes) or 409
+    while it ran."""
+    headers = {**await log_in(client), "Idempotency-Key": f"create-{email}"}
+    body = {"first_name": "Barbara", "last_name": "Liskov", "email": email}
+    responses = await asyncio.gather(
+        *(client.post("/api/v1/leads", headers=headers, json=body) for _ in range(copies))
+    )
+    unexpected = [r for r in responses if r.status_code not in (201, 409)]
+    assert not unexpected, describe(unexpected, server)
+    created = [r for r in responses if r.status_code == 201]
+    firsts = [r for r in created if "Idempotent-Replayed" not in r.headers]
+    assert len(firsts) == 1, [dict(r.headers) for r in created]
+    assert all(r.content == firsts[0].content for r in created)
+    busy = [r for r in responses if r.status_code == 409]
+    assert all(r.json()["code"] == "idempotency_in_progress" for r in busy)
+    listed = await client.get("/api/v1/leads", params={"search": email}, headers=headers)
+    assert listed.json()["total"] == 1, listed.text
+    return responses
+
+
+@postgres_only
+async def test_twenty_concurrent_creates_with_one_key_make_one_lead_on_postgres(
+    pg_server: Server,
+) -> None:
+    async with http_client(pg_server) as client:
+        await concurrent_creates_with_one_key_make_one_lead(
+            client, pg_server, 20, "liskov@pg.example.com"
+        )
+
+
+async def test_five_concurrent_creates_with_one_key_make_one_lead_on_sqlite(
+    sqlite_server: Server,
+) -> None:
+    async with http_client(sqlite_server) as client:
+        await concurrent_creates_with_one_key_make_one_lead(
+            client, sqlite_server, 5, "liskov@sqlite.example.com"
+        )
+
+
+@postgres_only
+async def test_a_repeat_while_the_first_request_runs_gets_409_then_its_answer(
+    pg: ThrowAwayDatabase, pg_server: Server
+) -> None:
+    """The first note waits for a lock another transaction holds on the lead, its key held:
+    the repeat is told the first is still running (409); once it finishes, the next repeat
+    gets its answer."""
+    import asyncpg
+
+    lead_id = (await new_lead(pg, email="inprogress@example.com")).id
+    url = make_url(pg.url)
+    plain_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    gate = await asyncpg.connect(plain_url)
+    try:
+        async with http_client(pg_server) as client:
+            headers = {**await log_in(client), "Idempotency-Key": "note-in-progress"}
+            path, body = f"/api/v1/leads/{lead_id}/notes", {"text": "Only once"}
+            held = gate.transaction()
+            await held.start()
+            await gate.execute("SELECT id FROM leads WHERE id = $1 FOR UPDATE", lead_id)
+            first = asyncio.create_task(client.post(path, headers=headers, json=body))
+            watcher = await asyncpg.connect(
+                url.set(drivername="postgresql").render_as_string(False)
+            )
+            try:
+                deadline = time.monotonic() + 10
+                while not await sessions_waiting_for_a_lock(watcher, str(url.database)):
+                    assert time.monotonic() < deadline, "the first request never waited"
+                    await asyncio.sleep(0.02)
+            finally:
+                await watcher.close()
+            repeat = await client.post(path, headers=headers, json=body)
+            assert repeat.status_code == 409, repeat.text
+            assert repeat.json()["code"] == "idempotency_in_progress"
+            await held.commit()
+            answered = await first
+            assert answered.status_code == 200, answered.text
+            again = await client.post(path, headers=headers, json=body)
+    finally:
+        await gate.close()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.content == answered.content
+    lead = await read_lead(pg, lead_id)
+    assert history(lead.notes).count("Only once") == 1
+
+
 # --- 3. concurrent bulk status changes and assignments over overlapping ids ---------------------
 
 BULK_LEADS = 300

@@ -13,12 +13,13 @@ import logging
 import re
 from typing import Any
 
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.idempotency import replayed
 from app.schemas.common import CODE_BY_STATUS, DATABASE_UNAVAILABLE, ErrorResponse
 from app.services.exceptions import (
     AuthenticationException,
@@ -26,6 +27,8 @@ from app.services.exceptions import (
     CRMException,
     DatabaseException,
     DuplicateException,
+    IdempotencyInProgressException,
+    IdempotencyKeyReusedException,
     InactiveUserException,
     InvalidHeaderException,
     LeadNotFoundException,
@@ -37,6 +40,7 @@ from app.services.exceptions import (
     ValidationException,
 )
 from app.services.faults import record_fault
+from app.services.idempotency import IdempotentReplay
 from app.services.lead_reads import LeadReads
 
 logger = logging.getLogger(__name__)
@@ -50,6 +54,8 @@ STATUS_BY_EXCEPTION: dict[type[CRMException], int] = {
     ConflictException: status.HTTP_409_CONFLICT,
     InactiveUserException: status.HTTP_409_CONFLICT,
     PreconditionFailedException: status.HTTP_412_PRECONDITION_FAILED,
+    IdempotencyKeyReusedException: status.HTTP_422_UNPROCESSABLE_CONTENT,
+    IdempotencyInProgressException: status.HTTP_409_CONFLICT,
     PreconditionRequiredException: status.HTTP_428_PRECONDITION_REQUIRED,
     InvalidHeaderException: status.HTTP_400_BAD_REQUEST,
     AuthenticationException: status.HTTP_401_UNAUTHORIZED,
@@ -105,9 +111,27 @@ ETAG_HEADER = {
 }
 
 
-def lead_answer(description: str = "The lead.") -> dict[int | str, dict[str, Any]]:
-    """The `responses=` entry of a route that answers one lead (200): its ETag header."""
-    return {200: {"description": description, "headers": {"ETag": ETAG_HEADER}}}
+REPLAYED_HEADER = {
+    "description": "`true` when this is the stored answer to an earlier request with the same "
+    "Idempotency-Key (nothing was changed this time); absent otherwise.",
+    "schema": {"type": "string", "enum": ["true"]},
+}
+
+
+def lead_answer(
+    description: str = "The lead.", *, idempotent: bool = False
+) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entry of a route that answers one lead (200): its ETag header, and
+    for a route that takes an Idempotency-Key the header saying an answer is a replay."""
+    headers = {"ETag": ETAG_HEADER}
+    if idempotent:
+        headers["Idempotent-Replayed"] = REPLAYED_HEADER
+    return {200: {"description": description, "headers": headers}}
+
+
+def replayable(description: str) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entry of a route that takes an Idempotency-Key and answers 200."""
+    return {200: {"description": description, "headers": {"Idempotent-Replayed": REPLAYED_HEADER}}}
 
 
 NOT_MODIFIED = {
@@ -255,7 +279,14 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+async def _replay(request: Request, exc: Exception) -> Response:
+    """Not an error: a repeat of an Idempotency-Key gets the key's first answer again."""
+    assert isinstance(exc, IdempotentReplay)
+    return replayed(exc.answer)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(IdempotentReplay, _replay)
     app.add_exception_handler(CRMException, _crm_exception)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)

@@ -62,6 +62,11 @@ def lead_or_not_modified(lead: Any, cached: Precondition | None) -> Response:
     return lead_response(lead)
 
 
+def bulk_response(lead_ids: Sequence[int]) -> Response:
+    """What a bulk call answers (`BulkResult`)."""
+    return JSONBytes(_dumps({"updated_count": len(lead_ids), "lead_ids": list(lead_ids)}))
+
+
 def page_response(
     leads: Sequence[Any],
     *,

@@ -1,6 +1,7 @@
 """ORM models. Importing this package registers every table on `Base.metadata`."""
 
 from app.models.base import Base
+from app.models.idempotency_key import IdempotencyKey
 from app.models.lead import (
     ARCHIVED_TAG,
     CLOSED_STATUSES,
@@ -26,6 +27,7 @@ __all__ = [
     "UNASSIGNED",
     "Base",
     "FieldValidationError",
+    "IdempotencyKey",
     "Lead",
     "LeadEvent",
     "LeadEventType",

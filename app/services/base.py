@@ -13,6 +13,9 @@ can have happened. That replaces pre-pinging every checkout. A failure while com
 never run again: whether the commit happened is unknown. Because the method runs from the top
 each time, it must build everything it changes inside itself (never mutate the caller's input).
 
+A request sent with an Idempotency-Key has its key claimed at the start of the transaction and
+its answer stored before the commit (app/services/idempotency.py), each time the method runs.
+
 Database errors become `DatabaseException` (503) through `app.services.faults.database_fault`,
 the one place every path translates and logs them (once per kind per interval).
 """
@@ -32,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.database import is_stale_connection_error
 from app.models import FieldValidationError, User
 from app.models.validation import is_whole_number
+from app.services import idempotency
 from app.services.exceptions import (
     ConflictException,
     CRMException,
@@ -71,10 +75,16 @@ def transactional(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]
         db, args = _session_argument(method, args, kwargs)
         collisions = 0
         reconnected = False
+        call = idempotency.current.get()  # the request's Idempotency-Key, if it sent one
         while True:
             committing = False
             try:
+                if call is not None:
+                    dialect = db.get_bind().dialect.name
+                    await idempotency.claim(idempotency.OnSession(db), dialect, call)
                 result = await method(db, *args, **kwargs)
+                if call is not None:
+                    await idempotency.store(idempotency.OnSession(db), dialect, call, result)
                 committing = True
                 await db.commit()
                 return result

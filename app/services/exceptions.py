@@ -121,6 +121,30 @@ class PreconditionRequiredException(CRMException):
         )
 
 
+class IdempotencyKeyReusedException(CRMException):
+    """The Idempotency-Key was first used with another request (method, path or body)."""
+
+    code = "idempotency_key_reused"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This Idempotency-Key was already used with a different request (another method, "
+            "path or body); use a new key for a new request."
+        )
+
+
+class IdempotencyInProgressException(CRMException):
+    """A request with this Idempotency-Key is still running."""
+
+    code = "idempotency_in_progress"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "A request with this Idempotency-Key is still being processed; retry it in a moment "
+            "to get its answer."
+        )
+
+
 class InvalidHeaderException(CRMException):
     """A request header the API reads is malformed; `header` names it."""
 

@@ -25,7 +25,8 @@ from sqlalchemy import Insert, Select, bindparam, insert, select
 from app.models import FieldValidationError, Lead, LeadEvent, LeadEventType, User
 from app.models.types import utcnow
 from app.models.validation import NO_CONTACT, is_whole_number, no_nul
-from app.services.base import as_data, reject_unknown_fields
+from app.services import idempotency
+from app.services.base import as_data, in_transaction, reject_unknown_fields
 from app.services.exceptions import (
     AuthenticationException,
     CRMException,
@@ -282,7 +283,12 @@ class LeadCreation:
 async def _store(
     writer: Writer, shape: tuple[bool, bool], params: dict[str, Any], event: dict[str, Any]
 ) -> list[tuple]:
-    """The new lead's row (none if the checks failed), its event written with it."""
+    """The new lead's row (none if the checks failed), its event written with it. Sent with
+    an Idempotency-Key, the same statements run in a transaction that claims the key first and
+    stores the answer last (app/services/idempotency.py)."""
+    call = idempotency.current.get()
+    if call is not None:
+        return await _store_once(writer, call, shape, params, event)
     if writer.dialect_name == "postgresql":
         return await writer.rows(INSERT_WITH_EVENT[shape], {**params, **event})
     async with writer.transaction() as tx:
@@ -290,6 +296,30 @@ async def _store(
         if rows:
             await tx.rows(INSERT_EVENT, {**event, "event_lead_id": rows[0][0]})
         return rows
+
+
+async def _store_once(
+    writer: Writer,
+    call: idempotency.IdempotentCall,
+    shape: tuple[bool, bool],
+    params: dict[str, Any],
+    event: dict[str, Any],
+) -> list[tuple]:
+    dialect = writer.dialect_name
+
+    async def work(tx: Any) -> list[tuple]:
+        await idempotency.claim(tx, dialect, call)
+        if dialect == "postgresql":
+            rows = await tx.rows(INSERT_WITH_EVENT[shape], {**params, **event})
+        else:
+            rows = await tx.rows(INSERT_FOR_CALLER[shape], params)
+            if rows:
+                await tx.rows(INSERT_EVENT, {**event, "event_lead_id": rows[0][0]})
+        if rows:
+            await idempotency.store(tx, dialect, call, LeadRow._make(rows[0]))
+        return rows
+
+    return await in_transaction(writer, work)
 
 
 async def check_assignee(writer: Writer, assignee_id: Any) -> None:

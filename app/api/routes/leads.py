@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from app.api.deps import CurrentUser, ReadAccess, SessionDep, WriteAccess
-from app.api.errors import ETAG_HEADER, NOT_MODIFIED, created_at, error_responses, lead_answer
+from app.api.errors import (
+    ETAG_HEADER,
+    NOT_MODIFIED,
+    REPLAYED_HEADER,
+    created_at,
+    error_responses,
+    lead_answer,
+    replayable,
+)
+from app.api.idempotency import OnceDep
 from app.api.preconditions import IfMatch, IfNoneMatch
-from app.api.render import lead_or_not_modified, lead_response, page_response
+from app.api.render import bulk_response, lead_or_not_modified, lead_response, page_response
 from app.schemas.common import MAX_ID, given
 from app.schemas.filters import LeadListQuery
 from app.schemas.history import LeadHistoryPage, LeadHistoryQuery, LeadStatusHistory
@@ -42,6 +51,9 @@ WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422)
 # A write to one lead also reads If-Match: 400 malformed, 412 stale, 428 missing when required.
 CONDITIONAL_ERRORS = error_responses(400, 412, 428)
 ONE_LEAD_WRITE = {**lead_answer(), **WRITE_ERRORS, **CONDITIONAL_ERRORS}
+# 400 also for a malformed Idempotency-Key; 409 while its first request runs; 422 for a key
+# first used with another request.
+ONE_LEAD_ADDITION = {**ONE_LEAD_WRITE, **lead_answer(idempotent=True)}
 
 
 @router.get(
@@ -76,20 +88,35 @@ async def list_leads(access: ReadAccess, query: Annotated[LeadListQuery, Query()
     summary="Create a lead",
     response_model=LeadRead,
     status_code=status.HTTP_201_CREATED,
-    responses={**created_at("lead", ETag=ETAG_HEADER), **WRITE_ERRORS},
+    responses={
+        **created_at("lead", ETag=ETAG_HEADER, **{"Idempotent-Replayed": REPLAYED_HEADER}),
+        **WRITE_ERRORS,
+    },
 )
-async def create_lead(body: LeadCreate, access: WriteAccess, request: Request) -> Response:
+async def create_lead(
+    body: LeadCreate, access: WriteAccess, request: Request, once: OnceDep
+) -> Response:
     """Scored automatically unless `lead_score` is given. An agent's lead is assigned to the
     agent; a superuser may name any active user in `assigned_to`.
 
     Refused with 422 although the schema alone allows them: an email whose syntax is invalid
     (the check is stricter than JSON Schema's `format: email`), and a lead with neither an
-    email nor a phone number (a blank one counts as none)."""
-    lead = await LeadCreation.create(access.writer, body, access.claims)
+    email nor a phone number (a blank one counts as none).
+
+    With an `Idempotency-Key`, a retry of the same request gets the first answer again and
+    creates nothing: 422 if the key was first used with another body, 409 while the first
+    request still runs."""
     # The new lead's URL is this one plus its id (what `url_for("get_lead")` gives, root path
     # included, at a fraction of the cost of searching the routes for it).
-    location = f"{request.url.path.rstrip('/')}/{lead.id}"
-    return lead_response(lead, status_code=status.HTTP_201_CREATED, headers={"Location": location})
+    leads_url = request.url.path.rstrip("/")
+
+    def render(lead: Any) -> Response:
+        location = {"Location": f"{leads_url}/{lead.id}"}
+        return lead_response(lead, status_code=status.HTTP_201_CREATED, headers=location)
+
+    async with once.run(access.claims.user_id, render) as outcome:
+        lead = await LeadCreation.create(access.writer, body, access.claims)
+    return outcome.or_render(render, lead)
 
 
 @router.get(
@@ -110,21 +137,23 @@ async def get_lead_statistics(access: ReadAccess) -> LeadStatistics:
     summary="Set the status of many leads",
     response_model=BulkResult,
     status_code=status.HTTP_200_OK,
-    responses=WRITE_ERRORS,
+    responses={**replayable("The leads changed."), **WRITE_ERRORS},
 )
 async def bulk_update_status(
-    body: BulkStatusUpdate, db: SessionDep, user: CurrentUser
-) -> BulkResult:
-    """All or nothing: if any id is missing, not the caller's, or archived, nothing changes."""
-    lead_ids = await LeadService.bulk_update_status(
-        db,
-        body.lead_ids,
-        body.status,
-        user_id=user.id,
-        note=given(body.note),
-        ids_only=True,
-    )
-    return BulkResult(updated_count=len(lead_ids), lead_ids=lead_ids)
+    body: BulkStatusUpdate, db: SessionDep, user: CurrentUser, once: OnceDep
+) -> Response:
+    """All or nothing: if any id is missing, not the caller's, or archived, nothing changes.
+    Takes an `Idempotency-Key` (see `POST /leads`)."""
+    async with once.run(user.id, bulk_response) as outcome:
+        lead_ids = await LeadService.bulk_update_status(
+            db,
+            body.lead_ids,
+            body.status,
+            user_id=user.id,
+            note=given(body.note),
+            ids_only=True,
+        )
+    return outcome.or_render(bulk_response, lead_ids)
 
 
 @router.post(
@@ -132,18 +161,22 @@ async def bulk_update_status(
     summary="Assign many leads to an agent",
     response_model=BulkResult,
     status_code=status.HTTP_200_OK,
-    responses=WRITE_ERRORS,
+    responses={**replayable("The leads assigned."), **WRITE_ERRORS},
 )
-async def assign_leads(body: BulkAssign, db: SessionDep, user: CurrentUser) -> BulkResult:
-    """Superusers only; the agent must exist and be active. All or nothing."""
-    lead_ids = await LeadService.assign_leads(
-        db,
-        body.lead_ids,
-        agent_user_id=body.agent_user_id,
-        assigned_by_user_id=user.id,
-        ids_only=True,
-    )
-    return BulkResult(updated_count=len(lead_ids), lead_ids=lead_ids)
+async def assign_leads(
+    body: BulkAssign, db: SessionDep, user: CurrentUser, once: OnceDep
+) -> Response:
+    """Superusers only; the agent must exist and be active. All or nothing. Takes an
+    `Idempotency-Key` (see `POST /leads`)."""
+    async with once.run(user.id, bulk_response) as outcome:
+        lead_ids = await LeadService.assign_leads(
+            db,
+            body.lead_ids,
+            agent_user_id=body.agent_user_id,
+            assigned_by_user_id=user.id,
+            ids_only=True,
+        )
+    return outcome.or_render(bulk_response, lead_ids)
 
 
 @router.get(
@@ -261,15 +294,22 @@ async def restore_lead(
     summary="Add a note to a lead",
     response_model=LeadRead,
     status_code=status.HTTP_200_OK,
-    responses=ONE_LEAD_WRITE,
+    responses=ONE_LEAD_ADDITION,
 )
 async def add_lead_note(
-    lead_id: LeadId, body: NoteCreate, db: SessionDep, user: CurrentUser, if_match: IfMatch
+    lead_id: LeadId,
+    body: NoteCreate,
+    db: SessionDep,
+    user: CurrentUser,
+    if_match: IfMatch,
+    once: OnceDep,
 ) -> Response:
-    lead = await LeadService.add_lead_note(
-        db, lead_id, body.text, user_id=user.id, if_match=if_match
-    )
-    return lead_response(lead)
+    """Takes an `Idempotency-Key` (see `POST /leads`)."""
+    async with once.run(user.id, lead_response) as outcome:
+        lead = await LeadService.add_lead_note(
+            db, lead_id, body.text, user_id=user.id, if_match=if_match
+        )
+    return outcome.or_render(lead_response, lead)
 
 
 @router.post(
@@ -277,18 +317,21 @@ async def add_lead_note(
     summary="Record a call attempt",
     response_model=LeadRead,
     status_code=status.HTTP_200_OK,
-    responses=ONE_LEAD_WRITE,
+    responses=ONE_LEAD_ADDITION,
 )
 async def record_call_attempt(
     lead_id: LeadId,
     db: SessionDep,
     user: CurrentUser,
     if_match: IfMatch,
+    once: OnceDep,
     body: CallCreate | None = None,
 ) -> Response:
-    """Adds one to `call_attempts`, sets `last_contact_date` to now, and notes the call."""
+    """Adds one to `call_attempts`, sets `last_contact_date` to now, and notes the call.
+    Takes an `Idempotency-Key` (see `POST /leads`)."""
     note = given(body.note) if body else None
-    lead = await LeadService.record_call_attempt(
-        db, lead_id, user_id=user.id, note=note, if_match=if_match
-    )
-    return lead_response(lead)
+    async with once.run(user.id, lead_response) as outcome:
+        lead = await LeadService.record_call_attempt(
+            db, lead_id, user_id=user.id, note=note, if_match=if_match
+        )
+    return outcome.or_render(lead_response, lead)

@@ -169,6 +169,10 @@ export interface paths {
          *     Refused with 422 although the schema alone allows them: an email whose syntax is invalid
          *     (the check is stricter than JSON Schema's `format: email`), and a lead with neither an
          *     email nor a phone number (a blank one counts as none).
+         *
+         *     With an `Idempotency-Key`, a retry of the same request gets the first answer again and
+         *     creates nothing: 422 if the key was first used with another body, 409 while the first
+         *     request still runs.
          */
         post: operations["createLead"];
         delete?: never;
@@ -210,6 +214,7 @@ export interface paths {
         /**
          * Set the status of many leads
          * @description All or nothing: if any id is missing, not the caller's, or archived, nothing changes.
+         *     Takes an `Idempotency-Key` (see `POST /leads`).
          */
         post: operations["bulkUpdateStatus"];
         delete?: never;
@@ -229,7 +234,8 @@ export interface paths {
         put?: never;
         /**
          * Assign many leads to an agent
-         * @description Superusers only; the agent must exist and be active. All or nothing.
+         * @description Superusers only; the agent must exist and be active. All or nothing. Takes an
+         *     `Idempotency-Key` (see `POST /leads`).
          */
         post: operations["assignLeads"];
         delete?: never;
@@ -343,7 +349,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Add a note to a lead */
+        /**
+         * Add a note to a lead
+         * @description Takes an `Idempotency-Key` (see `POST /leads`).
+         */
         post: operations["addLeadNote"];
         delete?: never;
         options?: never;
@@ -363,6 +372,7 @@ export interface paths {
         /**
          * Record a call attempt
          * @description Adds one to `call_attempts`, sets `last_contact_date` to now, and notes the call.
+         *     Takes an `Idempotency-Key` (see `POST /leads`).
          */
         post: operations["recordCallAttempt"];
         delete?: never;
@@ -476,7 +486,7 @@ export interface components {
              * @description A stable snake_case code for programs.
              * @enum {string}
              */
-            code: "bad_request" | "conflict" | "database_error" | "database_unavailable" | "duplicate" | "inactive_user" | "internal_error" | "invalid_header" | "lead_not_found" | "method_not_allowed" | "not_acceptable" | "not_authenticated" | "not_found" | "permission_denied" | "precondition_failed" | "precondition_required" | "request_timeout" | "request_too_large" | "service_unavailable" | "too_many_attempts" | "too_many_requests" | "unsupported_media_type" | "user_not_found" | "validation_error";
+            code: "bad_request" | "conflict" | "database_error" | "database_unavailable" | "duplicate" | "idempotency_in_progress" | "idempotency_key_reused" | "inactive_user" | "internal_error" | "invalid_header" | "lead_not_found" | "method_not_allowed" | "not_acceptable" | "not_authenticated" | "not_found" | "permission_denied" | "precondition_failed" | "precondition_required" | "request_timeout" | "request_too_large" | "service_unavailable" | "too_many_attempts" | "too_many_requests" | "unsupported_media_type" | "user_not_found" | "validation_error";
             /**
              * Errors
              * @description Each invalid field or header (422, and 400 for a header).
@@ -1964,7 +1974,10 @@ export interface operations {
     createLead: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Any 1-255 printable ASCII characters naming this request, new for each new request: a retry with the same key and the same body gets the first answer again (with `Idempotent-Replayed: true`) and changes nothing. Kept per user for IDEMPOTENCY_TTL_SECONDS (a day). */
+                "Idempotency-Key"?: string | null;
+            };
             path?: never;
             cookie?: never;
         };
@@ -1981,6 +1994,8 @@ export interface operations {
                     Location?: string;
                     /** @description The lead's entity tag, "<id>-<version>": send it back in If-Match to change the lead only if nobody else has, or in If-None-Match to read it only if it changed. */
                     ETag?: string;
+                    /** @description `true` when this is the stored answer to an earlier request with the same Idempotency-Key (nothing was changed this time); absent otherwise. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2084,7 +2099,10 @@ export interface operations {
     bulkUpdateStatus: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Any 1-255 printable ASCII characters naming this request, new for each new request: a retry with the same key and the same body gets the first answer again (with `Idempotent-Replayed: true`) and changes nothing. Kept per user for IDEMPOTENCY_TTL_SECONDS (a day). */
+                "Idempotency-Key"?: string | null;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2094,9 +2112,11 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Successful Response */
+            /** @description The leads changed. */
             200: {
                 headers: {
+                    /** @description `true` when this is the stored answer to an earlier request with the same Idempotency-Key (nothing was changed this time); absent otherwise. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2171,7 +2191,10 @@ export interface operations {
     assignLeads: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Any 1-255 printable ASCII characters naming this request, new for each new request: a retry with the same key and the same body gets the first answer again (with `Idempotent-Replayed: true`) and changes nothing. Kept per user for IDEMPOTENCY_TTL_SECONDS (a day). */
+                "Idempotency-Key"?: string | null;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2181,9 +2204,11 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Successful Response */
+            /** @description The leads assigned. */
             200: {
                 headers: {
+                    /** @description `true` when this is the stored answer to an earlier request with the same Idempotency-Key (nothing was changed this time); absent otherwise. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2764,6 +2789,8 @@ export interface operations {
             header?: {
                 /** @description Change the lead only if it still has this ETag (or any of a list; "*": any existing lead). Otherwise 412, the lead unchanged. Required (428 without it) when the server sets REQUIRE_IF_MATCH. */
                 "If-Match"?: string | null;
+                /** @description Any 1-255 printable ASCII characters naming this request, new for each new request: a retry with the same key and the same body gets the first answer again (with `Idempotent-Replayed: true`) and changes nothing. Kept per user for IDEMPOTENCY_TTL_SECONDS (a day). */
+                "Idempotency-Key"?: string | null;
             };
             path: {
                 /** @description The lead's id. */
@@ -2782,6 +2809,8 @@ export interface operations {
                 headers: {
                     /** @description The lead's entity tag, "<id>-<version>": send it back in If-Match to change the lead only if nobody else has, or in If-None-Match to read it only if it changed. */
                     ETag?: string;
+                    /** @description `true` when this is the stored answer to an earlier request with the same Idempotency-Key (nothing was changed this time); absent otherwise. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2877,6 +2906,8 @@ export interface operations {
             header?: {
                 /** @description Change the lead only if it still has this ETag (or any of a list; "*": any existing lead). Otherwise 412, the lead unchanged. Required (428 without it) when the server sets REQUIRE_IF_MATCH. */
                 "If-Match"?: string | null;
+                /** @description Any 1-255 printable ASCII characters naming this request, new for each new request: a retry with the same key and the same body gets the first answer again (with `Idempotent-Replayed: true`) and changes nothing. Kept per user for IDEMPOTENCY_TTL_SECONDS (a day). */
+                "Idempotency-Key"?: string | null;
             };
             path: {
                 /** @description The lead's id. */
@@ -2895,6 +2926,8 @@ export interface operations {
                 headers: {
                     /** @description The lead's entity tag, "<id>-<version>": send it back in If-Match to change the lead only if nobody else has, or in If-None-Match to read it only if it changed. */
                     ETag?: string;
+                    /** @description `true` when this is the stored answer to an earlier request with the same Idempotency-Key (nothing was changed this time); absent otherwise. */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
