@@ -46,6 +46,11 @@ PASSWORD_HASH = (
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-signing"
 
 postgres_only = pytest.mark.skipif(not ON_POSTGRES, reason="needs TEST_DATABASE_URL (PostgreSQL)")
+# A test of a SQLite server of its own does the same whichever suite runs it: the SQLite suite
+# runs it, the PostgreSQL suite does not run it again.
+sqlite_suite_only = pytest.mark.skipif(
+    ON_POSTGRES, reason="a SQLite server of its own: run once, by the SQLite suite"
+)
 
 UserFactory = Callable[..., Awaitable[User]]
 LeadFactory = Callable[..., Awaitable[Lead]]

@@ -18,9 +18,11 @@ requests at once.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
 import secrets
+import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -43,7 +45,14 @@ from app.models import Lead, LeadEvent, LeadStatus, User
 from app.services import LeadService
 from app.services.exceptions import ConflictException
 from app.services.security import create_access_token
-from tests.helpers import ON_POSTGRES, PASSWORD, PASSWORD_HASH, TEST_SECRET, postgres_only
+from tests.helpers import (
+    ON_POSTGRES,
+    PASSWORD,
+    PASSWORD_HASH,
+    TEST_SECRET,
+    postgres_only,
+    sqlite_suite_only,
+)
 from tests.support import (
     Server,
     engine_settings,
@@ -226,6 +235,8 @@ def pg_server(pg: ThrowAwayDatabase, tmp_path: Path) -> Iterator[Server]:
 
 @pytest.fixture
 def sqlite_server(tmp_path: Path) -> Iterator[Server]:
+    if ON_POSTGRES:
+        pytest.skip("a SQLite server of its own: run once, by the SQLite suite")
     with server_launcher(wait_until_ready=True) as start:
         yield start(
             tmp_path, ADMIN_EMAIL=ADMIN_EMAIL, ADMIN_PASSWORD=PASSWORD, SECRET_KEY=TEST_SECRET
@@ -474,6 +485,70 @@ async def test_a_repeat_while_the_first_request_runs_gets_409_then_its_answer(
     assert again.content == answered.content
     lead = await read_lead(pg, lead_id)
     assert history(lead.notes).count("Only once") == 1
+
+
+@postgres_only
+async def test_a_first_request_that_failed_with_a_database_error_stores_nothing(
+    pg: ThrowAwayDatabase, tmp_path: Path
+) -> None:
+    """The first note times out in the database (503): its key keeps no answer, so the retry
+    runs and adds the note, once."""
+    import asyncpg
+
+    lead_id = (await new_lead(pg, email="timedout@example.com")).id
+    url = make_url(pg.url)
+    gate = await asyncpg.connect(
+        url.set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    with server_launcher(wait_until_ready=True) as start:
+        server = start(
+            tmp_path,
+            DATABASE_URL=pg.url,
+            ADMIN_EMAIL=ADMIN_EMAIL,
+            ADMIN_PASSWORD=PASSWORD,
+            SECRET_KEY=TEST_SECRET,
+            DB_STATEMENT_TIMEOUT_MS="300",
+        )
+        try:
+            async with http_client(server) as client:
+                headers = {**await log_in(client), "Idempotency-Key": "note-after-a-fault"}
+                path, body = f"/api/v1/leads/{lead_id}/notes", {"text": "Despite the fault"}
+                held = gate.transaction()
+                await held.start()
+                await gate.execute("SELECT id FROM leads WHERE id = $1 FOR UPDATE", lead_id)
+                failed = await client.post(path, headers=headers, json=body)
+                await held.rollback()
+                retried = await client.post(path, headers=headers, json=body)
+        finally:
+            await gate.close()
+    assert failed.status_code == 503, failed.text
+    assert retried.status_code == 200, retried.text
+    assert "Idempotent-Replayed" not in retried.headers
+    lead = await read_lead(pg, lead_id)
+    assert history(lead.notes).count("Despite the fault") == 1
+
+
+@sqlite_suite_only
+async def test_a_stored_answer_outlives_a_killed_server(tmp_path: Path) -> None:
+    """The answer was acknowledged, then the server was killed (SIGKILL): a new server on the
+    same database replays it and creates nothing."""
+    body = {"first_name": "Frances", "last_name": "Allen", "email": "allen@example.com"}
+    with server_launcher(wait_until_ready=True) as start:
+        settings = {"ADMIN_EMAIL": ADMIN_EMAIL, "ADMIN_PASSWORD": PASSWORD}
+        first_server = start(tmp_path, SECRET_KEY=TEST_SECRET, **settings)
+        async with http_client(first_server) as client:
+            headers = {**await log_in(client), "Idempotency-Key": "create-before-the-crash"}
+            first = await client.post("/api/v1/leads", headers=headers, json=body)
+        assert first.status_code == 201, first.text
+        os.killpg(first_server.process.pid, signal.SIGKILL)
+        first_server.process.wait(timeout=10)
+        second_server = start(tmp_path, SECRET_KEY=TEST_SECRET, **settings)
+        async with http_client(second_server) as client:
+            again = await client.post("/api/v1/leads", headers=headers, json=body)
+            listed = await client.get("/api/v1/leads", headers=headers)
+    assert again.headers["Idempotent-Replayed"] == "true", again.text
+    assert (again.status_code, again.content) == (201, first.content)
+    assert listed.json()["total"] == 1
 
 
 # --- 3. concurrent bulk status changes and assignments over overlapping ids ---------------------

@@ -4,7 +4,7 @@ cursor and filtered by type and field; the time it spent in each status; and
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
 
@@ -293,3 +293,13 @@ async def test_a_bulk_status_a_lead_already_has_keeps_status_changed_at(
     await LeadService.bulk_update_status(db, [lead_id], "WON", user_id=superuser.id)
     lead = await lead_row(db, lead_id)
     assert lead.status_changed_at == before != lead.updated_at
+
+
+async def test_a_lead_inserted_without_status_changed_at_has_had_its_status_since_creation(
+    db: AsyncSession,
+) -> None:
+    created = datetime(2025, 5, 6, 7, 8, 9, tzinfo=UTC)
+    lead = Lead(first_name="Old", last_name="Row", phone="+15550199", created_at=created)
+    db.add(lead)
+    await db.commit()
+    assert (await lead_row(db, lead.id)).status_changed_at == created

@@ -83,6 +83,13 @@ def _enum_column(enum_cls: type[StrEnum], name: str) -> Enum:
     )
 
 
+def _since_creation(context: Any) -> datetime:
+    """`status_changed_at` of a lead inserted without one: it has had its status since it was
+    created (a row inserted with an old `created_at`, by a seed or a test, says so too)."""
+    created = context.get_current_parameters().get("created_at") if context else None
+    return created or utcnow()
+
+
 class Lead(Base):
     __tablename__ = "leads"
 
@@ -118,7 +125,7 @@ class Lead(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # When the current status began: set by every write that changes the status (the
     # creation time until one does). Time in status and the days to WON are read from it.
-    status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_since_creation)
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     status_before_archive: Mapped[LeadStatus | None] = mapped_column(
         _enum_column(LeadStatus, "lead_status_before_archive")
