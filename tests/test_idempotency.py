@@ -18,7 +18,7 @@ from app.config import Settings
 from app.models import IdempotencyKey, Lead, LeadEvent, User
 from app.models.types import utcnow
 from app.services import idempotency
-from tests.helpers import LeadFactory, claims_bearer, sql_statements, uid
+from tests.helpers import LeadFactory, change_user, claims_bearer, sql_statements, uid
 
 LEADS = "/api/v1/leads"
 NEW = {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com"}
@@ -117,25 +117,51 @@ async def test_keys_belong_to_their_user(
     assert await count(db, Lead) == 2
 
 
-async def test_a_failed_first_request_stores_nothing_so_its_retry_runs(
+async def test_a_refusal_is_kept_and_its_retry_hears_it_again(
     client: httpx.AsyncClient,
     db: AsyncSession,
     h: dict[str, str],
     make_lead: LeadFactory,
     superuser: User,
 ) -> None:
+    """The first note is refused (the lead is archived: 409): that is the key's answer, even
+    once the lead is restored; a new key runs."""
     from app.services import LeadService
 
     lead_id = uid(await make_lead())
-    await LeadService.delete_lead(db, lead_id, user_id=superuser.id)  # archived: notes refused
+    await LeadService.delete_lead(db, lead_id, user_id=superuser.id)
     path, body = f"{LEADS}/{lead_id}/notes", {"text": "Hello"}
     refused = await client.post(path, json=body, headers=keyed(h))
     assert refused.status_code == 409, refused.text
-    assert await count(db, IdempotencyKey) == 0
     await LeadService.restore_lead(db, lead_id, user_id=uid(superuser))
-    retried = await client.post(path, json=body, headers=keyed(h))
-    assert retried.status_code == 200, retried.text
-    assert "Idempotent-Replayed" not in retried.headers
+
+    again = await client.post(path, json=body, headers=keyed(h))
+    assert (again.status_code, again.content) == (409, refused.content)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    fresh = await client.post(path, json=body, headers=keyed(h, "key-2"))
+    assert fresh.status_code == 200, fresh.text
+
+
+async def test_a_caller_refused_inside_the_write_leaves_no_answer(
+    client: httpx.AsyncClient, db: AsyncSession, settings: Settings, agent: User
+) -> None:
+    """The agent's token is fine but the account was deactivated since: the create's own
+    account check refuses it (401). That is no answer of the key's."""
+    headers = keyed(claims_bearer(settings, uid(agent)))
+    await change_user(db, uid(agent), is_active=False)
+    response = await client.post(LEADS, json=NEW, headers=headers)
+    assert response.status_code == 401, response.text
+    assert await count(db, IdempotencyKey) == 0
+
+
+async def test_a_reused_key_keeps_its_first_answer(
+    client: httpx.AsyncClient, db: AsyncSession, h: dict[str, str]
+) -> None:
+    first = await client.post(LEADS, json=NEW, headers=keyed(h))
+    reused = await client.post(LEADS, json={**NEW, "first_name": "B"}, headers=keyed(h))
+    assert reused.status_code == 422, reused.text
+    again = await client.post(LEADS, json=NEW, headers=keyed(h))
+    assert (again.status_code, again.content) == (201, first.content)
 
 
 async def test_an_expired_key_runs_again(

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api.idempotency import replayed
+from app.api.idempotency import IDEMPOTENT_CALL, replayed
 from app.schemas.common import CODE_BY_STATUS, DATABASE_UNAVAILABLE, ErrorResponse
 from app.services.exceptions import (
     AuthenticationException,
@@ -41,6 +41,7 @@ from app.services.exceptions import (
 )
 from app.services.faults import record_fault
 from app.services.idempotency import IdempotentReplay
+from app.services.idempotency_refusals import IdempotencyRefusals, is_kept
 from app.services.lead_reads import LeadReads
 
 logger = logging.getLogger(__name__)
@@ -158,7 +159,20 @@ async def _crm_exception(request: Request, exc: Exception) -> JSONResponse:
         errors = exc.errors
     elif isinstance(exc, PreconditionFailedException):
         headers, extra = {"ETag": exc.tag}, {"current_version": exc.current_version}
-    return error_response(status_code, exc.message, exc.code, errors, headers, **extra)
+    response = error_response(status_code, exc.message, exc.code, errors, headers, **extra)
+    call = getattr(request.state, IDEMPOTENT_CALL, None)
+    if call is not None and is_kept(exc, status_code):
+        await _keep_refusal(request, call, response)
+    return response
+
+
+async def _keep_refusal(request: Request, call: Any, response: Response) -> None:
+    """The refusal as the answer of the request's Idempotency-Key; if that fails, the
+    refusal still goes out (a retry then runs again, which is safe: nothing was changed)."""
+    try:
+        await IdempotencyRefusals.keep(request.app.state.writer, call, response)
+    except Exception as exc:
+        logger.warning("could not keep the refusal of an Idempotency-Key: %s", exc)
 
 
 def _service_loc(request: Request, loc: list[Any]) -> list[Any]:

@@ -5,7 +5,8 @@ POST /leads, /leads/{id}/notes, /leads/{id}/calls, /leads/bulk/status and /leads
 header) and the request's fingerprint. A route renders its answer with a function of the
 service's result and runs the service call inside `once.run(user_id, render)`; with a key, the
 service's transaction stores that answer (app/services/idempotency.py) and the route sends the
-very response that was stored. Without a key nothing changes.
+very response that was stored; a refusal is kept by the error handler that renders it
+(app/api/errors.py). Without a key nothing changes.
 """
 
 from __future__ import annotations
@@ -36,10 +37,14 @@ class Outcome:
         return self.response if self.response is not None else render(result)
 
 
+IDEMPOTENT_CALL = "idempotent_call"  # where a route's call waits for a refusal to be kept
+
+
 @dataclass(frozen=True)
 class Once:
     key: str | None
     fingerprint: str
+    request: Request | None = None
 
     @asynccontextmanager
     async def run(self, user_id: int, render: Callable[[Any], Response]) -> AsyncIterator[Outcome]:
@@ -48,6 +53,8 @@ class Once:
             yield outcome
             return
         call = idempotency.IdempotentCall(user_id, self.key, self.fingerprint, render)
+        if self.request is not None:  # a refusal's answer is kept by the error handler
+            setattr(self.request.state, IDEMPOTENT_CALL, call)
         token = idempotency.current.set(call)
         try:
             yield outcome
@@ -79,7 +86,7 @@ async def once(
             f"must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters",
         )
     body = await request.body()
-    return Once(key, idempotency.fingerprint(request.method, request.url.path, body))
+    return Once(key, idempotency.fingerprint(request.method, request.url.path, body), request)
 
 
 OnceDep = Annotated[Once, Depends(once)]

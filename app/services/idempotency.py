@@ -7,8 +7,10 @@ method, path and body, and how to render the write's result as its answer) and p
 or the hot create's own) then, before anything else, `claim`s the key and, after the write and
 before committing, `store`s the rendered answer in `idempotency_keys`. So:
 
-- the answer is committed with the write or not at all: a write that failed (a 4xx refusal, a
-  5xx, a database error) leaves no row, and its retry runs again;
+- the answer is committed with the write or not at all: a write that failed with a 5xx or a
+  database error leaves no row, and its retry runs again. A refusal (a 4xx of the service's:
+  not found, a conflict, a stale If-Match...) changed nothing; its answer is kept afterwards,
+  in a transaction of its own (`idempotency_refusals.py`), so that its retries hear the same;
 - a repeat finds the row and is answered from it (`IdempotentReplay`), byte for byte, with no
   write; with another fingerprint it is refused (422);
 - on PostgreSQL the claim takes a transaction-scoped advisory lock on (user, key) without
@@ -33,6 +35,7 @@ from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import BigInteger, bindparam, delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import get_settings
@@ -122,6 +125,14 @@ STORE = insert(_keys).values(
 )
 
 
+STORE_UNLESS_KEPT = {
+    name: dialect.insert(_keys)
+    .values({c.key: bindparam(c.key, type_=c.type) for c in _keys.c if not c.primary_key})
+    .on_conflict_do_nothing(index_elements=["user_id", "key"])
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+
 def _purge(postgres: bool) -> Any:
     """Up to PURGE_BATCH expired rows, oldest first (the index on `expires_at`); on PostgreSQL
     rows another purge holds are skipped, so concurrent writes never queue behind each other."""
@@ -166,28 +177,38 @@ async def claim(executor: Executor, dialect_name: str, call: IdempotentCall) -> 
 
 async def store(executor: Executor, dialect_name: str, call: IdempotentCall, result: Any) -> None:
     """Before the write's transaction commits: render its result as the answer, keep it on the
-    call for the route to send, and store it (only a success is stored: a refusal changed
-    nothing, so its retry may as well run again). Then purge one batch of expired keys."""
+    call for the route to send, and store it."""
     response = call.render(result)
     call.response = response
-    if response.status_code >= 300:
-        return
+    await keep(executor, dialect_name, call, response)
+
+
+async def keep(
+    executor: Executor,
+    dialect_name: str,
+    call: IdempotentCall,
+    response: Rendered,
+    *,
+    unless_kept: bool = False,
+) -> None:
+    """Store `response` as the key's answer, then purge one batch of expired keys. A refusal is
+    kept after its own transaction rolled back (`unless_kept`: a repeat may have answered the
+    key meanwhile, and its answer stays)."""
     now = utcnow()
     headers = {
         name: value for name, value in response.headers.items() if name.lower() in KEPT_HEADERS
     }
     await executor.rows(DROP_OWN_EXPIRED, {"user_id": call.user_id, "key": call.key, "now": now})
-    await executor.rows(
-        STORE,
-        {
-            "user_id": call.user_id,
-            "key": call.key,
-            "fingerprint": call.fingerprint,
-            "status_code": response.status_code,
-            "headers": headers,
-            "body": bytes(response.body),
-            "created_at": now,
-            "expires_at": now + timedelta(seconds=get_settings().idempotency_ttl_seconds),
-        },
-    )
+    values = {
+        "user_id": call.user_id,
+        "key": call.key,
+        "fingerprint": call.fingerprint,
+        "status_code": response.status_code,
+        "headers": headers,
+        "body": bytes(response.body),
+        "created_at": now,
+        "expires_at": now + timedelta(seconds=get_settings().idempotency_ttl_seconds),
+    }
+    statement = STORE_UNLESS_KEPT[dialect_name] if unless_kept else STORE
+    await executor.rows(statement, values)
     await executor.rows(PURGE[dialect_name == "postgresql"], {"now": now})
