@@ -14,7 +14,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -359,3 +359,31 @@ def test_status_changed_at_is_backfilled_from_the_last_status_event_else_the_cre
         return [(row[0], str(row[1])[:16]) for row in rows]
 
     assert run_on(database_url, read) == [(1, "2026-02-01 10:00"), (2, "2026-01-01 09:00")]
+
+
+def test_a_row_inserted_without_status_changed_at_still_gets_one(database_url: str) -> None:
+    """A script's INSERT that knows nothing of the column: SQLite's trigger gives it the row's
+    creation time, PostgreSQL's default the insert's."""
+    command.upgrade(alembic_config(database_url), "head")
+
+    def insert_and_read(conn: Connection) -> tuple[str, str]:
+        postgres = conn.dialect.name == "postgresql"
+        created: Any = datetime(2026, 1, 1, 9, 0, tzinfo=UTC) if postgres else "2026-01-01 09:00:00"
+        conn.execute(
+            text(
+                "INSERT INTO leads (first_name, last_name, email, source, status, lead_score, "
+                "score_is_manual, tags, call_attempts, created_at, updated_at, version) VALUES "
+                "('A', 'B', 'a@b.example', 'OTHER', 'NEW', 0, false, "
+                f"'{'{}' if postgres else '[]'}', 0, :at, :at, 1)"
+            ),
+            {"at": created},
+        )
+        conn.commit()
+        row = conn.execute(text("SELECT created_at, status_changed_at FROM leads")).one()
+        return str(row[0])[:16], str(row[1])[:16]
+
+    created, changed = run_on(database_url, insert_and_read)
+    if database_url.startswith("sqlite"):
+        assert changed == created == "2026-01-01 09:00"
+    else:
+        assert changed[:4] == str(datetime.now(UTC).year)

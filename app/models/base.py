@@ -31,6 +31,12 @@ MIGRATION_ONLY_INDEXES = frozenset(
 )
 
 
+# A trigger only the migrations make: on a SQLite database migrated from before the column, it
+# stands in for the default `status_changed_at` could not be given there (ALTER TABLE takes only
+# constant defaults); a database built from the models has the default itself.
+MIGRATION_ONLY_TRIGGERS = frozenset({"leads_status_changed_at_default"})
+
+
 # SQLite's search index (app/models/lead_search.py) is an FTS5 virtual table, which SQLite lists
 # as tables together with the shadow tables it keeps its index in; none of them is a model.
 SEARCH_INDEX_TABLE = "leads_search"

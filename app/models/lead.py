@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     and_,
     event,
+    func,
 )
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, Mapper, mapped_column, relationship, validates
@@ -125,7 +126,9 @@ class Lead(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # When the current status began: set by every write that changes the status (the
     # creation time until one does). Time in status and the days to WON are read from it.
-    status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_since_creation)
+    status_changed_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), default=_since_creation, server_default=func.current_timestamp()
+    )
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     status_before_archive: Mapped[LeadStatus | None] = mapped_column(
         _enum_column(LeadStatus, "lead_status_before_archive")
