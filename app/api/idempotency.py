@@ -19,11 +19,14 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request, Response
 
+from app.api.preconditions import text_header
 from app.models.idempotency_key import IDEMPOTENCY_KEY_MAX_LENGTH
 from app.services import idempotency
 from app.services.exceptions import InvalidHeaderException
 
-_KEY = re.compile(rf"[\x20-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}")
+# Printable ASCII, spaces allowed inside only (HTTP drops them at either end of a header value).
+_KEY = re.compile(rf"[\x21-\x7e](?:[\x20-\x7e]{{0,{IDEMPOTENCY_KEY_MAX_LENGTH - 2}}}[\x21-\x7e])?")
+KEY_PATTERN = f"^[!-~]([ -~]{{0,{IDEMPOTENCY_KEY_MAX_LENGTH - 2}}}[!-~])?$"
 REPLAYED = "Idempotent-Replayed"
 
 
@@ -69,8 +72,10 @@ async def once(
         str | None,
         Header(
             alias="Idempotency-Key",
+            json_schema_extra=text_header(KEY_PATTERN),
             description=(
-                "Any 1-255 printable ASCII characters naming this request, new for each new "
+                "1-255 printable ASCII characters (spaces inside only) naming this request, new "
+                "for each new "
                 "request: a retry with the same key and the same body gets the first answer "
                 "again (with `Idempotent-Replayed: true`) and changes nothing. Kept per user "
                 "for IDEMPOTENCY_TTL_SECONDS (a day)."

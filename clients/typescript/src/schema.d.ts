@@ -1975,8 +1975,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Any 1-255 printable ASCII characters naming this request, new for each new request: a retry with the same key and the same body gets the first answer again (with `Idempotent-Replayed: true`) and changes nothing. Kept per user for IDEMPOTENCY_TTL_SECONDS (a day). */
-                "Idempotency-Key"?: string | null;
+                /** @description 1-255 printable ASCII characters (spaces inside only) naming this request, new for each new request: a retry with the same key and the same body gets the first answer again (with `Idempotent-Replayed: true`) and changes nothing. Kept per user for IDEMPOTENCY_TTL_SECONDS (a day). */
+                "Idempotency-Key"?: string;
             };
             path?: never;
             cookie?: never;
@@ -2100,8 +2100,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Any 1-255 printable ASCII characters naming this request, new for each new request: a retry with the same key and the same body gets the first answer again (with `Idempotent-Replayed: true`) and changes nothing. Kept per user for IDEMPOTENCY_TTL_SECONDS (a day). */
-                "Idempotency-Key"?: string | null;
+                /** @description 1-255 printable ASCII characters (spaces inside only) naming this request, new for each new request: a retry with the same key and the same body gets the first answer again (with `Idempotent-Replayed: true`) and changes nothing. Kept per user for IDEMPOTENCY_TTL_SECONDS (a day). */
+                "Idempotency-Key"?: string;
             };
             path?: never;
             cookie?: never;
@@ -2192,8 +2192,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Any 1-255 printable ASCII characters naming this request, new for each new request: a retry with the same key and the same body gets the first answer again (with `Idempotent-Replayed: true`) and changes nothing. Kept per user for IDEMPOTENCY_TTL_SECONDS (a day). */
-                "Idempotency-Key"?: string | null;
+                /** @description 1-255 printable ASCII characters (spaces inside only) naming this request, new for each new request: a retry with the same key and the same body gets the first answer again (with `Idempotent-Replayed: true`) and changes nothing. Kept per user for IDEMPOTENCY_TTL_SECONDS (a day). */
+                "Idempotency-Key"?: string;
             };
             path?: never;
             cookie?: never;
@@ -2285,7 +2285,7 @@ export interface operations {
             query?: never;
             header?: {
                 /** @description The ETag of the copy the client has: 304, no body, if it is current. */
-                "If-None-Match"?: string | null;
+                "If-None-Match"?: string;
             };
             path: {
                 /** @description The lead's id. */
@@ -2370,7 +2370,7 @@ export interface operations {
             };
             header?: {
                 /** @description Change the lead only if it still has this ETag (or any of a list; "*": any existing lead). Otherwise 412, the lead unchanged. Required (428 without it) when the server sets REQUIRE_IF_MATCH. */
-                "If-Match"?: string | null;
+                "If-Match"?: string;
             };
             path: {
                 /** @description The lead's id. */
@@ -2457,7 +2457,7 @@ export interface operations {
             query?: never;
             header?: {
                 /** @description Change the lead only if it still has this ETag (or any of a list; "*": any existing lead). Otherwise 412, the lead unchanged. Required (428 without it) when the server sets REQUIRE_IF_MATCH. */
-                "If-Match"?: string | null;
+                "If-Match"?: string;
             };
             path: {
                 /** @description The lead's id. */
@@ -2697,7 +2697,7 @@ export interface operations {
             query?: never;
             header?: {
                 /** @description Change the lead only if it still has this ETag (or any of a list; "*": any existing lead). Otherwise 412, the lead unchanged. Required (428 without it) when the server sets REQUIRE_IF_MATCH. */
-                "If-Match"?: string | null;
+                "If-Match"?: string;
             };
             path: {
                 /** @description The lead's id. */
@@ -2788,9 +2788,9 @@ export interface operations {
             query?: never;
             header?: {
                 /** @description Change the lead only if it still has this ETag (or any of a list; "*": any existing lead). Otherwise 412, the lead unchanged. Required (428 without it) when the server sets REQUIRE_IF_MATCH. */
-                "If-Match"?: string | null;
-                /** @description Any 1-255 printable ASCII characters naming this request, new for each new request: a retry with the same key and the same body gets the first answer again (with `Idempotent-Replayed: true`) and changes nothing. Kept per user for IDEMPOTENCY_TTL_SECONDS (a day). */
-                "Idempotency-Key"?: string | null;
+                "If-Match"?: string;
+                /** @description 1-255 printable ASCII characters (spaces inside only) naming this request, new for each new request: a retry with the same key and the same body gets the first answer again (with `Idempotent-Replayed: true`) and changes nothing. Kept per user for IDEMPOTENCY_TTL_SECONDS (a day). */
+                "Idempotency-Key"?: string;
             };
             path: {
                 /** @description The lead's id. */
@@ -2905,9 +2905,9 @@ export interface operations {
             query?: never;
             header?: {
                 /** @description Change the lead only if it still has this ETag (or any of a list; "*": any existing lead). Otherwise 412, the lead unchanged. Required (428 without it) when the server sets REQUIRE_IF_MATCH. */
-                "If-Match"?: string | null;
-                /** @description Any 1-255 printable ASCII characters naming this request, new for each new request: a retry with the same key and the same body gets the first answer again (with `Idempotent-Replayed: true`) and changes nothing. Kept per user for IDEMPOTENCY_TTL_SECONDS (a day). */
-                "Idempotency-Key"?: string | null;
+                "If-Match"?: string;
+                /** @description 1-255 printable ASCII characters (spaces inside only) naming this request, new for each new request: a retry with the same key and the same body gets the first answer again (with `Idempotent-Replayed: true`) and changes nothing. Kept per user for IDEMPOTENCY_TTL_SECONDS (a day). */
+                "Idempotency-Key"?: string;
             };
             path: {
                 /** @description The lead's id. */
