@@ -24,9 +24,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import TEST_SECRET
+from tests.helpers import TEST_SECRET, sqlite_suite_only
 from tests.log_scan import secrets_in
 from tests.support import Server, established_sockets, log_lines, server_launcher, sqlite_rows
+
+# A server of its own on a SQLite file: the same test whichever suite runs; the SQLite one does.
+pytestmark = sqlite_suite_only
 
 ADMIN_EMAIL = "admin@shutdown.example.com"
 ADMIN_PASSWORD = "shutdown-admin-passphrase"

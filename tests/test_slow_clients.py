@@ -19,7 +19,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.helpers import sqlite_suite_only
 from tests.support import Server, established_sockets, log_lines, server_launcher
+
+# A server of its own on a SQLite file: the same test whichever suite runs; the SQLite one does.
+pytestmark = sqlite_suite_only
 
 TIMEOUT = 2.0  # the header, body and keep-alive timeouts of the `guarded` server
 MARGIN = 2.0  # how much later than its timeout a client may be cut off
