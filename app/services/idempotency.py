@@ -120,14 +120,14 @@ FIND = select(_keys.c.fingerprint, _keys.c.status_code, _keys.c.headers, _keys.c
 DROP_OWN_EXPIRED = delete(_keys).where(
     *_ONE_KEY, _keys.c.expires_at <= bindparam("now", type_=_keys.c.expires_at.type)
 )
-STORE = insert(_keys).values(
-    {c.key: bindparam(c.key, type_=c.type) for c in _keys.c if not c.primary_key}
-)
+# Every column of a key's row from parameters of its name: one shape for both inserts.
+_ROW = {c.key: bindparam(c.key, type_=c.type) for c in _keys.c if not c.primary_key}
+STORE = insert(_keys).values(_ROW)
 
 
 STORE_UNLESS_KEPT = {
     name: dialect.insert(_keys)
-    .values({c.key: bindparam(c.key, type_=c.type) for c in _keys.c if not c.primary_key})
+    .values(_ROW)
     .on_conflict_do_nothing(index_elements=["user_id", "key"])
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }

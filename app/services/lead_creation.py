@@ -44,7 +44,7 @@ from app.services.lead_events import (
 )
 from app.services.lead_queries import LEAD_COLUMNS, LeadRow
 from app.services.lead_reads import CALLER, CALLER_OK, CLAIMED_ROLE, INVALID_TOKEN, account_role
-from app.services.reader import Writer
+from app.services.reader import Reader, Writer
 from app.services.scoring import calculate_lead_score
 from app.services.security import AccessClaims
 
@@ -289,13 +289,27 @@ async def _store(
     call = idempotency.current.get()
     if call is not None:
         return await _store_once(writer, call, shape, params, event)
-    if writer.dialect_name == "postgresql":
-        return await writer.rows(INSERT_WITH_EVENT[shape], {**params, **event})
+    if writer.dialect_name == "postgresql":  # one statement: atomic on its own
+        return await _insert(writer, "postgresql", shape, params, event)
     async with writer.transaction() as tx:
-        rows = await tx.rows(INSERT_FOR_CALLER[shape], params)
-        if rows:
-            await tx.rows(INSERT_EVENT, {**event, "event_lead_id": rows[0][0]})
-        return rows
+        return await _insert(tx, writer.dialect_name, shape, params, event)
+
+
+async def _insert(
+    on: Reader,
+    dialect: str,
+    shape: tuple[bool, bool],
+    params: dict[str, Any],
+    event: dict[str, Any],
+) -> list[tuple]:
+    """The lead and its event: on PostgreSQL one statement (two data-modifying CTEs), on
+    SQLite, which has no INSERT in a WITH, two (the caller makes them one transaction)."""
+    if dialect == "postgresql":
+        return await on.rows(INSERT_WITH_EVENT[shape], {**params, **event})
+    rows = await on.rows(INSERT_FOR_CALLER[shape], params)
+    if rows:
+        await on.rows(INSERT_EVENT, {**event, "event_lead_id": rows[0][0]})
+    return rows
 
 
 async def _store_once(
@@ -307,14 +321,9 @@ async def _store_once(
 ) -> list[tuple]:
     dialect = writer.dialect_name
 
-    async def work(tx: Any) -> list[tuple]:
+    async def work(tx: Reader) -> list[tuple]:
         await idempotency.claim(tx, dialect, call)
-        if dialect == "postgresql":
-            rows = await tx.rows(INSERT_WITH_EVENT[shape], {**params, **event})
-        else:
-            rows = await tx.rows(INSERT_FOR_CALLER[shape], params)
-            if rows:
-                await tx.rows(INSERT_EVENT, {**event, "event_lead_id": rows[0][0]})
+        rows = await _insert(tx, dialect, shape, params, event)
         if rows:
             await idempotency.store(tx, dialect, call, LeadRow._make(rows[0]))
         return rows
