@@ -36,7 +36,7 @@ from sqlalchemy.pool import NullPool
 
 from app.config import Settings
 from app.database import create_engine, create_session_factory, upgrade_database
-from tests.helpers import TEST_DATABASE_URL, TEST_SECRET
+from tests.helpers import ON_POSTGRES, TEST_DATABASE_URL, TEST_SECRET
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_DEADLINE_SECONDS = 30.0  # for /health/ready to answer 200, and for workers to start
@@ -54,7 +54,12 @@ T = TypeVar("T")
 def cli_env(**settings: str) -> dict[str, str]:
     """The current environment minus every app setting (and TEST_DATABASE_URL), plus
     `settings`, with the repository on PYTHONPATH so `-m app` resolves from any folder: a
-    subprocess sees the zero-configuration defaults unless the test sets something."""
+    subprocess sees the zero-configuration defaults unless the test sets something.
+
+    Without a DATABASE_URL that default is a SQLite file of the test's own, the same whichever
+    suite runs: the SQLite suite runs such a test, the PostgreSQL suite skips it."""
+    if ON_POSTGRES and "DATABASE_URL" not in settings:
+        pytest.skip("a SQLite database of its own: run once, by the SQLite suite")
     env = {
         key: value
         for key, value in os.environ.items()
