@@ -14,7 +14,10 @@ Each database is a fresh one (a temporary SQLite file; a new PostgreSQL database
 afterwards) served by its own server. An agent is created through the API. The agent's run goes
 first and the superuser's second, and the superuser's password changes and deactivations aimed
 at either account go to a stand-in account instead (.ci/fuzz_hooks.py): either would void that
-account's tokens, and the rest of the run would only see 401s.
+account's tokens, and the rest of the run would only see 401s. For the same reason the
+operations that end a session (logout, ending a session) are left out of those two runs and get
+runs of their own, last, one for each, with the token of a session made for it by a login
+of its own.
 Leads are created, changed, archived and hard-deleted freely; no run depends on their state.
 Exits non-zero when any check fails.
 """
@@ -124,9 +127,16 @@ def login(client: httpx.Client, email: str) -> str:
     return str(response.json()["access_token"])
 
 
+def fresh_session(base: str, email: str) -> str:
+    """A token of a new session of the account's."""
+    with httpx.Client(base_url=base, timeout=30) as client:
+        return login(client, email)
+
+
 @dataclass
 class Accounts:
     tokens: dict[str, str]  # role -> bearer token
+    emails: dict[str, str]  # role -> the account's login
     acting_ids: list[int]  # the accounts those tokens belong to
     stand_in_id: int  # takes the superuser's changes aimed at them (see .ci/fuzz_hooks.py)
 
@@ -151,12 +161,33 @@ def prepare(base: str) -> Accounts:
                 headers={"Authorization": f"Bearer {token}"},
             ).raise_for_status()
         admin_id = int(client.get("/api/v1/users/me", headers=as_admin).json()["id"])
-    return Accounts({"agent": agent, "superuser": admin}, [admin_id, ids[0]], ids[1])
+    return Accounts(
+        {"agent": agent, "superuser": admin},
+        {"agent": AGENT_EMAIL, "superuser": ADMIN_EMAIL},
+        [admin_id, ids[0]],
+        ids[1],
+    )
+
+
+# Operations that end a session: run with the run's own token, they would end the session the
+# rest of the run depends on (every later request 401). Each gets runs of its own, last, each
+# with a token of a session of its own (from a login of its own), ending whatever it likes.
+SESSION_ENDING = ("logout", "revokeMySession", "revokeUserSession")
 
 
 def schemathesis(
-    base: str, role: str, accounts: Accounts, args: argparse.Namespace, report: Path
+    base: str,
+    token: str,
+    accounts: Accounts,
+    args: argparse.Namespace,
+    report: Path,
+    *,
+    only: str | None,
 ) -> int:
+    """One run: every operation but the session-ending ones, or `only` that one."""
+    selection = ["--include-operation-id", only] if only else []
+    if not only:
+        selection = [arg for op in SESSION_ENDING for arg in ("--exclude-operation-id", op)]
     command = [
         str(Path(sys.executable).with_name("schemathesis")),
         "--config-file",
@@ -165,7 +196,8 @@ def schemathesis(
         f"{base}/openapi.json",
         "--no-color",
         "--header",
-        f"Authorization: Bearer {accounts.tokens[role]}",
+        f"Authorization: Bearer {token}",
+        *selection,
         "--max-examples",
         str(args.max_examples),
         "--continue-on-failure",
@@ -241,13 +273,20 @@ def main() -> int:
         with database(kind, folder) as url, server(url, folder) as base:
             accounts = prepare(base)
             roles = ("agent", "superuser") if args.role == "both" else (args.role,)
-            for role in roles:  # agent first: see the module's docstring
+            runs = [(role, None) for role in roles]
+            runs += [(role, only) for role in roles for only in SESSION_ENDING]
+            for role, only in runs:  # agent first: see the module's docstring
                 began = time.monotonic()
-                print(f"--- schemathesis on {kind} as the {role}", flush=True)
-                status = schemathesis(base, role, accounts, args, folder / f"{role}.txt")
+                what = f" ({only} only)" if only else ""
+                print(f"--- schemathesis on {kind} as the {role}{what}", flush=True)
+                token = accounts.tokens[role]
+                if only:
+                    token = fresh_session(base, accounts.emails[role])
+                report = folder / f"{role}{'-' + only if only else ''}.txt"
+                status = schemathesis(base, token, accounts, args, report, only=only)
                 print(f"    ({time.monotonic() - began:.0f}s, exit {status})", flush=True)
                 if status != 0:
-                    failed.append(f"{kind}/{role}")
+                    failed.append(f"{kind}/{role}{what}")
         if not failed:
             shutil.rmtree(folder, ignore_errors=True)
     print(f"schemathesis: {time.monotonic() - started:.0f}s in all")

@@ -101,7 +101,16 @@ class Settings(BaseSettings):
     # (default: beside the SQLite database, or ./.crm_secret_key) so tokens survive restarts.
     secret_key: SecretStr | None = None
     secret_key_file: str | None = None
-    access_token_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
+    # Keys that signed tokens before SECRET_KEY did (comma-separated): tokens they signed are
+    # still accepted, none is signed with them. A rotation: README, "Rotating the signing key".
+    previous_secret_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    # Access tokens are short-lived; a session lives on through its refresh tokens, each valid
+    # this many days from the last refresh (sliding), and rotated at every refresh.
+    access_token_expire_minutes: int = Field(default=15, ge=1, le=60 * 24 * 30)
+    refresh_token_expire_days: int = Field(default=14, ge=1, le=365)
+    # A replaced refresh token presented again within this many seconds (two tabs refreshing
+    # at once, a retry) gets the same new pair; later, it revokes its whole session.
+    refresh_reuse_grace_seconds: int = Field(default=10, ge=0, le=300)
     # Login throttling, per (email, client address): this many failures within the window lock
     # that pair out (429, even with the right password) for the lockout period.
     login_max_failures: int = Field(default=10, ge=1, le=1000)
@@ -181,6 +190,16 @@ class Settings(BaseSettings):
     @classmethod
     def _split_list(cls, value: object) -> object:
         return _split(value)
+
+    @field_validator("previous_secret_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        def revealed(item: object) -> object:
+            return item.get_secret_value() if isinstance(item, SecretStr) else item
+
+        if isinstance(value, list | tuple):
+            value = [revealed(item) for item in value]
+        return _split(revealed(value))
 
     @model_validator(mode="after")
     def _testing_defaults_to_memory(self) -> Settings:

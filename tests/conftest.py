@@ -23,18 +23,20 @@ from app.database import create_engine, create_session_factory, upgrade_database
 from app.models import Base, Lead, User
 from app.seed import DEMO_AGENT_PASSWORD
 from app.services import LeadService, security
-from app.services.security import create_access_token
 from tests.helpers import (
     MEMORY_SQLITE_URL,
     ON_POSTGRES,
     PASSWORD_HASH,
     TEST_DATABASE_URL,
     TEST_HASHER,
+    TEST_SESSIONS,
     LeadFactory,
     UserFactory,
+    add_session,
     app_in_session,
     client_of,
     make_settings,
+    token_for,
 )
 from tests.log_scan import SecretScanner, collect_test_secrets, never_log
 
@@ -153,6 +155,7 @@ def make_user(db: AsyncSession) -> UserFactory:
         )
         db.add(user)
         await db.commit()
+        TEST_SESSIONS[user.id] = await add_session(db, user.id)
         return user
 
     return make
@@ -229,9 +232,7 @@ def auth_headers(settings: Settings) -> Callable[[User], dict[str, str]]:
     def headers(user: User) -> dict[str, str]:
         # As login issues them: with the superuser hint (app/services/security.py).
         state = inspect(user)
-        token, _ = create_access_token(
-            state.identity[0], settings, superuser=state.dict.get("is_superuser")
-        )
+        token = token_for(settings, state.identity[0], superuser=state.dict.get("is_superuser"))
         return {"Authorization": f"Bearer {token}"}
 
     return headers

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -23,9 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from app.api.deps import get_session
 from app.config import Settings, normalize_database_url
 from app.main import create_app
-from app.models import Lead, User
+from app.models import AuthSession, Lead, User
 from app.services.reader import session_reader, session_writer
-from app.services.security import create_access_token
+from app.services.security import MAX_SESSION_ID, create_access_token
 
 TEST_DATABASE_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", "").strip())
 ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
@@ -85,13 +85,55 @@ def make_settings(**changes: Any) -> Settings:
     return Settings(_env_file=None, app_env="testing", secret_key=SecretStr(TEST_SECRET), **changes)
 
 
+# The session each user made by the `make_user` fixture was given, by user id (this test's).
+TEST_SESSIONS: dict[int, int] = {}
+NO_SUCH_SESSION = MAX_SESSION_ID
+
+
+def token_for(
+    settings: Settings,
+    user_id: int,
+    *,
+    version: int = 0,
+    superuser: Any = None,
+    session: int | None = None,
+) -> str:
+    """A token issued for these claims (token version, superuser hint, session: by default
+    the one `make_user` gave the user), whatever the account now says."""
+    if session is None:
+        session = TEST_SESSIONS.get(user_id, NO_SUCH_SESSION)
+    return create_access_token(user_id, settings, version, session_id=session, superuser=superuser)[
+        0
+    ]
+
+
 def claims_bearer(
-    settings: Settings, user_id: int, *, version: int = 0, superuser: Any = None
+    settings: Settings,
+    user_id: int,
+    *,
+    version: int = 0,
+    superuser: Any = None,
+    session: int | None = None,
 ) -> dict[str, str]:
-    """An Authorization header with a token issued for these claims (token version, superuser
-    hint), whatever the account now says: for tests that change the account afterwards."""
-    token, _ = create_access_token(user_id, settings, version, superuser=superuser)
+    """An Authorization header with `token_for` these claims: for tests that change the
+    account afterwards."""
+    token = token_for(settings, user_id, version=version, superuser=superuser, session=session)
     return {"Authorization": f"Bearer {token}"}
+
+
+async def add_session(db: AsyncSession, user_id: int) -> int:
+    """A live session for the user, as a login would start (committed); its id."""
+    now = datetime.now(UTC)
+    session = AuthSession(
+        user_id=user_id,
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + timedelta(days=14),
+        chain_key=b"k" * 32,
+    )
+    db.add(session)
+    await db.commit()
+    return session.id
 
 
 async def change_user(db: AsyncSession, user_id: int, **values: Any) -> None:

@@ -16,6 +16,7 @@ from app.services.security import (
     InvalidToken,
     create_access_token,
     decode_access_token,
+    key_id,
 )
 from tests.helpers import TEST_SECRET, make_settings
 
@@ -24,12 +25,15 @@ def short_lived_token(seconds: float) -> str:
     now = utcnow()
     claims = {
         "sub": "7",
+        "sid": 1,
         "ver": 0,
         "iat": now,
         "exp": now + timedelta(seconds=seconds),
         "type": "access",
     }
-    return jwt.encode(claims, TEST_SECRET, algorithm=JWT_ALGORITHM)
+    return jwt.encode(
+        claims, TEST_SECRET, algorithm=JWT_ALGORITHM, headers={"kid": key_id(TEST_SECRET)}
+    )
 
 
 def test_a_remembered_token_is_refused_once_it_has_expired() -> None:
@@ -42,7 +46,7 @@ def test_a_remembered_token_is_refused_once_it_has_expired() -> None:
 
 
 def test_a_remembered_token_is_refused_under_another_signing_key() -> None:
-    token, _ = create_access_token(7, make_settings())
+    token, _ = create_access_token(7, make_settings(), session_id=1)
     assert decode_access_token(token, make_settings()).user_id == 7
     other = make_settings().model_copy(
         update={"secret_key": SecretStr("another-secret-key-long-enough-for-hs256-use")}
@@ -53,7 +57,7 @@ def test_a_remembered_token_is_refused_under_another_signing_key() -> None:
 
 def test_the_superuser_hint_round_trips_and_is_absent_from_older_tokens() -> None:
     settings = make_settings()
-    hinted, _ = create_access_token(7, settings, superuser=True)
-    plain, _ = create_access_token(8, settings)
+    hinted, _ = create_access_token(7, settings, session_id=1, superuser=True)
+    plain, _ = create_access_token(8, settings, session_id=1)
     assert decode_access_token(hinted, settings).superuser is True
     assert decode_access_token(plain, settings).superuser is None

@@ -34,14 +34,16 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.models import Lead, LeadStatus, User
+from app.models import AuthSession, Lead, LeadStatus, User
 from app.services import LeadService
-from app.services.security import JWT_ALGORITHM, create_access_token
-from tests.helpers import PASSWORD, LeadFactory
+from app.services.security import JWT_ALGORITHM, key_id
+from tests import helpers
+from tests.helpers import NO_SUCH_SESSION, PASSWORD, TEST_SESSIONS, LeadFactory
 
 API = "/api/v1"
 LEADS = Lead.__table__
 USERS = User.__table__
+SESSIONS = AuthSession.__table__
 OTHER_SECRET = "an-entirely-different-secret-key-of-decent-length"
 USER_FIELDS = {"id", "email", "full_name", "is_active", "is_superuser", "created_at"}
 
@@ -65,6 +67,9 @@ class World:
     other: int  # the other agent's, WON, company Globex
     other_archived: int  # the other agent's, archived
     unassigned: int  # nobody's
+    agent_session: int  # the session each user's token belongs to
+    other_session: int
+    superuser_session: int
 
 
 @pytest.fixture
@@ -90,6 +95,9 @@ async def world(
         other=(await make_lead(owner=other_agent, status=LeadStatus.WON, company="Globex")).id,
         other_archived=(await make_lead(owner=other_agent)).id,
         unassigned=(await make_lead()).id,
+        agent_session=TEST_SESSIONS[agent.id],
+        other_session=TEST_SESSIONS[other_agent.id],
+        superuser_session=TEST_SESSIONS[boss],
     )
     await LeadService.delete_lead(db, w.own_archived, user_id=boss)
     await LeadService.delete_lead(db, w.other_archived, user_id=boss)
@@ -99,11 +107,13 @@ async def world(
 # --- reading the database afresh ------------------------------------------------------------
 
 
-async def snapshot(db: AsyncSession) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Every column of every lead and user, read from the database now."""
-    leads = (await db.execute(select(LEADS).order_by(LEADS.c.id))).all()
-    users = (await db.execute(select(USERS).order_by(USERS.c.id))).all()
-    return [tuple(row) for row in leads], [tuple(row) for row in users]
+async def snapshot(db: AsyncSession) -> tuple[list[tuple[Any, ...]], ...]:
+    """Every column of every lead, user and session, read from the database now."""
+    tables = []
+    for table in (LEADS, USERS, SESSIONS):
+        rows = (await db.execute(select(table).order_by(*table.primary_key))).all()
+        tables.append([tuple(row) for row in rows])
+    return tuple(tables)
 
 
 async def lead_row(db: AsyncSession, lead_id: int) -> Any:
@@ -127,7 +137,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def token_for(user_id: int, settings: Settings) -> str:
-    return create_access_token(user_id, settings)[0]
+    return helpers.token_for(settings, user_id)
 
 
 def secret(settings: Settings) -> str:
@@ -142,14 +152,16 @@ def claims(
     expires: timedelta = timedelta(minutes=30),
     **extra: Any,
 ) -> dict[str, Any]:
+    """A token's claims, right in everything but what `issued`, `expires` and `extra` say."""
     now = datetime.now(UTC)
-    return {"sub": str(user_id), "iat": now + issued, "exp": now + expires, "type": "access"} | (
-        extra
-    )
+    session = TEST_SESSIONS.get(user_id, NO_SUCH_SESSION)
+    valid = {"sub": str(user_id), "sid": session, "iat": now + issued, "exp": now + expires}
+    return valid | {"type": "access"} | extra
 
 
 def sign(payload: dict[str, Any], key: str) -> str:
-    return jwt.encode(payload, key, algorithm=JWT_ALGORITHM)
+    """Signed as the app signs, naming the key (`kid`) as the app does."""
+    return jwt.encode(payload, key, algorithm=JWT_ALGORITHM, headers={"kid": key_id(key)})
 
 
 def _b64(data: dict[str, Any]) -> str:
@@ -161,7 +173,13 @@ def tampered(w: World, s: Settings) -> str:
     """The agent's genuine token with the payload swapped for the superuser's id."""
     header, _, signature = token_for(w.agent, s).split(".")
     now = int(datetime.now(UTC).timestamp())
-    payload = {"sub": str(w.superuser), "iat": now, "exp": now + 1800, "type": "access"}
+    payload = {
+        "sub": str(w.superuser),
+        "sid": TEST_SESSIONS[w.superuser],
+        "iat": now,
+        "exp": now + 1800,
+        "type": "access",
+    }
     return f"{header}.{_b64(payload)}.{signature}"
 
 
@@ -173,6 +191,7 @@ def without(payload: dict[str, Any], *names: str) -> dict[str, Any]:
 class BadCredentials:
     headers: Callable[[World, Settings], dict[str, str]]
     deactivate_agent: bool = False  # after the token is made, before the request
+    end_agents_session: bool = False  # likewise
 
 
 REJECTED_CREDENTIALS: dict[str, BadCredentials] = {
@@ -186,6 +205,16 @@ REJECTED_CREDENTIALS: dict[str, BadCredentials] = {
         )
     ),
     "other_key": BadCredentials(lambda w, s: bearer(sign(claims(w.agent), OTHER_SECRET))),
+    "other_key_named_as_ours": BadCredentials(
+        lambda w, s: bearer(
+            jwt.encode(
+                claims(w.agent),
+                OTHER_SECRET,
+                algorithm=JWT_ALGORITHM,
+                headers={"kid": key_id(secret(s))},
+            )
+        )
+    ),
     "malformed_token": BadCredentials(lambda w, s: bearer("not-a-jwt")),
     "empty_bearer": BadCredentials(lambda w, s: {"Authorization": "Bearer "}),
     "wrong_scheme": BadCredentials(
@@ -211,6 +240,15 @@ REJECTED_CREDENTIALS: dict[str, BadCredentials] = {
     "unknown_user": BadCredentials(lambda w, s: bearer(sign(claims(987_654), secret(s)))),
     "deactivated_after_issue": BadCredentials(
         lambda w, s: bearer(token_for(w.agent, s)), deactivate_agent=True
+    ),
+    "session_ended_after_issue": BadCredentials(
+        lambda w, s: bearer(token_for(w.agent, s)), end_agents_session=True
+    ),
+    "another_users_session": BadCredentials(
+        lambda w, s: bearer(sign(claims(w.agent, sid=w.other_session), secret(s)))
+    ),
+    "no_session": BadCredentials(
+        lambda w, s: bearer(sign(without(claims(w.agent), "sid"), secret(s)))
     ),
 }
 
@@ -243,6 +281,13 @@ ENDPOINTS: dict[str, Callable[[World], Call]] = {
     "GET /users": lambda w: Call("GET", "/users"),
     "POST /users": lambda w: Call("POST", "/users", NEW_USER),
     "GET /users/{id}": lambda w: Call("GET", f"/users/{w.agent}"),
+    "GET /users/{id}/sessions": lambda w: Call("GET", f"/users/{w.agent}/sessions"),
+    "DELETE /users/{id}/sessions/{id}": lambda w: Call(
+        "DELETE", f"/users/{w.agent}/sessions/{w.agent_session}"
+    ),
+    "POST /auth/logout": lambda w: Call("POST", "/auth/logout"),
+    "GET /auth/sessions": lambda w: Call("GET", "/auth/sessions"),
+    "DELETE /auth/sessions/{id}": lambda w: Call("DELETE", f"/auth/sessions/{w.agent_session}"),
     "PATCH /users/{id}": lambda w: Call("PATCH", f"/users/{w.agent}", {"full_name": "Renamed"}),
     "GET /leads": lambda w: Call("GET", "/leads"),
     "POST /leads": lambda w: Call("POST", "/leads", NEW_LEAD),
@@ -291,6 +336,10 @@ async def test_rejected_credentials_get_401_and_change_nothing(
     if credentials.deactivate_agent:
         await db.execute(update(USERS).where(USERS.c.id == world.agent).values(is_active=False))
         await db.commit()
+    if credentials.end_agents_session:
+        ending = update(SESSIONS).where(SESSIONS.c.id == world.agent_session)
+        await db.execute(ending.values(revoked_at=datetime.now(UTC), revoke_reason="logout"))
+        await db.commit()
     before = await snapshot(db)
 
     response = await send(client, ENDPOINTS[endpoint](world), headers)
@@ -314,6 +363,7 @@ class Case:
     call: Callable[[World], Call]
     status: int
     check: Check | None = None
+    code: str | None = None  # the error's code, where it is not ERROR_CODES's for the status
 
     @property
     def id(self) -> str:
@@ -362,6 +412,40 @@ def reads_user(attr: str) -> Check:
 async def deactivated_other_agent(db: AsyncSession, w: World, r: httpx.Response) -> None:
     assert r.json()["is_active"] is False
     assert (await user_row(db, w.other_agent))["is_active"] is False
+
+
+# sessions ------------------------------------------------------------------------------------
+
+
+async def session_state(db: AsyncSession, session_id: int) -> str | None:
+    """The session's revoke reason; None while it is live."""
+    query = select(SESSIONS.c.revoke_reason, SESSIONS.c.revoked_at).where(
+        SESSIONS.c.id == session_id
+    )
+    reason, revoked_at = (await db.execute(query)).one()
+    assert (reason is None) == (revoked_at is None)
+    return reason
+
+
+def ended(attr: str, reason: str, *, live: tuple[str, ...] = ()) -> Check:
+    """That session has ended for `reason`; those in `live` go on."""
+
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        assert await session_state(db, getattr(w, attr)) == reason
+        for other in live:
+            assert await session_state(db, getattr(w, other)) is None
+
+    return check
+
+
+def lists_sessions(attr: str, *, current: bool) -> Check:
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        assert r.json()["total"] == 1
+        [item] = r.json()["items"]
+        assert item["id"] == getattr(w, attr)
+        assert item["current"] is current
+
+    return check
 
 
 # leads ---------------------------------------------------------------------------------------
@@ -513,6 +597,125 @@ def called(attr: str) -> Check:
 QUALIFY = {"status": "QUALIFIED"}
 
 CASES = [
+    # sessions
+    Case(
+        "POST /auth/logout",
+        "agent",
+        "agent",
+        lambda w: Call("POST", "/auth/logout"),
+        204,
+        ended("agent_session", "logout", live=("other_session", "superuser_session")),
+    ),
+    Case(
+        "POST /auth/logout",
+        "superuser",
+        "superuser",
+        lambda w: Call("POST", "/auth/logout"),
+        204,
+        ended("superuser_session", "logout", live=("agent_session",)),
+    ),
+    Case(
+        "GET /auth/sessions",
+        "agent",
+        "agent",
+        lambda w: Call("GET", "/auth/sessions"),
+        200,
+        lists_sessions("agent_session", current=True),
+    ),
+    Case(
+        "GET /auth/sessions",
+        "superuser",
+        "superuser",
+        lambda w: Call("GET", "/auth/sessions"),
+        200,
+        lists_sessions("superuser_session", current=True),
+    ),
+    Case(
+        "DELETE /auth/sessions/{id}",
+        "agent",
+        "agent",
+        lambda w: Call("DELETE", f"/auth/sessions/{w.agent_session}"),
+        204,
+        ended("agent_session", "revoked", live=("other_session",)),
+    ),
+    Case(
+        "DELETE /auth/sessions/{id}",
+        "other_agent",
+        "agent",
+        lambda w: Call("DELETE", f"/auth/sessions/{w.other_session}"),
+        404,
+        code="session_not_found",
+    ),
+    Case(
+        "DELETE /auth/sessions/{id}",
+        "superuser",
+        "superuser",
+        lambda w: Call("DELETE", f"/auth/sessions/{w.superuser_session}"),
+        204,
+        ended("superuser_session", "revoked", live=("agent_session",)),
+    ),
+    Case(
+        "DELETE /auth/sessions/{id}",
+        "superuser_on_agent",  # /auth/sessions is the caller's own; /users/{id}/sessions not
+        "superuser",
+        lambda w: Call("DELETE", f"/auth/sessions/{w.agent_session}"),
+        404,
+        code="session_not_found",
+    ),
+    Case(
+        "GET /users/{id}/sessions",
+        "agent",
+        "agent",
+        lambda w: Call("GET", f"/users/{w.agent}/sessions"),
+        200,
+        lists_sessions("agent_session", current=True),
+    ),
+    Case(
+        "GET /users/{id}/sessions",
+        "other_agent",
+        "agent",
+        lambda w: Call("GET", f"/users/{w.other_agent}/sessions"),
+        403,
+    ),
+    Case(
+        "GET /users/{id}/sessions",
+        "superuser",
+        "superuser",
+        lambda w: Call("GET", f"/users/{w.agent}/sessions"),
+        200,
+        lists_sessions("agent_session", current=False),
+    ),
+    Case(
+        "DELETE /users/{id}/sessions/{id}",
+        "agent",
+        "agent",
+        lambda w: Call("DELETE", f"/users/{w.agent}/sessions/{w.agent_session}"),
+        204,
+        ended("agent_session", "revoked"),
+    ),
+    Case(
+        "DELETE /users/{id}/sessions/{id}",
+        "other_agent",
+        "agent",
+        lambda w: Call("DELETE", f"/users/{w.other_agent}/sessions/{w.other_session}"),
+        403,
+    ),
+    Case(
+        "DELETE /users/{id}/sessions/{id}",
+        "superuser",
+        "superuser",
+        lambda w: Call("DELETE", f"/users/{w.agent}/sessions/{w.agent_session}"),
+        204,
+        ended("agent_session", "revoked", live=("superuser_session",)),
+    ),
+    Case(
+        "DELETE /users/{id}/sessions/{id}",
+        "superuser_on_someone_elses",
+        "superuser",
+        lambda w: Call("DELETE", f"/users/{w.agent}/sessions/{w.other_session}"),
+        404,
+        code="session_not_found",
+    ),
     # /users/me: everyone's own account
     Case("GET /users/me", "agent", "agent", lambda w: Call("GET", "/users/me"), 200, reads_self),
     Case(
@@ -1069,7 +1272,7 @@ async def test_authenticated_callers(
 
     assert response.status_code == case.status, response.text
     if case.status >= 400:
-        assert response.json()["code"] == ERROR_CODES[case.status]
+        assert response.json()["code"] == (case.code or ERROR_CODES[case.status])
         assert await snapshot(db) == before
     elif case.status == 204:
         assert response.content == b""
@@ -1085,7 +1288,8 @@ def test_every_endpoint_is_in_both_tables(app: Any) -> None:
         if path.startswith(API)
         for method in operations
     }
-    tabled = {name.split("?")[0] for name in ENDPOINTS} | {"POST /auth/token"}
+    public = {"POST /auth/token", "POST /auth/refresh"}  # tests/test_sessions.py
+    tabled = {name.split("?")[0] for name in ENDPOINTS} | public
     assert served == tabled
     with_agent_rows = {c.endpoint for c in CASES if c.acting == "agent"}
     with_superuser_rows = {c.endpoint for c in CASES if c.acting == "superuser"}

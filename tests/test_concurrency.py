@@ -44,14 +44,15 @@ from app.main import create_app
 from app.models import Lead, LeadEvent, LeadStatus, User
 from app.services import LeadService
 from app.services.exceptions import ConflictException
-from app.services.security import create_access_token
 from tests.helpers import (
     ON_POSTGRES,
     PASSWORD,
     PASSWORD_HASH,
     TEST_SECRET,
+    add_session,
     postgres_only,
     sqlite_suite_only,
+    token_for,
 )
 from tests.support import (
     Server,
@@ -91,6 +92,7 @@ class ThrowAwayDatabase:
     url: str  # asyncpg URL, password included
     sessions: async_sessionmaker[AsyncSession]
     admin_id: int
+    admin_session: int  # a live session of the admin's, for tokens made by the tests
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +117,8 @@ async def pg() -> AsyncIterator[ThrowAwayDatabase]:
                 session.add(admin)
                 await session.commit()
                 admin_id = admin.id
-            yield ThrowAwayDatabase(url, sessions, admin_id)
+                admin_session = await add_session(session, admin_id)
+            yield ThrowAwayDatabase(url, sessions, admin_id, admin_session)
         finally:
             await engine.dispose()
 
@@ -897,7 +900,7 @@ async def test_concurrent_user_creations_with_one_email_make_one_user(
     with use_settings(settings):
         engine = create_engine(pg.url, settings=settings)
         app = create_app(engine=engine)
-        token, _ = create_access_token(pg.admin_id, settings)
+        token = token_for(settings, pg.admin_id, session=pg.admin_session)
         headers = {"Authorization": f"Bearer {token}"}
         email = f"twin-{secrets.token_hex(4)}@concurrency.example.com"
         body = {"email": email, "full_name": "Twin", "password": "a long passphrase"}

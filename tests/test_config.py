@@ -15,8 +15,7 @@ from app.api.deps import SettingsDep
 from app.bootstrap import resolve_secret_key, secret_key_path
 from app.config import AppEnv, Settings, get_settings, normalize_database_url, use_settings
 from app.models import User
-from app.services.security import create_access_token
-from tests.helpers import PASSWORD, app_in_session, client_of, make_settings
+from tests.helpers import PASSWORD, app_in_session, client_of, make_settings, token_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN_URL = "/api/v1/auth/token"
@@ -145,7 +144,7 @@ async def test_a_generated_signing_key_is_the_one_requests_and_services_use(
         app = app_in_session(engine, db)
         generated = get_settings().secret_key
         assert generated is not None
-        from_a_script, _ = create_access_token(agent.id, get_settings())
+        from_a_script = token_for(get_settings(), agent.id)
         async with client_of(app) as client:
             login = await client.post(TOKEN_URL, data=credentials(agent, PASSWORD))
             me = await client.get("/api/v1/users/me", headers=bearer(from_a_script))

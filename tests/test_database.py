@@ -305,7 +305,7 @@ async def test_a_request_waits_its_turn_for_a_connection_and_gets_503_past_the_p
     every turn taken, a request waits DB_POOL_TIMEOUT_SECONDS and gets the pool's 503."""
     app = create_app(engine=engine)
     turns = app.state.session_turns = Turns(1, timeout=0.2)
-    token, _ = create_access_token(987_654, get_settings(), 0)
+    token, _ = create_access_token(987_654, get_settings(), 0, session_id=1)
     headers = {"Authorization": f"Bearer {token}"}
     async with client_of(app) as client:
         await turns.acquire()

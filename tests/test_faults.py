@@ -588,7 +588,7 @@ async def test_api_requests_against_an_unreachable_database_get_503_not_500(
     database_url: str, reason: str
 ) -> None:
     async with running_app(database_url) as running:
-        token, _ = create_access_token(1, running.settings)
+        token, _ = create_access_token(1, running.settings, session_id=1)
         headers = {"Authorization": f"Bearer {token}"}
         listed = await running.client.get("/api/v1/leads", headers=headers)
         created = await running.client.post(

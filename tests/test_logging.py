@@ -68,7 +68,7 @@ def test_a_value_json_cannot_hold_is_logged_as_its_repr() -> None:
 
 def test_the_secret_scanner_finds_a_jwt_and_a_test_password() -> None:
     with use_settings(make_settings()):
-        token, _ = create_access_token(1, get_settings())
+        token, _ = create_access_token(1, get_settings(), session_id=1)
 
     assert secrets_in(f"Authorization: Bearer {token}")
     assert secrets_in(f"login failed for password {PASSWORD!r}")

@@ -20,13 +20,14 @@ from app.models import User
 from app.services import LeadService
 from app.services.base import get_acting_user, remember_verified_user
 from app.services.exceptions import InactiveUserException
-from app.services.security import create_access_token
 from tests.helpers import (
     ON_POSTGRES,
     TEST_DATABASE_URL,
     LeadFactory,
+    add_session,
     make_settings,
     sql_statements,
+    token_for,
 )
 
 LEADS = "/api/v1/leads"
@@ -137,8 +138,9 @@ async def test_reads_do_not_wait_for_a_sqlite_writer(tmp_path: Path) -> None:
                 db.add(admin)
                 await db.commit()
                 admin_id = admin.id
+                session_id = await add_session(db, admin_id)
             app = create_app(engine=engine)
-            token, _ = create_access_token(admin_id, settings)
+            token = token_for(settings, admin_id, session=session_id)
             headers = {"Authorization": f"Bearer {token}"}
             transport = httpx.ASGITransport(app=app)
             async with (

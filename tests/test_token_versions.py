@@ -1,5 +1,7 @@
-"""Token versions: a password change or a deactivation voids every access token issued before,
-although none of them has expired; other changes to the account leave its tokens alone.
+"""Token versions: a superuser's password reset or a deactivation voids every access token issued
+before, although none of them has expired; other changes to the account leave its tokens alone.
+A user's own new password ends their other sessions instead (tests/test_sessions.py), and keeps
+the one it was sent from.
 
 Tokens are taken from the real login route wherever the test is about what a login hands out,
 and from the `auth_headers` fixture (version 0, like a fresh account) otherwise.
@@ -17,8 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import User
-from app.services.security import JWT_ALGORITHM
-from tests.helpers import PASSWORD, TEST_SECRET, uid
+from app.services.security import JWT_ALGORITHM, key_id
+from tests.helpers import PASSWORD, TEST_SECRET, TEST_SESSIONS, uid
 
 API = "/api/v1"
 ME = f"{API}/users/me"
@@ -56,9 +58,17 @@ async def stored_version(db: AsyncSession, user_id: int) -> int:
 
 
 def signed(user_id: int, **extra: Any) -> Headers:
+    """A token for the user's session, with these claims, signed as the app signs."""
     now = datetime.now(UTC)
-    claims = {"sub": str(user_id), "iat": now, "exp": now + timedelta(minutes=5), "type": "access"}
-    return bearer(jwt.encode(claims | extra, TEST_SECRET, algorithm=JWT_ALGORITHM))
+    claims = {
+        "sub": str(user_id),
+        "sid": TEST_SESSIONS[user_id],
+        "iat": now,
+        "exp": now + timedelta(minutes=5),
+        "type": "access",
+    }
+    kid = {"kid": key_id(TEST_SECRET)}
+    return bearer(jwt.encode(claims | extra, TEST_SECRET, algorithm=JWT_ALGORITHM, headers=kid))
 
 
 # --------------------------------------------------------------------------- what a token holds
@@ -102,16 +112,31 @@ async def test_a_token_whose_version_is_not_a_whole_number_is_refused(
 # ------------------------------------------------------------------------- own password change
 
 
-async def test_changing_your_own_password_voids_your_old_token(
+async def test_changing_your_own_password_voids_the_tokens_of_your_other_logins(
     client: httpx.AsyncClient, agent: User
 ) -> None:
-    old = await login(client, "agent@crm.example.com")
+    elsewhere = await login(client, "agent@crm.example.com")
+    here = await login(client, "agent@crm.example.com")
     changed = await client.patch(
-        ME, json={"password": NEW_PASSWORD, "current_password": PASSWORD}, headers=old
+        ME, json={"password": NEW_PASSWORD, "current_password": PASSWORD}, headers=here
     )
     assert changed.status_code == 200, changed.text
 
-    assert_voided(await client.get(ME, headers=old))
+    assert_voided(await client.get(ME, headers=elsewhere))
+    assert (await client.get(ME, headers=here)).status_code == 200
+
+
+async def test_changing_your_own_password_leaves_the_token_version_alone(
+    client: httpx.AsyncClient, db: AsyncSession, agent: User
+) -> None:
+    """Raising it would void the token the change was sent with too."""
+    here = await login(client, "agent@crm.example.com")
+    changed = await client.patch(
+        ME, json={"password": NEW_PASSWORD, "current_password": PASSWORD}, headers=here
+    )
+    assert changed.status_code == 200, changed.text
+
+    assert await stored_version(db, uid(agent)) == 0
 
 
 async def test_a_login_after_your_own_password_change_gives_a_working_token(

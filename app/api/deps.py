@@ -27,7 +27,7 @@ from app.models import User
 from app.schemas.common import MAX_ID
 from app.services.base import remember_verified_user
 from app.services.exceptions import AuthenticationException, ValidationException
-from app.services.lead_reads import INVALID_TOKEN, LeadReads
+from app.services.lead_reads import INVALID_TOKEN, LeadReads, caller_user
 from app.services.messages import unknown_name
 from app.services.reader import Reader, Writer
 from app.services.security import AccessClaims, InvalidToken, decode_access_token
@@ -165,12 +165,10 @@ WriteAccess = Annotated[WriteCaller, Depends(get_write_caller)]
 
 
 async def get_current_user(request: Request, db: SessionDep, claims: Caller) -> User:
-    """The active user the bearer token was issued to; the account is re-read every time, so
-    deactivating it, or raising its token version (a password change), locks out the tokens
-    issued before at once."""
-    user = await db.get(User, claims.user_id, populate_existing=True)
-    if user is None or not user.is_active or user.token_version != claims.version:
-        raise AuthenticationException(INVALID_TOKEN)
+    """The active user the bearer token was issued to, while the token's session lasts; both
+    are re-read every time, so deactivating the account, raising its token version, or ending
+    the session locks out the tokens issued before at once."""
+    user = await caller_user(db, claims)
     remember_verified_user(db, user)
     request.state.caller = None  # checked
     return user

@@ -35,6 +35,7 @@ from app.services.exceptions import (
     PermissionDeniedException,
     PreconditionFailedException,
     PreconditionRequiredException,
+    SessionNotFoundException,
     TooManyAttemptsException,
     UserNotFoundException,
     ValidationException,
@@ -49,6 +50,7 @@ logger = logging.getLogger(__name__)
 STATUS_BY_EXCEPTION: dict[type[CRMException], int] = {
     LeadNotFoundException: status.HTTP_404_NOT_FOUND,
     UserNotFoundException: status.HTTP_404_NOT_FOUND,
+    SessionNotFoundException: status.HTTP_404_NOT_FOUND,
     PermissionDeniedException: status.HTTP_403_FORBIDDEN,
     ValidationException: status.HTTP_422_UNPROCESSABLE_CONTENT,
     DuplicateException: status.HTTP_409_CONFLICT,

@@ -1,5 +1,6 @@
 """ORM models. Importing this package registers every table on `Base.metadata`."""
 
+from app.models.auth_session import AuthSession, RefreshToken
 from app.models.base import Base
 from app.models.idempotency_key import IdempotencyKey
 from app.models.lead import (
@@ -25,6 +26,7 @@ __all__ = [
     "LEADS_SEARCH",
     "TRIGRAM_LENGTH",
     "UNASSIGNED",
+    "AuthSession",
     "Base",
     "FieldValidationError",
     "IdempotencyKey",
@@ -35,6 +37,7 @@ __all__ = [
     "LeadStats",
     "LeadStatus",
     "LoginFailure",
+    "RefreshToken",
     "User",
     "format_note_line",
 ]

@@ -126,7 +126,14 @@ class Token(BaseModel):
 
     access_token: str = Field(description="Send it as `Authorization: Bearer <token>`.")
     token_type: Literal["bearer"] = Field("bearer", description="Always bearer.")
-    expires_in: int = Field(description="Seconds until the token expires.")
+    expires_in: int = Field(description="Seconds until the access token expires.")
+    refresh_token: str = Field(
+        description="Trade it at `POST /auth/refresh` for a new pair before it expires. "
+        "Each one works once: the refresh hands out its successor."
+    )
+    refresh_expires_in: int = Field(
+        description="Seconds until the refresh token expires (each refresh starts a new term)."
+    )
 
 
 class LoginRequest(BaseModel):

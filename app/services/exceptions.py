@@ -43,6 +43,16 @@ class UserNotFoundException(CRMException):
         super().__init__(f"{role} {user_id} was not found.")
 
 
+class SessionNotFoundException(CRMException):
+    """No such live session of that user: never there, someone else's, or already ended."""
+
+    code = "session_not_found"
+
+    def __init__(self, session_id: int) -> None:
+        self.session_id = session_id
+        super().__init__(f"Session {session_id} was not found (or has already ended).")
+
+
 class PermissionDeniedException(CRMException):
     code = "permission_denied"
 

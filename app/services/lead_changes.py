@@ -44,6 +44,7 @@ from app.services.lead_reads import (
     CALLER,
     CALLER_OK,
     CLAIMED_ROLE,
+    account_params,
     account_role,
 )
 from app.services.preconditions import Precondition, ensure_precondition
@@ -248,8 +249,7 @@ async def _update(
 ) -> tuple[bool, LeadRow | None]:
     """(False, None) when no lead came back: the caller, the role or the lead is wrong."""
     params = {
-        "caller_id": caller.user_id,
-        "caller_version": caller.version,
+        **account_params(caller),
         "caller_superuser": superuser,
         "lead_id": lead_id,
     }

@@ -43,7 +43,14 @@ from app.services.lead_events import (
     event_values,
 )
 from app.services.lead_queries import LEAD_COLUMNS, LeadRow
-from app.services.lead_reads import CALLER, CALLER_OK, CLAIMED_ROLE, INVALID_TOKEN, account_role
+from app.services.lead_reads import (
+    CALLER,
+    CALLER_OK,
+    CLAIMED_ROLE,
+    INVALID_TOKEN,
+    account_params,
+    account_role,
+)
 from app.services.reader import Reader, Writer
 from app.services.scoring import calculate_lead_score
 from app.services.security import AccessClaims
@@ -261,8 +268,7 @@ class LeadCreation:
                 raise
             params = {
                 **row_values(lead),
-                "caller_id": caller.user_id,
-                "caller_version": caller.version,
+                **account_params(caller),
                 "caller_superuser": superuser,
                 "assignee_id": assignee_id,
             }

@@ -1,8 +1,9 @@
 """The API's hot reads: a lead, a page of leads, the statistics, for the caller of a request.
 
-Each is one statement that checks the caller's account (active, token version, and for scoped
-reads the superuser flag the token claims) and reads the data it guards, in one round trip:
-the account check joins the data, so a caller whose account fails the check gets no row at all.
+Each is one statement that checks the caller's account (active, token version, the token's
+session still live, and for scoped reads the superuser flag the token claims) and reads the data
+it guards, in one round trip: the account check joins the data, so a caller whose account fails
+the check gets no row at all.
 Only then does a second statement run, to tell why (app/services/README.md):
 
 - the account is gone, inactive or its tokens were revoked: 401;
@@ -20,10 +21,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, and_, bindparam, exists, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.config import get_settings
-from app.models import FieldValidationError, Lead, User
+from app.models import AuthSession, FieldValidationError, Lead, User
 from app.schemas.filters import LeadFilters, LeadPaging
 from app.services.exceptions import (
     AuthenticationException,
@@ -54,10 +57,21 @@ INVALID_TOKEN = "The access token is invalid or has expired."
 CALLER = User.__table__.alias("caller")
 _leads = Lead.__table__
 CALLER_ID = bindparam("caller_id")
+_sessions = AuthSession.__table__
+# The token's session is the caller's and has not ended (logout, revocation, a stolen refresh
+# token, a password change elsewhere): a correlated look-up by primary key.
+SESSION_LIVE = exists(
+    select(_sessions.c.id).where(
+        _sessions.c.id == bindparam("caller_session"),
+        _sessions.c.user_id == CALLER.c.id,
+        _sessions.c.revoked_at.is_(None),
+    )
+)
 CALLER_OK = (
     CALLER.c.id == CALLER_ID,
     CALLER.c.is_active.is_(True),
     CALLER.c.token_version == bindparam("caller_version"),
+    SESSION_LIVE,
 )
 CLAIMED_ROLE = CALLER.c.is_superuser == bindparam("caller_superuser")
 
@@ -82,9 +96,9 @@ LEAD_FOR_CALLER = (
 MAY_READ = exists(select(CALLER.c.id).where(*CALLER_OK, CLAIMED_ROLE))
 
 
-ACCOUNT = select(CALLER.c.is_active, CALLER.c.token_version, CALLER.c.is_superuser).where(
-    CALLER.c.id == CALLER_ID
-)
+ACCOUNT = select(
+    CALLER.c.is_active, CALLER.c.token_version, CALLER.c.is_superuser, SESSION_LIVE
+).where(CALLER.c.id == CALLER_ID)
 
 
 def _statistics_for_caller(superuser: bool) -> Select[Any]:
@@ -107,7 +121,7 @@ class LeadReads:
     @staticmethod
     async def lead(reader: Reader, lead_id: int, caller: AccessClaims) -> LeadRow:
         """The lead, archived or not, if the caller is its assignee or a superuser."""
-        rows = await reader.rows(LEAD_FOR_CALLER, {**_account(caller), "lead_id": lead_id})
+        rows = await reader.rows(LEAD_FOR_CALLER, {**account_params(caller), "lead_id": lead_id})
         if not rows:
             raise AuthenticationException(INVALID_TOKEN)
         if rows[0][1] is None:
@@ -125,7 +139,7 @@ class LeadReads:
         once). No row is either a refused caller or an empty page; the account is read only
         then."""
         cap = None if paging.exact_total else get_settings().total_count_cap
-        params = _account(caller)
+        params = account_params(caller)
         query_key = (filters.model_dump_json(), paging.model_dump_json(), cap)
 
         async def run(superuser: bool) -> tuple[list[tuple], list[ColumnElement[bool]]]:
@@ -163,7 +177,8 @@ class LeadReads:
 
         async def run(superuser: bool) -> list[tuple] | None:
             statement = STATISTICS_FOR_CALLER[superuser]
-            rows = await reader.rows(statement, {**_account(caller), "caller_superuser": superuser})
+            params = {**account_params(caller), "caller_superuser": superuser}
+            rows = await reader.rows(statement, params)
             return rows or None
 
         rows = await _as_caller(reader, caller, run)
@@ -218,8 +233,13 @@ async def _built(reader: Reader, caller: AccessClaims, build: Callable[[], T]) -
         raise
 
 
-def _account(caller: AccessClaims) -> dict[str, Any]:
-    return {"caller_id": caller.user_id, "caller_version": caller.version}
+def account_params(caller: AccessClaims) -> dict[str, Any]:
+    """The values `CALLER_OK` is checked against: the token's."""
+    return {
+        "caller_id": caller.user_id,
+        "caller_version": caller.version,
+        "caller_session": caller.session_id,
+    }
 
 
 async def _as_caller(reader: Reader, caller: AccessClaims, run: Any) -> list[tuple]:
@@ -238,10 +258,23 @@ async def _as_caller(reader: Reader, caller: AccessClaims, run: Any) -> list[tup
 
 
 async def account_role(reader: Reader, caller: AccessClaims) -> bool:
-    rows = await reader.rows(ACCOUNT, {"caller_id": caller.user_id})
+    rows = await reader.rows(ACCOUNT, account_params(caller))
     if not rows:
         raise AuthenticationException(INVALID_TOKEN)
-    active, version, superuser = rows[0]
-    if not active or version != caller.version:
+    active, version, superuser, session_live = rows[0]
+    if not active or version != caller.version or not session_live:
         raise AuthenticationException(INVALID_TOKEN)
     return bool(superuser)
+
+
+_CallerUser = aliased(User, CALLER)
+CALLER_USER = select(_CallerUser).where(*CALLER_OK).execution_options(populate_existing=True)
+
+
+async def caller_user(db: AsyncSession, caller: AccessClaims) -> User:
+    """The caller's account, through the same check as the hot paths' (`CALLER_OK`), for the
+    requests that work through the ORM; AuthenticationException when it fails."""
+    user = await db.scalar(CALLER_USER, account_params(caller))
+    if user is None:
+        raise AuthenticationException(INVALID_TOKEN)
+    return user

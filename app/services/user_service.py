@@ -1,8 +1,9 @@
 """UserService: accounts, logins and who may manage them.
 
 Like LeadService, each public method is one transaction. Managing other accounts is for
-superusers; anyone may read and edit their own name and password. A password change or a
-deactivation raises the account's `token_version`, which voids every token issued before.
+superusers; anyone may read and edit their own name and password. A superuser's password reset
+or deactivation raises the account's `token_version`, which voids every token issued before, and
+ends all its sessions; a user's own new password ends their other sessions.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from app.services.security import (
     hash_password,
     verify_password,
 )
+from app.services.sessions import RevokeReason, revoke_sessions
 
 LOGIN_FAILED = "Incorrect email or password."
 CREATE_FIELDS = frozenset({"email", "full_name", "password", "is_superuser", "is_active"})
@@ -132,12 +134,21 @@ class UserService:
             )
         if _apply(user, data):
             await _void_tokens(db, user)
+            await revoke_sessions(db, user.id, RevokeReason.ACCOUNT_CHANGE)
         return user
 
     @staticmethod
     @transactional
-    async def update_me(db: AsyncSession, user_id: int, user_data: Mapping[str, Any] | Any) -> User:
-        """A user's change to their own name or password; a new password needs the current one."""
+    async def update_me(
+        db: AsyncSession,
+        user_id: int,
+        user_data: Mapping[str, Any] | Any,
+        *,
+        current_session_id: int | None = None,
+    ) -> User:
+        """A user's change to their own name or password; a new password needs the current one,
+        and ends every session of the account but `current_session_id` (the caller's own): a
+        password is changed because another device may know it."""
         data = as_data(user_data)
         reject_unknown_fields(data, SELF_UPDATE_FIELDS)
         user = await get_acting_user(db, user_id)
@@ -149,7 +160,9 @@ class UserService:
                 "current_password", "is missing or wrong: a new password needs the current one"
             )
         if _apply(user, data):
-            await _void_tokens(db, user)
+            await revoke_sessions(
+                db, user.id, RevokeReason.PASSWORD_CHANGE, keep=current_session_id
+            )
         return user
 
     @staticmethod

@@ -1,18 +1,20 @@
-"""/auth: trade an email and password for a bearer token."""
+"""/auth: log in (a session and its tokens), refresh, log out, and your sessions."""
 
 from __future__ import annotations
 
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from app.api.deps import SessionDep, SettingsDep
+from app.api.deps import Caller, CurrentUser, SessionDep, SettingsDep
 from app.api.errors import error_responses
+from app.api.sessions import SessionId, SessionPaging, current_session, session_page, token_pair
+from app.schemas.session import RefreshRequest, SessionPage
 from app.schemas.user import LoginRequest, Token
-from app.services.security import create_access_token
+from app.services.sessions import RevokeReason, SessionService
 from app.services.user_service import UserService
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -110,13 +112,81 @@ async def login(
     sends; any other Content-Type gets 415. Wrong credentials and inactive accounts get the
     same 401. After `LOGIN_MAX_FAILURES` failures for one email from one client address within
     `LOGIN_FAILURE_WINDOW_SECONDS`, that pair gets 429 with `Retry-After` (seconds) for
-    `LOGIN_LOCKOUT_SECONDS`, even with the right password."""
+    `LOGIN_LOCKOUT_SECONDS`, even with the right password.
+
+    A login starts a session (`GET /auth/sessions` lists them): the answer carries a short-lived
+    access token and the session's refresh token (`POST /auth/refresh`)."""
     # Behind a proxy, uvicorn's proxy-headers handling has already put the real client here.
     client_address = request.client.host if request.client else None
     user = await UserService.authenticate(
         db, credentials.username, credentials.password, client_address=client_address
     )
-    token, lifetime = create_access_token(
-        user.id, settings, version=user.token_version, superuser=user.is_superuser
+    issued = await SessionService.start(
+        db, user, user_agent=request.headers.get("user-agent"), client_address=client_address
     )
-    return Token(access_token=token, expires_in=lifetime)
+    return token_pair(issued, settings)
+
+
+@router.post(
+    "/refresh",
+    summary="Refresh a session",
+    response_model=Token,
+    status_code=status.HTTP_200_OK,
+    responses=error_responses(400, 401, 413, 422),
+)
+async def refresh_session(body: RefreshRequest, db: SessionDep, settings: SettingsDep) -> Token:
+    """A new access token and a new refresh token for the session's current refresh token,
+    which stops working (each works once). The same token sent again within
+    `REFRESH_REUSE_GRACE_SECONDS` (two tabs refreshing at once, a retry after a lost answer)
+    gets the same new pair; sent again later, it is taken for a stolen copy, and the whole
+    session is revoked: its access tokens stop working at once. 401 for a token that is
+    unknown, expired, replaced or of an ended session, and for an inactive account."""
+    return token_pair(await SessionService.refresh(db, body.refresh_token), settings)
+
+
+@router.post(
+    "/logout",
+    summary="Log out",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(401),
+)
+async def logout(db: SessionDep, user: CurrentUser, claims: Caller) -> Response:
+    """End the calling token's session: its access and refresh tokens stop working at once.
+    The account's other sessions go on."""
+    await SessionService.revoke(
+        db,
+        current_session(claims),
+        user_id=user.id,
+        acting_user_id=user.id,
+        reason=RevokeReason.LOGOUT,
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/sessions",
+    summary="List your sessions",
+    response_model=SessionPage,
+    status_code=status.HTTP_200_OK,
+    responses=error_responses(401, 422),
+)
+async def list_my_sessions(
+    db: SessionDep, user: CurrentUser, claims: Caller, paging: SessionPaging
+) -> SessionPage:
+    """Your live sessions, newest first; `current` marks the one this token belongs to."""
+    return await session_page(db, user.id, user, claims, paging)
+
+
+@router.delete(
+    "/sessions/{session_id}",
+    summary="End one of your sessions",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(401, 404, 422),
+)
+async def revoke_my_session(session_id: SessionId, db: SessionDep, user: CurrentUser) -> Response:
+    """Log a device out: the session's access and refresh tokens stop working at once. 404
+    for a session that is not yours or has already ended."""
+    await SessionService.revoke(db, session_id, user_id=user.id, acting_user_id=user.id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -6,10 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
-from app.api.deps import CurrentUser, SessionDep
+from app.api.deps import Caller, CurrentUser, SessionDep
 from app.api.errors import created_at, error_responses
+from app.api.sessions import SessionId, SessionPaging, current_session, session_page
 from app.schemas.common import MAX_ID, SettingLimit
+from app.schemas.session import SessionPage
 from app.schemas.user import UserCreate, UserPage, UserRead, UserSelfUpdate, UserUpdate
+from app.services.sessions import SessionService
 from app.services.user_service import UserService
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -35,12 +38,17 @@ async def get_me(user: CurrentUser) -> UserRead:
     status_code=status.HTTP_200_OK,
     responses=error_responses(400, 401, 413, 422),
 )
-async def update_me(body: UserSelfUpdate, db: SessionDep, user: CurrentUser) -> UserRead:
+async def update_me(
+    body: UserSelfUpdate, db: SessionDep, user: CurrentUser, claims: Caller
+) -> UserRead:
     """Only the fields sent change. A new `password` needs `current_password`, your password
     now: without it, or with a wrong one, the answer is 422 naming `current_password` (a rule
-    the schema alone cannot state). A new password logs you out everywhere else too: every
-    token issued before it stops working."""
-    return UserRead.model_validate(await UserService.update_me(db, user.id, body))
+    the schema alone cannot state). A new password logs you out everywhere else: every other
+    session ends at once; this one goes on."""
+    changed = await UserService.update_me(
+        db, user.id, body, current_session_id=current_session(claims)
+    )
+    return UserRead.model_validate(changed)
 
 
 @router.get(
@@ -110,3 +118,34 @@ async def update_user(
     return UserRead.model_validate(
         await UserService.update_user(db, user_id, body, acting_user_id=user.id)
     )
+
+
+@router.get(
+    "/{user_id}/sessions",
+    summary="List a user's sessions",
+    response_model=SessionPage,
+    status_code=status.HTTP_200_OK,
+    responses=error_responses(401, 403, 404, 422),
+)
+async def list_user_sessions(
+    user_id: UserId, db: SessionDep, user: CurrentUser, claims: Caller, paging: SessionPaging
+) -> SessionPage:
+    """The user's live sessions, newest first. Superusers, or the user themselves (as
+    `GET /auth/sessions`). 404 for a user that does not exist."""
+    return await session_page(db, user_id, user, claims, paging)
+
+
+@router.delete(
+    "/{user_id}/sessions/{session_id}",
+    summary="End a user's session",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(401, 403, 404, 422),
+)
+async def revoke_user_session(
+    user_id: UserId, session_id: SessionId, db: SessionDep, user: CurrentUser
+) -> Response:
+    """Log one of the user's devices out at once. Superusers, or the user themselves. 404 for
+    a session that is not that user's or has already ended."""
+    await SessionService.revoke(db, session_id, user_id=user_id, acting_user_id=user.id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

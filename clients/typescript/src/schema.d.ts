@@ -58,9 +58,99 @@ export interface paths {
          *     same 401. After `LOGIN_MAX_FAILURES` failures for one email from one client address within
          *     `LOGIN_FAILURE_WINDOW_SECONDS`, that pair gets 429 with `Retry-After` (seconds) for
          *     `LOGIN_LOCKOUT_SECONDS`, even with the right password.
+         *
+         *     A login starts a session (`GET /auth/sessions` lists them): the answer carries a short-lived
+         *     access token and the session's refresh token (`POST /auth/refresh`).
          */
         post: operations["login"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/refresh": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Refresh a session
+         * @description A new access token and a new refresh token for the session's current refresh token,
+         *     which stops working (each works once). The same token sent again within
+         *     `REFRESH_REUSE_GRACE_SECONDS` (two tabs refreshing at once, a retry after a lost answer)
+         *     gets the same new pair; sent again later, it is taken for a stolen copy, and the whole
+         *     session is revoked: its access tokens stop working at once. 401 for a token that is
+         *     unknown, expired, replaced or of an ended session, and for an inactive account.
+         */
+        post: operations["refreshSession"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/logout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Log out
+         * @description End the calling token's session: its access and refresh tokens stop working at once.
+         *     The account's other sessions go on.
+         */
+        post: operations["logout"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/sessions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List your sessions
+         * @description Your live sessions, newest first; `current` marks the one this token belongs to.
+         */
+        get: operations["listMySessions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/sessions/{session_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * End one of your sessions
+         * @description Log a device out: the session's access and refresh tokens stop working at once. 404
+         *     for a session that is not yours or has already ended.
+         */
+        delete: operations["revokeMySession"];
         options?: never;
         head?: never;
         patch?: never;
@@ -84,8 +174,8 @@ export interface paths {
          * Change your name or password
          * @description Only the fields sent change. A new `password` needs `current_password`, your password
          *     now: without it, or with a wrong one, the answer is 422 naming `current_password` (a rule
-         *     the schema alone cannot state). A new password logs you out everywhere else too: every
-         *     token issued before it stops working.
+         *     the schema alone cannot state). A new password logs you out everywhere else: every other
+         *     session ends at once; this one goes on.
          */
         patch: operations["updateMe"];
         trace?: never;
@@ -139,6 +229,48 @@ export interface paths {
          *     their tokens out at once.
          */
         patch: operations["updateUser"];
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}/sessions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List a user's sessions
+         * @description The user's live sessions, newest first. Superusers, or the user themselves (as
+         *     `GET /auth/sessions`). 404 for a user that does not exist.
+         */
+        get: operations["listUserSessions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}/sessions/{session_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * End a user's session
+         * @description Log one of the user's devices out at once. Superusers, or the user themselves. 404 for
+         *     a session that is not that user's or has already ended.
+         */
+        delete: operations["revokeUserSession"];
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/api/v1/leads": {
@@ -486,7 +618,7 @@ export interface components {
              * @description A stable snake_case code for programs.
              * @enum {string}
              */
-            code: "bad_request" | "conflict" | "database_error" | "database_unavailable" | "duplicate" | "idempotency_in_progress" | "idempotency_key_reused" | "inactive_user" | "internal_error" | "invalid_header" | "lead_not_found" | "method_not_allowed" | "not_acceptable" | "not_authenticated" | "not_found" | "permission_denied" | "precondition_failed" | "precondition_required" | "request_timeout" | "request_too_large" | "service_unavailable" | "too_many_attempts" | "too_many_requests" | "unsupported_media_type" | "user_not_found" | "validation_error";
+            code: "bad_request" | "conflict" | "database_error" | "database_unavailable" | "duplicate" | "idempotency_in_progress" | "idempotency_key_reused" | "inactive_user" | "internal_error" | "invalid_header" | "lead_not_found" | "method_not_allowed" | "not_acceptable" | "not_authenticated" | "not_found" | "permission_denied" | "precondition_failed" | "precondition_required" | "request_timeout" | "request_too_large" | "service_unavailable" | "session_not_found" | "too_many_attempts" | "too_many_requests" | "unsupported_media_type" | "user_not_found" | "validation_error";
             /**
              * Errors
              * @description Each invalid field or header (422, and 400 for a header).
@@ -1126,6 +1258,91 @@ export interface components {
              */
             database: "ok";
         };
+        /**
+         * RefreshRequest
+         * @description The refresh token a login or the last refresh handed out.
+         * @example {
+         *       "refresh_token": "kHqX0d0t6...the token you were given"
+         *     }
+         */
+        RefreshRequest: {
+            /**
+             * Refresh Token
+             * @description The refresh token, as it was handed out.
+             */
+            refresh_token: string;
+        };
+        /**
+         * SessionPage
+         * @description One page of a user's live sessions, newest first.
+         */
+        SessionPage: {
+            /**
+             * Items
+             * @description The sessions of this page.
+             */
+            items: components["schemas"]["SessionRead"][];
+            /**
+             * Total
+             * @description How many live sessions there are.
+             */
+            total: number;
+            /**
+             * Skip
+             * @description The `skip` asked for.
+             */
+            skip: number;
+            /**
+             * Limit
+             * @description The `limit` asked for.
+             */
+            limit: number;
+        };
+        /**
+         * SessionRead
+         * @description One login on one device, live until it is logged out, revoked or left unrefreshed for
+         *     `REFRESH_TOKEN_EXPIRE_DAYS`.
+         */
+        SessionRead: {
+            /**
+             * Id
+             * @description The session's id (`DELETE /auth/sessions/{id}` ends it).
+             */
+            id: number;
+            /**
+             * Created At
+             * Format: date-time
+             * @description When the login happened.
+             */
+            created_at: string;
+            /**
+             * Last Used At
+             * Format: date-time
+             * @description The login or the latest refresh.
+             */
+            last_used_at: string;
+            /**
+             * Expires At
+             * Format: date-time
+             * @description When it ends unless refreshed before.
+             */
+            expires_at: string;
+            /**
+             * User Agent
+             * @description The User-Agent the login was sent with.
+             */
+            user_agent: string | null;
+            /**
+             * Client Address
+             * @description The address the login came from.
+             */
+            client_address: string | null;
+            /**
+             * Current
+             * @description Whether this is the session of the calling token.
+             */
+            current: boolean;
+        };
         /** StatusPeriod */
         StatusPeriod: {
             /** @description The status. */
@@ -1163,9 +1380,19 @@ export interface components {
             token_type: "bearer";
             /**
              * Expires In
-             * @description Seconds until the token expires.
+             * @description Seconds until the access token expires.
              */
             expires_in: number;
+            /**
+             * Refresh Token
+             * @description Trade it at `POST /auth/refresh` for a new pair before it expires. Each one works once: the refresh hands out its successor.
+             */
+            refresh_token: string;
+            /**
+             * Refresh Expires In
+             * @description Seconds until the refresh token expires (each refresh starts a new term).
+             */
+            refresh_expires_in: number;
         };
         /**
          * UserCreate
@@ -1528,6 +1755,184 @@ export interface operations {
             };
         };
     };
+    refreshSession: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RefreshRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Token"];
+                };
+            };
+            /** @description bad_request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description request_too_large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    logout: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    listMySessions: {
+        parameters: {
+            query?: {
+                /** @description Sessions to skip. */
+                skip?: number;
+                /** @description Sessions per page. */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionPage"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    revokeMySession: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The session's id. */
+                session_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
     getMe: {
         parameters: {
             query?: never;
@@ -1880,6 +2285,129 @@ export interface operations {
             };
             /** @description request_too_large */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    listUserSessions: {
+        parameters: {
+            query?: {
+                /** @description Sessions to skip. */
+                skip?: number;
+                /** @description Sessions per page. */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The user's id. */
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionPage"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    revokeUserSession: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The user's id. */
+                user_id: number;
+                /** @description The session's id. */
+                session_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

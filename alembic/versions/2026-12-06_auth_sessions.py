@@ -1,0 +1,82 @@
+"""Sessions and their refresh tokens: `auth_sessions`, `refresh_tokens`
+
+A session is one login on one device; every access token names one, and the account check
+refuses a token whose session has ended. Refresh tokens are kept as SHA-256 digests, the
+replaced ones too (a replaced token coming back revokes its session).
+
+Access tokens issued before this revision carry no session and stop working: their holders
+log in again (they lasted an hour at most).
+
+Revision ID: c41f7b9e2a63
+Revises: a6c9e2d4f815
+Create Date: 2026-12-06
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "c41f7b9e2a63"
+down_revision = "a6c9e2d4f815"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "auth_sessions",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("user_agent", sa.String(300), nullable=True),
+        sa.Column("client_address", sa.String(64), nullable=True),
+        sa.Column("chain_key", sa.LargeBinary(32), nullable=False),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("revoke_reason", sa.String(30), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_auth_sessions_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_auth_sessions")),
+        sqlite_autoincrement=True,
+    )
+    op.create_index(
+        op.f("ix_auth_sessions_user_id_created_at"),
+        "auth_sessions",
+        ["user_id", "created_at"],
+        unique=False,
+    )
+    op.create_table(
+        "refresh_tokens",
+        sa.Column("digest", sa.String(64), nullable=False),
+        sa.Column(
+            "session_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("replaced_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["session_id"],
+            ["auth_sessions.id"],
+            name=op.f("fk_refresh_tokens_session_id_auth_sessions"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("digest", name=op.f("pk_refresh_tokens")),
+    )
+    op.create_index(
+        op.f("ix_refresh_tokens_session_id_issued_at"),
+        "refresh_tokens",
+        ["session_id", "issued_at"],
+        unique=False,
+    )
+
+
+def downgrade() -> None:
+    op.drop_index(op.f("ix_refresh_tokens_session_id_issued_at"), table_name="refresh_tokens")
+    op.drop_table("refresh_tokens")
+    op.drop_index(op.f("ix_auth_sessions_user_id_created_at"), table_name="auth_sessions")
+    op.drop_table("auth_sessions")
