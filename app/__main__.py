@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         "--forwarded-allow-ips",
         default=None,
         help="comma-separated proxy addresses (or networks) trusted for X-Forwarded-*, '*' for "
-        "any (default: $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1)",
+        "any (default: $FORWARDED_ALLOW_IPS, else none: the peer is the client)",
     )
     parser.add_argument(
         "--root-path", default="", help="the path prefix the proxy serves the app under"
@@ -97,6 +97,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
     # Fail early on a missing production key; make the key file (each worker reads it again).
     settings = resolve_secret_key()
+    trusted_proxies = args.forwarded_allow_ips
+    if trusted_proxies is None:
+        trusted_proxies = settings.forwarded_allow_ips
     _run(settings, _prepare)
     # uvicorn re-raises SIGTERM once its graceful shutdown is done, which would end the process
     # with 143: a requested, completed stop exits 0 instead, as process managers expect.
@@ -119,8 +122,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # httptools, with the header and body timeouts and the connection cap (app/server.py).
         http="app.server:GuardedHttpToolsProtocol",
         timeout_keep_alive=settings.keep_alive_seconds,  # typed int by uvicorn; a float works
-        proxy_headers=args.proxy_headers,
-        forwarded_allow_ips=args.forwarded_allow_ips,
+        # No trusted proxy, no X-Forwarded-* believed at all (uvicorn alone trusts 127.0.0.1).
+        proxy_headers=args.proxy_headers and bool(trusted_proxies.strip()),
+        forwarded_allow_ips=trusted_proxies,
         root_path=args.root_path,
     )
     return 0

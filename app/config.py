@@ -9,6 +9,7 @@ routers, dependencies, services, schemas, the command line. Code that needs othe
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -67,6 +68,10 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+def _half_the_cores() -> int:
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 class LogFormat(StrEnum):
     JSON = "json"
     TEXT = "text"
@@ -116,6 +121,17 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=10, ge=1, le=1000)
     login_failure_window_seconds: int = Field(default=15 * 60, ge=1, le=7 * 24 * 3600)
     login_lockout_seconds: int = Field(default=15 * 60, ge=1, le=7 * 24 * 3600)
+    # ...and per client address, whatever the emails: this many failures within the window
+    # lock the address out until the oldest of them leaves it.
+    login_max_failures_per_address: int = Field(default=50, ge=1, le=100_000)
+    # Password checks run in worker threads, at most this many at once per app process (default:
+    # half the CPU cores, so the event loop keeps one), so a flood of logins cannot stall the
+    # other requests; a login that finds none free within LOGIN_QUEUE_SECONDS gets 503.
+    login_hash_concurrency: int = Field(default_factory=_half_the_cores, ge=1, le=64)
+    login_queue_seconds: float = Field(default=2.0, gt=0, le=60)
+    # Proxies whose X-Forwarded-For/-Proto are believed (comma-separated addresses or networks,
+    # '*' for any). None by default: a client cannot choose its own address for the throttle.
+    forwarded_allow_ips: str = ""
 
     # The first superuser, created at start-up when the database has none.
     admin_email: str = "admin@example.com"

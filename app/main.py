@@ -6,6 +6,7 @@ live in the database, so any number of app processes can serve behind one Postgr
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -88,6 +89,8 @@ def create_app(*, engine: AsyncEngine | None = None) -> FastAPI:
         app.state.writer = engine_writer(engine, None, settings)
 
     app.state.query_names = {}  # app/api/deps.py: each operation's query parameters
+    # Turns at the password checks of this process (app/api/deps.py `login_turn`).
+    app.state.login_turns = asyncio.Semaphore(settings.login_hash_concurrency)
     install_error_handlers(app)
     app.include_router(health_router)
     include_api_routes(app)

@@ -368,16 +368,17 @@ def served_access_lines(server: Server, path: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize(
     ("trusted", "expected"),
-    [("127.0.0.1", "198.51.100.20"), ("192.0.2.1", "127.0.0.1")],
-    ids=["from-a-trusted-proxy", "from-an-untrusted-peer"],
+    [("127.0.0.1", "198.51.100.20"), ("192.0.2.1", "127.0.0.1"), (None, "127.0.0.1")],
+    ids=["from-a-trusted-proxy", "from-an-untrusted-peer", "trusting-no-proxy-by-default"],
 )
 def test_a_served_access_line_names_the_client_after_the_proxy_rule(
-    tmp_path: Path, trusted: str, expected: str
+    tmp_path: Path, trusted: str | None, expected: str
 ) -> None:
-    """uvicorn believes X-Forwarded-For only from FORWARDED_ALLOW_IPS; the line says whom it
-    believed, and which worker process served the request."""
+    """uvicorn believes X-Forwarded-For only from FORWARDED_ALLOW_IPS (by default from no
+    one); the line says whom it believed, and which worker process served the request."""
     with server_launcher(wait_until_ready=True) as start:
-        server = start(tmp_path, FORWARDED_ALLOW_IPS=trusted)
+        proxies = {} if trusted is None else {"FORWARDED_ALLOW_IPS": trusted}
+        server = start(tmp_path, **proxies)
         with server.client() as client:
             response = client.get("/health", headers={"X-Forwarded-For": "198.51.100.20"})
         assert response.status_code == 200

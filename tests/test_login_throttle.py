@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -41,7 +42,13 @@ from tests.helpers import (
     make_settings,
     postgres_only,
 )
-from tests.support import own_engine, postgres_url, run_together, throwaway_database
+from tests.support import (
+    own_engine,
+    postgres_url,
+    run_together,
+    server_launcher,
+    throwaway_database,
+)
 
 TOKEN_URL = "/api/v1/auth/token"
 AGENT = "agent@crm.example.com"
@@ -169,13 +176,13 @@ async def test_a_locked_out_login_does_not_check_the_password(
     """No argon2 work for a locked pair, so hammering it costs the server next to nothing."""
     await fail(client)
     checked: list[str] = []
-    real = user_service.verify_password
+    real = user_service.check_password
 
-    def counting(password: str, hashed: str | None) -> bool:
+    async def counting(password: str, hashed: str | None) -> bool:
         checked.append(password)
-        return real(password, hashed)
+        return await real(password, hashed)
 
-    monkeypatch.setattr(user_service, "verify_password", counting)
+    monkeypatch.setattr(user_service, "check_password", counting)
 
     assert_locked(await login(client, AGENT, PASSWORD))
     assert checked == []
@@ -433,3 +440,154 @@ async def test_concurrent_failures_never_get_past_the_limit() -> None:
     assert kinds.count("AuthenticationException") == LIMIT, kinds
     assert kinds.count("TooManyAttemptsException") == RACERS - LIMIT, kinds
     assert stored == LIMIT
+
+
+# ------------------------------------------------------------------ one address, many emails
+
+PER_ADDRESS = 5  # LOGIN_MAX_FAILURES_PER_ADDRESS of the app in these tests
+
+
+@pytest.fixture
+def per_address(settings: Settings) -> Iterator[Settings]:
+    """The module's settings, with the per-address limit at PER_ADDRESS (installed after
+    them, so in force)."""
+    with use_settings(
+        settings.model_copy(update={"login_max_failures_per_address": PER_ADDRESS})
+    ) as installed:
+        yield installed
+
+
+async def spray(client: httpx.AsyncClient, times: int = PER_ADDRESS) -> None:
+    """`times` failures, each for an email never tried before."""
+    for n in range(times):
+        response = await login(client, f"nobody{n}@crm.example.com", WRONG)
+        assert response.status_code == 401, (n, response.text)
+
+
+async def test_failures_spread_over_many_emails_lock_the_address_out(
+    per_address: Settings, client_from: ClientFrom, agent: User
+) -> None:
+    attacker = client_from(ELSEWHERE)
+    await spray(attacker)
+
+    assert_locked(await login(attacker, "someone.else@crm.example.com", WRONG))
+
+
+async def test_a_locked_address_is_refused_the_right_password_too(
+    per_address: Settings, client_from: ClientFrom, agent: User
+) -> None:
+    attacker = client_from(ELSEWHERE)
+    await spray(attacker)
+
+    assert_locked(await login(attacker, AGENT, PASSWORD))
+
+
+async def test_an_address_lockout_leaves_other_addresses_alone(
+    per_address: Settings, client_from: ClientFrom, agent: User
+) -> None:
+    await spray(client_from(ELSEWHERE))
+
+    assert (await login(client_from(HERE), AGENT, PASSWORD)).status_code == 200
+
+
+async def test_the_address_lockout_lifts_once_its_failures_leave_the_window(
+    per_address: Settings, client_from: ClientFrom, db: AsyncSession, agent: User
+) -> None:
+    attacker = client_from(ELSEWHERE)
+    await spray(attacker)
+    retry_after = assert_locked(await login(attacker, AGENT, PASSWORD))
+    assert 0 < retry_after <= LOCKOUT.total_seconds()
+
+    await age_failures(db, LOCKOUT + timedelta(seconds=1))
+
+    assert (await login(attacker, AGENT, PASSWORD)).status_code == 200
+
+
+async def test_fewer_failures_than_the_address_limit_lock_nothing(
+    per_address: Settings, client_from: ClientFrom, agent: User
+) -> None:
+    attacker = client_from(ELSEWHERE)
+    await spray(attacker, PER_ADDRESS - 1)
+
+    assert (await login(attacker, AGENT, PASSWORD)).status_code == 200
+
+
+async def test_the_address_limit_defaults_to_50() -> None:
+    assert make_settings().login_max_failures_per_address == 50
+
+
+async def test_old_failures_of_an_address_are_cleared_on_its_next_attempt(
+    per_address: Settings, client_from: ClientFrom, db: AsyncSession, agent: User
+) -> None:
+    """One-off emails are never tried again, so their pairs' rows would pile up under a
+    spray: the address's own attempts clear what is too old to count."""
+    attacker = client_from(ELSEWHERE)
+    await spray(attacker, 3)
+    await age_failures(db, LOCKOUT * 2 + timedelta(seconds=1))
+
+    await login(attacker, "fresh@crm.example.com", WRONG)
+
+    stored = await db.scalar(select(func.count()).select_from(FAILURES))
+    assert stored == 1
+
+
+# ------------------------------------------------------------- a forwarded address, spoofed
+
+
+def test_a_client_changing_x_forwarded_for_each_try_is_locked_out_all_the_same(
+    tmp_path: Path,
+) -> None:
+    """By default no proxy is trusted (FORWARDED_ALLOW_IPS is empty): the header a local
+    client makes up each time is not its address, so its guesses count against one pair."""
+    with server_launcher(wait_until_ready=True) as start:
+        server = start(tmp_path, LOGIN_MAX_FAILURES=str(LIMIT))
+        with server.client() as client:
+            answers = [
+                client.post(
+                    TOKEN_URL,
+                    data={"username": AGENT, "password": WRONG},
+                    headers={"X-Forwarded-For": f"203.0.113.{n}"},
+                ).status_code
+                for n in range(LIMIT + 1)
+            ]
+
+    assert answers == [401] * LIMIT + [429]
+
+
+# ---------------------------------------------------------------- a flood of password checks
+
+
+async def test_a_login_that_gets_no_turn_at_the_password_checks_gets_503_and_retry_after(
+    app: FastAPI, client: httpx.AsyncClient, agent: User, settings: Settings
+) -> None:
+    turns = app.state.login_turns
+    for _ in range(settings.login_hash_concurrency):
+        await turns.acquire()  # every turn taken, as by a flood of other logins
+    try:
+        with use_settings(settings.model_copy(update={"login_queue_seconds": 0.05})):
+            response = await login(client, AGENT, PASSWORD)
+    finally:
+        for _ in range(settings.login_hash_concurrency):
+            turns.release()
+
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "login_busy"
+    assert response.headers["Retry-After"] == "1"
+    assert (await login(client, AGENT, PASSWORD)).status_code == 200
+
+
+async def test_a_busy_login_records_no_failure(
+    app: FastAPI, client: httpx.AsyncClient, db: AsyncSession, agent: User, settings: Settings
+) -> None:
+    """Refused before the password was looked at: not a guess, so not counted as one."""
+    turns = app.state.login_turns
+    for _ in range(settings.login_hash_concurrency):
+        await turns.acquire()
+    try:
+        with use_settings(settings.model_copy(update={"login_queue_seconds": 0.05})):
+            await login(client, AGENT, WRONG)
+    finally:
+        for _ in range(settings.login_hash_concurrency):
+            turns.release()
+
+    assert await failure_count(db) == 0

@@ -1,8 +1,10 @@
-"""Sessions and their refresh tokens: `auth_sessions`, `refresh_tokens`
+"""Sessions and their refresh tokens: `auth_sessions`, `refresh_tokens`; login failures by address
 
 A session is one login on one device; every access token names one, and the account check
 refuses a token whose session has ended. Refresh tokens are kept as SHA-256 digests, the
 replaced ones too (a replaced token coming back revokes its session).
+
+`login_failures` gets an index by (client_address, failed_at), for the per-address limit.
 
 Access tokens issued before this revision carry no session and stop working: their holders
 log in again (they lasted an hour at most).
@@ -73,9 +75,16 @@ def upgrade() -> None:
         ["session_id", "issued_at"],
         unique=False,
     )
+    op.create_index(
+        op.f("ix_login_failures_client_address_failed_at"),
+        "login_failures",
+        ["client_address", "failed_at"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_login_failures_client_address_failed_at"), table_name="login_failures")
     op.drop_index(op.f("ix_refresh_tokens_session_id_issued_at"), table_name="refresh_tokens")
     op.drop_table("refresh_tokens")
     op.drop_index(op.f("ix_auth_sessions_user_id_created_at"), table_name="auth_sessions")

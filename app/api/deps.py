@@ -7,6 +7,8 @@ Routers declare what they need with these `Annotated` aliases and nothing else:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -26,7 +28,11 @@ from app.database import Turns
 from app.models import User
 from app.schemas.common import MAX_ID
 from app.services.base import remember_verified_user
-from app.services.exceptions import AuthenticationException, ValidationException
+from app.services.exceptions import (
+    AuthenticationException,
+    LoginBusyException,
+    ValidationException,
+)
 from app.services.lead_reads import INVALID_TOKEN, LeadReads, caller_user
 from app.services.messages import unknown_name
 from app.services.reader import Reader, Writer
@@ -218,3 +224,21 @@ def _fields_of(param: ModelField) -> list[ModelField]:
 
 
 KnownQuery = Depends(refuse_unknown_query_parameters)
+
+
+@contextlib.asynccontextmanager
+async def login_turn(request: Request) -> AsyncIterator[None]:
+    """A turn at this process's password checks, of which LOGIN_HASH_CONCURRENCY run at once
+    (each in a worker thread: argon2 is slow on purpose). A flood of logins then queues here,
+    holding no database connection, while every other request goes on; a login that gets no
+    turn within LOGIN_QUEUE_SECONDS is answered 503 with Retry-After."""
+    turns: asyncio.Semaphore = request.app.state.login_turns
+    try:
+        async with asyncio.timeout(get_settings().login_queue_seconds):
+            await turns.acquire()
+    except TimeoutError:
+        raise LoginBusyException() from None
+    try:
+        yield
+    finally:
+        turns.release()

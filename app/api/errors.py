@@ -32,6 +32,7 @@ from app.services.exceptions import (
     InactiveUserException,
     InvalidHeaderException,
     LeadNotFoundException,
+    LoginBusyException,
     PermissionDeniedException,
     PreconditionFailedException,
     PreconditionRequiredException,
@@ -63,6 +64,7 @@ STATUS_BY_EXCEPTION: dict[type[CRMException], int] = {
     InvalidHeaderException: status.HTTP_400_BAD_REQUEST,
     AuthenticationException: status.HTTP_401_UNAUTHORIZED,
     TooManyAttemptsException: status.HTTP_429_TOO_MANY_REQUESTS,
+    LoginBusyException: status.HTTP_503_SERVICE_UNAVAILABLE,
     DatabaseException: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
@@ -152,7 +154,7 @@ async def _crm_exception(request: Request, exc: Exception) -> JSONResponse:
         status.HTTP_400_BAD_REQUEST,
     )
     headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
-    if isinstance(exc, TooManyAttemptsException):
+    if isinstance(exc, TooManyAttemptsException | LoginBusyException):
         headers = {"Retry-After": str(exc.retry_after)}
     errors, extra = None, {}
     if isinstance(exc, ValidationException):

@@ -21,8 +21,12 @@ CLIENT_ADDRESS_MAX_LENGTH = 64
 
 class LoginFailure(Base):
     __tablename__ = "login_failures"
-    # Every query names one (email, client address) pair and a time range.
-    __table_args__ = (Index(None, "email", "client_address", "failed_at"),)
+    # Every query names one (email, client address) pair and a time range,
+    # and one address (the per-address limit, and clearing an address's old failures).
+    __table_args__ = (
+        Index(None, "email", "client_address", "failed_at"),
+        Index(None, "client_address", "failed_at"),
+    )
 
     # BIGINT, since failures can pile up fast under attack; SQLite only auto-numbers INTEGER keys.
     id: Mapped[int] = mapped_column(

@@ -192,6 +192,17 @@ class TooManyAttemptsException(CRMException):
         super().__init__(f"Too many failed login attempts; try again in {retry_after} seconds.")
 
 
+class LoginBusyException(CRMException):
+    """Every password check of this process is taken, and stayed taken for
+    LOGIN_QUEUE_SECONDS: a flood of logins. Worth retrying after `retry_after` seconds."""
+
+    code = "login_busy"
+    retry_after = 1
+
+    def __init__(self) -> None:
+        super().__init__("Too many logins are being checked right now; try again in a second.")
+
+
 class DatabaseException(CRMException):
     """The database failed in a way the caller cannot fix by changing the request."""
 

@@ -8,9 +8,14 @@ answers never tell which accounts exist. While a pair is locked the password is 
 at (no argon2 cost, and a right password gets the same 429 as a wrong one, so the lockout cannot
 be used to test guesses).
 
+A second, looser limit counts one address's failures across all emails
+(LOGIN_MAX_FAILURES_PER_ADDRESS): a client spraying guesses over ever-new emails never repeats a
+pair, and is stopped by that one instead. The address is the peer's, or a trusted proxy's
+X-Forwarded-For (FORWARDED_ALLOW_IPS, nobody by default), so a client cannot pick its own.
+
 The state is rows of `login_failures` in the database, not memory, so every app process behind
-one database counts the same failures. A pair's rows are deleted once they are too old to matter
-(on each of its attempts) and all at once on a successful login.
+one database counts the same failures. An address's rows are deleted once they are too old to
+matter (on each of its attempts), and a pair's all at once on a successful login.
 
 The check, the password test and the recording of a failure have to happen as one step per pair,
 or N attempts racing past the check together would all be tried:
@@ -46,6 +51,7 @@ class ThrottleRules:
     max_failures: int
     window: timedelta
     lockout: timedelta
+    max_failures_per_address: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ThrottleRules:
@@ -53,6 +59,7 @@ class ThrottleRules:
             max_failures=settings.login_max_failures,
             window=timedelta(seconds=settings.login_failure_window_seconds),
             lockout=timedelta(seconds=settings.login_lockout_seconds),
+            max_failures_per_address=settings.login_max_failures_per_address,
         )
 
     @property
@@ -105,11 +112,14 @@ async def check_not_locked(
     if db.get_bind().dialect.name == "postgresql":
         await db.execute(select(func.pg_advisory_xact_lock(pair.lock_key())))
     cutoff = now - rules.memory
+    # The address's old failures, whatever their emails: a spray of one-off emails never
+    # comes back to clear its own.
     await db.execute(
         delete(LoginFailure)
-        .where(*_of_pair(pair), LoginFailure.failed_at <= cutoff)
+        .where(LoginFailure.client_address == pair.client_address, LoginFailure.failed_at <= cutoff)
         .execution_options(synchronize_session=False)
     )
+    await _check_address(db, pair, rules, now)
     recent = (
         select(LoginFailure.failed_at)
         .where(*_of_pair(pair), LoginFailure.failed_at > cutoff)
@@ -126,6 +136,30 @@ async def check_not_locked(
         return
     remaining = (newest + rules.lockout - now).total_seconds()
     if remaining > 0:
+        raise TooManyAttemptsException(retry_after=max(1, math.ceil(remaining)))
+
+
+async def _check_address(
+    db: AsyncSession, pair: LoginPair, rules: ThrottleRules, now: datetime
+) -> None:
+    """TooManyAttemptsException while the address has `max_failures_per_address` failures
+    within the window, any emails; it lifts when the oldest of them leaves the window. (Not
+    under a lock of its own: attempts from one address for different emails may run at once,
+    so as many as run at once (LOGIN_HASH_CONCURRENCY per process) may pass the limit.)"""
+    limit = rules.max_failures_per_address
+    recent = (
+        select(LoginFailure.failed_at)
+        .where(
+            LoginFailure.client_address == pair.client_address,
+            LoginFailure.failed_at > now - rules.window,
+        )
+        .order_by(LoginFailure.failed_at.desc())
+        .limit(limit)
+        .subquery()
+    )
+    count, oldest = (await db.execute(select(func.count(), func.min(recent.c.failed_at)))).one()
+    if count >= limit:
+        remaining = (oldest + rules.window - now).total_seconds()
         raise TooManyAttemptsException(retry_after=max(1, math.ceil(remaining)))
 
 

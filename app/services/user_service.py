@@ -32,8 +32,8 @@ from app.services.exceptions import (
 from app.services.security import (
     MAX_PASSWORD_LENGTH,
     MIN_PASSWORD_LENGTH,
+    check_password,
     hash_password,
-    verify_password,
 )
 from app.services.sessions import RevokeReason, revoke_sessions
 
@@ -154,7 +154,7 @@ class UserService:
         user = await get_acting_user(db, user_id)
         current = data.pop("current_password", None)
         if data.get("password") is not None and not (
-            isinstance(current, str) and verify_password(current, user.hashed_password)
+            isinstance(current, str) and await check_password(current, user.hashed_password)
         ):
             raise ValidationException.at(
                 "current_password", "is missing or wrong: a new password needs the current one"
@@ -206,7 +206,7 @@ async def _attempt_login(
         # Fresh from the row: the token issued must carry the version stored now.
         query = select(User).where(User.email == address)
         user = await db.scalar(query.execution_options(populate_existing=True))
-    valid = verify_password(password, user.hashed_password if user else None)
+    valid = await check_password(password, user.hashed_password if user else None)
     if user is None or not valid or not user.is_active:
         await login_throttle.record_failure(db, pair, utcnow())
         return None

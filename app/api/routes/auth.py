@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from app.api.deps import Caller, CurrentUser, SessionDep, SettingsDep
+from app.api.deps import Caller, CurrentUser, SessionDep, SettingsDep, login_turn
 from app.api.errors import error_responses
 from app.api.sessions import SessionId, SessionPaging, current_session, session_page, token_pair
 from app.schemas.session import RefreshRequest, SessionPage
@@ -93,7 +93,7 @@ def _validated(data: Any) -> LoginRequest:
     summary="Log in",
     response_model=Token,
     status_code=status.HTTP_200_OK,
-    responses=error_responses(400, 401, 413, 415, 422, 429),
+    responses=error_responses(400, 401, 413, 415, 422, 429, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -112,15 +112,18 @@ async def login(
     sends; any other Content-Type gets 415. Wrong credentials and inactive accounts get the
     same 401. After `LOGIN_MAX_FAILURES` failures for one email from one client address within
     `LOGIN_FAILURE_WINDOW_SECONDS`, that pair gets 429 with `Retry-After` (seconds) for
-    `LOGIN_LOCKOUT_SECONDS`, even with the right password.
+    `LOGIN_LOCKOUT_SECONDS`, even with the right password; so does a client address after
+    `LOGIN_MAX_FAILURES_PER_ADDRESS` failures for any emails within the window. 503 with
+    `Retry-After` when the server is flooded with logins (`LOGIN_HASH_CONCURRENCY`).
 
     A login starts a session (`GET /auth/sessions` lists them): the answer carries a short-lived
     access token and the session's refresh token (`POST /auth/refresh`)."""
-    # Behind a proxy, uvicorn's proxy-headers handling has already put the real client here.
+    # Behind a trusted proxy (FORWARDED_ALLOW_IPS), uvicorn has put the real client here.
     client_address = request.client.host if request.client else None
-    user = await UserService.authenticate(
-        db, credentials.username, credentials.password, client_address=client_address
-    )
+    async with login_turn(request):
+        user = await UserService.authenticate(
+            db, credentials.username, credentials.password, client_address=client_address
+        )
     issued = await SessionService.start(
         db, user, user_agent=request.headers.get("user-agent"), client_address=client_address
     )
