@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from app.api.deps import get_session
 from app.config import Settings, normalize_database_url
 from app.main import create_app
-from app.models import AuthSession, Lead, User
+from app.models import ApiKey, AuthSession, Lead, User
 from app.services.reader import session_reader, session_writer
 from app.services.security import MAX_SESSION_ID, create_access_token
 
@@ -196,3 +196,32 @@ async def sql_statements(db: AsyncSession) -> AsyncIterator[list[str]]:
         if driver is not None:
             await asyncio.sleep(0)  # asyncpg hands each query to its loggers with call_soon
             driver.remove_query_logger(logged)
+
+
+async def add_api_key(
+    db: AsyncSession,
+    user_id: int,
+    scope: str = "write",
+    *,
+    expires_at: datetime | None = None,
+    revoked: bool = False,
+) -> tuple[int, str]:
+    """An API key of the user's, stored as `POST /api-keys` stores one (committed): its id
+    and the key."""
+    from app.services.api_keys import _digest, _new_key
+
+    prefix, key = _new_key()
+    now = datetime.now(UTC)
+    row = ApiKey(
+        user_id=user_id,
+        name=f"{scope} key",
+        prefix=prefix,
+        digest=_digest(key),
+        scope=scope,
+        created_at=now,
+        expires_at=expires_at,
+        revoked_at=now if revoked else None,
+    )
+    db.add(row)
+    await db.commit()
+    return row.id, key

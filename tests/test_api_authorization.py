@@ -34,18 +34,33 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.models import AuthSession, Lead, LeadStatus, User
+from app.models import ApiKey, AuthSession, Lead, LeadStatus, User
 from app.services import LeadService
 from app.services.security import JWT_ALGORITHM, key_id
 from tests import helpers
-from tests.helpers import NO_SUCH_SESSION, PASSWORD, TEST_SESSIONS, LeadFactory
+from tests.helpers import (
+    NO_SUCH_SESSION,
+    PASSWORD,
+    TEST_SESSIONS,
+    LeadFactory,
+    add_api_key,
+    sqlite_suite_only,
+)
 
 API = "/api/v1"
 LEADS = Lead.__table__
 USERS = User.__table__
 SESSIONS = AuthSession.__table__
 OTHER_SECRET = "an-entirely-different-secret-key-of-decent-length"
-USER_FIELDS = {"id", "email", "full_name", "is_active", "is_superuser", "created_at"}
+USER_FIELDS = {
+    "id",
+    "email",
+    "full_name",
+    "is_active",
+    "is_superuser",
+    "is_service_account",
+    "created_at",
+}
 
 
 # --- the world every test starts from -----------------------------------------------------------
@@ -70,6 +85,12 @@ class World:
     agent_session: int  # the session each user's token belongs to
     other_session: int
     superuser_session: int
+    agent_read_key: str  # the agent's API keys
+    agent_write_key: str
+    agent_key_id: int  # the write key's id
+    revoked_key: str  # the agent's, revoked
+    expired_key: str  # the agent's, expired
+    other_key_id: int  # the other agent's key
 
 
 @pytest.fixture
@@ -82,6 +103,8 @@ async def world(
     make_lead: LeadFactory,
 ) -> World:
     boss = superuser.id
+    write_key_id, write_key = await add_api_key(db, agent.id, "write")
+    ago = datetime.now(UTC) - timedelta(minutes=1)
     w = World(
         superuser=boss,
         agent=agent.id,
@@ -98,6 +121,12 @@ async def world(
         agent_session=TEST_SESSIONS[agent.id],
         other_session=TEST_SESSIONS[other_agent.id],
         superuser_session=TEST_SESSIONS[boss],
+        agent_read_key=(await add_api_key(db, agent.id, "read"))[1],
+        agent_write_key=write_key,
+        agent_key_id=write_key_id,
+        revoked_key=(await add_api_key(db, agent.id, revoked=True))[1],
+        expired_key=(await add_api_key(db, agent.id, expires_at=ago))[1],
+        other_key_id=(await add_api_key(db, other_agent.id))[0],
     )
     await LeadService.delete_lead(db, w.own_archived, user_id=boss)
     await LeadService.delete_lead(db, w.other_archived, user_id=boss)
@@ -247,10 +276,39 @@ REJECTED_CREDENTIALS: dict[str, BadCredentials] = {
     "another_users_session": BadCredentials(
         lambda w, s: bearer(sign(claims(w.agent, sid=w.other_session), secret(s)))
     ),
+    "revoked_api_key": BadCredentials(lambda w, s: bearer(w.revoked_key)),
+    "expired_api_key": BadCredentials(lambda w, s: bearer(w.expired_key)),
+    "made_up_api_key": BadCredentials(lambda w, s: bearer("crm_0123abcd_" + "x" * 43)),
+    "malformed_api_key": BadCredentials(lambda w, s: bearer("crm_not-a-key")),
     "no_session": BadCredentials(
         lambda w, s: bearer(sign(without(claims(w.agent), "sid"), secret(s)))
     ),
 }
+
+
+# Refused from the Authorization header alone, before any statement runs: the same whichever
+# database is behind, so run once, by the SQLite suite. The others reach the database.
+REFUSED_BEFORE_THE_DATABASE = {
+    "anonymous",
+    "expired_token",
+    "other_key",
+    "other_key_named_as_ours",
+    "malformed_token",
+    "empty_bearer",
+    "wrong_scheme",
+    "basic_auth",
+    "no_scheme",
+    "tampered_payload",
+    "alg_none",
+    "no_expiry",
+    "not_access_type",
+    "no_session",
+    "malformed_api_key",
+}
+
+
+def suites(caller: str) -> Any:
+    return sqlite_suite_only if caller in REFUSED_BEFORE_THE_DATABASE else ()
 
 
 # --- endpoints ------------------------------------------------------------------------------
@@ -288,6 +346,10 @@ ENDPOINTS: dict[str, Callable[[World], Call]] = {
     "POST /auth/logout": lambda w: Call("POST", "/auth/logout"),
     "GET /auth/sessions": lambda w: Call("GET", "/auth/sessions"),
     "DELETE /auth/sessions/{id}": lambda w: Call("DELETE", f"/auth/sessions/{w.agent_session}"),
+    "POST /api-keys": lambda w: Call("POST", "/api-keys", {"name": "cron", "scope": "read"}),
+    "GET /api-keys": lambda w: Call("GET", "/api-keys"),
+    "GET /api-keys/{id}": lambda w: Call("GET", f"/api-keys/{w.agent_key_id}"),
+    "DELETE /api-keys/{id}": lambda w: Call("DELETE", f"/api-keys/{w.agent_key_id}"),
     "PATCH /users/{id}": lambda w: Call("PATCH", f"/users/{w.agent}", {"full_name": "Renamed"}),
     "GET /leads": lambda w: Call("GET", "/leads"),
     "POST /leads": lambda w: Call("POST", "/leads", NEW_LEAD),
@@ -318,7 +380,7 @@ ENDPOINTS: dict[str, Callable[[World], Call]] = {
 @pytest.mark.parametrize(
     ("endpoint", "caller"),
     [
-        pytest.param(endpoint, caller, id=f"{endpoint}-{caller}")
+        pytest.param(endpoint, caller, id=f"{endpoint}-{caller}", marks=suites(caller))
         for endpoint in ENDPOINTS
         for caller in REJECTED_CREDENTIALS
     ],
@@ -444,6 +506,43 @@ def lists_sessions(attr: str, *, current: bool) -> Check:
         [item] = r.json()["items"]
         assert item["id"] == getattr(w, attr)
         assert item["current"] is current
+
+    return check
+
+
+# API keys ------------------------------------------------------------------------------------
+
+KEYS = ApiKey.__table__
+
+
+def made_key_for(attr: str) -> Check:
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        assert r.json()["key"].startswith(f"crm_{r.json()['prefix']}_")
+        assert r.headers["Location"] == f"{API}/api-keys/{r.json()['id']}"
+        row = (await db.execute(select(KEYS).where(KEYS.c.id == r.json()["id"]))).one()
+        assert row.user_id == getattr(w, attr)
+        assert row.digest != r.json()["key"]  # never the key itself
+
+    return check
+
+
+async def lists_agents_keys(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert r.json()["total"] == 3  # read, write and the expired one; not the revoked one
+    assert all("key" not in item for item in r.json()["items"])
+
+
+def reads_key(attr: str) -> Check:
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        assert r.json()["id"] == getattr(w, attr)
+        assert "key" not in r.json()
+
+    return check
+
+
+def revoked_key(attr: str) -> Check:
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        query = select(KEYS.c.revoked_at).where(KEYS.c.id == getattr(w, attr))
+        assert (await db.execute(query)).scalar_one() is not None
 
     return check
 
@@ -597,6 +696,103 @@ def called(attr: str) -> Check:
 QUALIFY = {"status": "QUALIFIED"}
 
 CASES = [
+    # API keys
+    Case(
+        "POST /api-keys",
+        "agent",
+        "agent",
+        lambda w: Call("POST", "/api-keys", {"name": "cron", "scope": "read"}),
+        201,
+        made_key_for("agent"),
+    ),
+    Case(
+        "POST /api-keys",
+        "other_agent",
+        "agent",
+        lambda w: Call(
+            "POST", "/api-keys", {"name": "x", "scope": "read", "user_id": w.other_agent}
+        ),
+        403,
+    ),
+    Case(
+        "POST /api-keys",
+        "superuser",
+        "superuser",
+        lambda w: Call("POST", "/api-keys", {"name": "x", "scope": "write", "user_id": w.agent}),
+        201,
+        made_key_for("agent"),
+    ),
+    Case(
+        "GET /api-keys",
+        "agent",
+        "agent",
+        lambda w: Call("GET", "/api-keys"),
+        200,
+        lists_agents_keys,
+    ),
+    Case(
+        "GET /api-keys",
+        "other_agent",
+        "agent",
+        lambda w: Call("GET", "/api-keys", params={"user_id": w.other_agent}),
+        403,
+    ),
+    Case(
+        "GET /api-keys",
+        "superuser",
+        "superuser",
+        lambda w: Call("GET", "/api-keys", params={"user_id": w.agent}),
+        200,
+        lists_agents_keys,
+    ),
+    Case(
+        "GET /api-keys/{id}",
+        "agent",
+        "agent",
+        lambda w: Call("GET", f"/api-keys/{w.agent_key_id}"),
+        200,
+        reads_key("agent_key_id"),
+    ),
+    Case(
+        "GET /api-keys/{id}",
+        "other_agent",
+        "agent",
+        lambda w: Call("GET", f"/api-keys/{w.other_key_id}"),
+        404,
+        code="api_key_not_found",
+    ),
+    Case(
+        "GET /api-keys/{id}",
+        "superuser",
+        "superuser",
+        lambda w: Call("GET", f"/api-keys/{w.other_key_id}"),
+        200,
+        reads_key("other_key_id"),
+    ),
+    Case(
+        "DELETE /api-keys/{id}",
+        "agent",
+        "agent",
+        lambda w: Call("DELETE", f"/api-keys/{w.agent_key_id}"),
+        204,
+        revoked_key("agent_key_id"),
+    ),
+    Case(
+        "DELETE /api-keys/{id}",
+        "other_agent",
+        "agent",
+        lambda w: Call("DELETE", f"/api-keys/{w.other_key_id}"),
+        404,
+        code="api_key_not_found",
+    ),
+    Case(
+        "DELETE /api-keys/{id}",
+        "superuser",
+        "superuser",
+        lambda w: Call("DELETE", f"/api-keys/{w.other_key_id}"),
+        204,
+        revoked_key("other_key_id"),
+    ),
     # sessions
     Case(
         "POST /auth/logout",
@@ -1277,6 +1473,60 @@ async def test_authenticated_callers(
     elif case.status == 204:
         assert response.content == b""
     if case.check is not None:
+        await case.check(db, world, response)
+
+
+# --- table 3: the agent's API keys ----------------------------------------------------------
+#
+# Each agent row again, sent with the agent's `read` key and with their `write` key: what the
+# agent's token gets, but a read key's writes get 403, and so does every key on what only a
+# person who logged in may do (keys, sessions, logging out).
+
+KEY_FORBIDDEN = {
+    "POST /auth/logout",
+    "GET /auth/sessions",
+    "DELETE /auth/sessions/{id}",
+    "GET /users/{id}/sessions",
+    "DELETE /users/{id}/sessions/{id}",
+    "POST /api-keys",
+    "GET /api-keys",
+    "GET /api-keys/{id}",
+    "DELETE /api-keys/{id}",
+}
+
+
+def key_status(case: Case, scope: str) -> int:
+    if case.endpoint in KEY_FORBIDDEN:
+        return 403
+    if scope == "read" and not case.endpoint.startswith("GET "):
+        return 403
+    return case.status
+
+
+KEY_CASES = [
+    pytest.param(case, scope, id=f"{case.endpoint}-{case.caller}-{scope}_key")
+    for case in CASES
+    if case.acting == "agent"
+    for scope in ("read", "write")
+]
+
+
+@pytest.mark.parametrize(("case", "scope"), KEY_CASES)
+async def test_api_key_callers(
+    client: httpx.AsyncClient, db: AsyncSession, world: World, case: Case, scope: str
+) -> None:
+    key = world.agent_read_key if scope == "read" else world.agent_write_key
+    before = await snapshot(db)
+
+    response = await send(client, case.call(world), bearer(key))
+
+    expected = key_status(case, scope)
+    assert response.status_code == expected, response.text
+    if expected >= 400:
+        code = "permission_denied" if expected != case.status else case.code
+        assert response.json()["code"] == (code or ERROR_CODES[expected])
+        assert await snapshot(db) == before
+    elif case.check is not None:
         await case.check(db, world, response)
 
 

@@ -461,7 +461,7 @@ BAD_REQUESTS = [
     bad("bulk-status-missing", "POST", BULK, ["body", "status"], "json",
         {"lead_ids": ["{lead}"]}),
     bad("user-password-missing", "POST", "/users", ["body", "password"], "json",
-        {"email": "x@example.com"}),
+        {"email": "x@example.com", "full_name": "X"}),
     # text the database cannot store (NUL) or that is not Unicode (a lone surrogate)
     bad("nul-in-name", "POST", "/leads", ["body", "first_name"], "json",
         {**NAMES, "first_name": "A\x00"}),

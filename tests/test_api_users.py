@@ -28,7 +28,15 @@ from tests.helpers import (
 
 TOKEN_URL = "/api/v1/auth/token"
 USERS = "/api/v1/users"
-USER_FIELDS = {"id", "email", "full_name", "is_active", "is_superuser", "created_at"}
+USER_FIELDS = {
+    "id",
+    "email",
+    "full_name",
+    "is_active",
+    "is_superuser",
+    "is_service_account",
+    "created_at",
+}
 NEW_PASSWORD = "a brand new passphrase"
 
 
@@ -159,6 +167,7 @@ async def test_read_me_answers_the_callers_account(
         "full_name": "Agent One",
         "is_active": True,
         "is_superuser": False,
+        "is_service_account": False,
         "created_at": body["created_at"],
     }
 
@@ -278,6 +287,7 @@ async def test_create_user_answers_201_with_location(
         "full_name": "Sam Seller",
         "is_active": True,
         "is_superuser": False,
+        "is_service_account": False,
         "created_at": body["created_at"],
     }
     read = await client.get(response.headers["location"], headers=h)

@@ -30,6 +30,7 @@ from tests.helpers import (
     PASSWORD,
     TEST_DATABASE_URL,
     LeadFactory,
+    add_session,
     change_user,
     claims_bearer,
     client_of,
@@ -516,7 +517,8 @@ async def test_the_read_pool_adds_at_most_its_size_in_connections(
                         acting_user_id=None,
                     )
                     boss_id = boss.id
-                headers = claims_bearer(settings, boss_id, superuser=True)
+                    session = await add_session(db, boss_id)
+                headers = claims_bearer(settings, boss_id, superuser=True, session=session)
                 async with client_of(app) as client:
                     created = await client.post(
                         LEADS,

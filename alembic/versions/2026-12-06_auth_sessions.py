@@ -1,10 +1,11 @@
-"""Sessions and their refresh tokens: `auth_sessions`, `refresh_tokens`; login failures by address
+"""Sessions, refresh tokens, API keys and service accounts; login failures by address
 
 A session is one login on one device; every access token names one, and the account check
 refuses a token whose session has ended. Refresh tokens are kept as SHA-256 digests, the
 replaced ones too (a replaced token coming back revokes its session).
 
-`login_failures` gets an index by (client_address, failed_at), for the per-address limit.
+`api_keys` holds the keys of scripts and integrations (a digest of each key, never the key), and
+`users.is_service_account` marks accounts that use only keys. `login_failures` gets an index by (client_address, failed_at), for the per-address limit.
 
 Access tokens issued before this revision carry no session and stop working: their holders
 log in again (they lasted an hour at most).
@@ -82,8 +83,39 @@ def upgrade() -> None:
         unique=False,
     )
 
+    op.create_table(
+        "api_keys",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(100), nullable=False),
+        sa.Column("prefix", sa.String(8), nullable=False),
+        sa.Column("digest", sa.String(64), nullable=False),
+        sa.Column("scope", sa.String(5), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_api_keys_user_id_users"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
+        sa.UniqueConstraint("prefix", name=op.f("uq_api_keys_prefix")),
+        sqlite_autoincrement=True,
+    )
+    op.create_index(
+        op.f("ix_api_keys_user_id_created_at"), "api_keys", ["user_id", "created_at"], unique=False
+    )
+    with op.batch_alter_table("users", table_kwargs={"sqlite_autoincrement": True}) as batch:
+        batch.add_column(
+            sa.Column("is_service_account", sa.Boolean(), server_default=sa.false(), nullable=False)
+        )
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("users", table_kwargs={"sqlite_autoincrement": True}) as batch:
+        batch.drop_column("is_service_account")
+    op.drop_index(op.f("ix_api_keys_user_id_created_at"), table_name="api_keys")
+    op.drop_table("api_keys")
     op.drop_index(op.f("ix_login_failures_client_address_failed_at"), table_name="login_failures")
     op.drop_index(op.f("ix_refresh_tokens_session_id_issued_at"), table_name="refresh_tokens")
     op.drop_table("refresh_tokens")

@@ -27,10 +27,12 @@ from app.config import Settings, get_settings
 from app.database import Turns
 from app.models import User
 from app.schemas.common import MAX_ID
+from app.services.api_keys import key_claims, looks_like_key, touch
 from app.services.base import remember_verified_user
 from app.services.exceptions import (
     AuthenticationException,
     LoginBusyException,
+    PermissionDeniedException,
     ValidationException,
 )
 from app.services.lead_reads import INVALID_TOKEN, LeadReads, caller_user
@@ -80,8 +82,10 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
 class BearerCaller(OAuth2PasswordBearer):
-    """Who the bearer token says the caller is, read from the token alone. The account itself
-    is checked by the read that follows (app/services/lead_reads.py) or by `get_current_user`;
+    """Who the bearer token says the caller is: an access token, read from the token alone, or
+    an API key (`crm_...`, app/services/api_keys.py), whose read scope refuses writes here. The
+    account itself is checked by the read that follows (app/services/lead_reads.py) or by
+    `get_current_user`;
     until then the request keeps the claims in `request.state.caller`, so that an error raised
     before that read (a bad parameter) can still check the account first (app/api/errors.py).
 
@@ -96,10 +100,14 @@ class BearerCaller(OAuth2PasswordBearer):
             raise AuthenticationException(
                 "Not authenticated: send 'Authorization: Bearer <token>'."
             )
-        try:
-            claims = decode_access_token(token, get_settings())
-        except InvalidToken:
-            raise AuthenticationException(INVALID_TOKEN) from None
+        state = request.app.state
+        if looks_like_key(token):
+            claims = await key_claims(state.reader, token)
+        else:
+            try:
+                claims = decode_access_token(token, get_settings())
+            except InvalidToken:
+                raise AuthenticationException(INVALID_TOKEN) from None
         if not 1 <= claims.user_id <= MAX_ID:  # no such row; PostgreSQL refuses to look it up
             raise AuthenticationException(INVALID_TOKEN)
         request.state.caller = claims
@@ -108,8 +116,13 @@ class BearerCaller(OAuth2PasswordBearer):
             try:
                 await refuse_unknown_query_parameters(request)
             except ValidationException:
-                await LeadReads.check_caller(request.app.state.reader, claims)  # 401 first
+                await LeadReads.check_caller(state.reader, claims)  # 401 first
                 raise
+        if claims.key_id is not None:
+            if claims.read_only and request.method not in READ_ONLY_METHODS:
+                await LeadReads.check_caller(state.reader, claims)  # 401 first
+                raise PermissionDeniedException(READ_KEY_WRITES)
+            await touch(state.writer, token, claims.key_id)
         return claims
 
 
@@ -181,6 +194,25 @@ async def get_current_user(request: Request, db: SessionDep, claims: Caller) -> 
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+READ_KEY_WRITES = "This API key may only read (scope 'read'); writes need a 'write' key."
+KEYS_MAY_NOT = "API keys cannot manage API keys, sessions or passwords: log in as the person."
+
+
+def refuse_api_keys(claims: AccessClaims) -> None:
+    """403 for a caller that is an API key, for what only a person who logged in may do."""
+    if claims.key_id is not None:
+        raise PermissionDeniedException(KEYS_MAY_NOT)
+
+
+async def get_person(user: CurrentUser, claims: Caller) -> User:
+    """`get_current_user`, for operations an API key may not call (the account is checked
+    first, so a revoked key still hears 401)."""
+    refuse_api_keys(claims)
+    return user
+
+
+Person = Annotated[User, Depends(get_person)]
 
 
 async def refuse_unknown_query_parameters(request: Request) -> None:

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.api.idempotency import IDEMPOTENT_CALL, replayed
 from app.schemas.common import CODE_BY_STATUS, DATABASE_UNAVAILABLE, ErrorResponse
 from app.services.exceptions import (
+    ApiKeyNotFoundException,
     AuthenticationException,
     ConflictException,
     CRMException,
@@ -52,6 +53,7 @@ STATUS_BY_EXCEPTION: dict[type[CRMException], int] = {
     LeadNotFoundException: status.HTTP_404_NOT_FOUND,
     UserNotFoundException: status.HTTP_404_NOT_FOUND,
     SessionNotFoundException: status.HTTP_404_NOT_FOUND,
+    ApiKeyNotFoundException: status.HTTP_404_NOT_FOUND,
     PermissionDeniedException: status.HTTP_403_FORBIDDEN,
     ValidationException: status.HTTP_422_UNPROCESSABLE_CONTENT,
     DuplicateException: status.HTTP_409_CONFLICT,

@@ -1,5 +1,6 @@
 """ORM models. Importing this package registers every table on `Base.metadata`."""
 
+from app.models.api_key import ApiKey, ApiKeyScope
 from app.models.auth_session import AuthSession, RefreshToken
 from app.models.base import Base
 from app.models.idempotency_key import IdempotencyKey
@@ -26,6 +27,8 @@ __all__ = [
     "LEADS_SEARCH",
     "TRIGRAM_LENGTH",
     "UNASSIGNED",
+    "ApiKey",
+    "ApiKeyScope",
     "AuthSession",
     "Base",
     "FieldValidationError",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Boolean, Integer, String
+from sqlalchemy import Boolean, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from app.models import validation as v
@@ -30,6 +30,8 @@ class User(Base):
     hashed_password: Mapped[str] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     is_superuser: Mapped[bool] = mapped_column(Boolean, default=False)
+    # An integration's account: it cannot log in with a password, only use its API keys.
+    is_service_account: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Copied into every access token; raising it (password change, deactivation) makes every
     # token issued before worthless at once, though none of them has expired.
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

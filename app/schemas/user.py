@@ -52,6 +52,9 @@ class UserRead(BaseModel):
     full_name: str = Field(description="The name shown to colleagues.")
     is_active: bool = Field(description="Inactive accounts cannot log in or be assigned leads.")
     is_superuser: bool = Field(description="Superusers see every lead and manage accounts.")
+    is_service_account: bool = Field(
+        description="An integration's account: it acts through API keys and cannot log in."
+    )
     created_at: datetime = Field(description="When the account was created.")
 
 
@@ -65,7 +68,9 @@ class UserPage(BaseModel):
 
 
 class UserCreate(RequestBody):
-    """A new account (superusers only); 409 when the email is taken."""
+    """A new account (superusers only); 409 when the email is taken. A service account (an
+    integration's) has no password and cannot log in: it acts only through its API keys. Every
+    other account needs a `password` (422 naming it otherwise)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -82,9 +87,14 @@ class UserCreate(RequestBody):
 
     email: Email
     full_name: FullName
-    password: Password
+    password: Password | MISSING = Field(
+        MISSING, description="Required, except for a service account (which has none)."
+    )
     is_superuser: StrictBool | MISSING = Field(
         MISSING, description="A superuser account; false if left out."
+    )
+    is_service_account: StrictBool | MISSING = Field(
+        MISSING, description="An integration's account: API keys only, no password login."
     )
 
 

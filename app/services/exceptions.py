@@ -53,6 +53,16 @@ class SessionNotFoundException(CRMException):
         super().__init__(f"Session {session_id} was not found (or has already ended).")
 
 
+class ApiKeyNotFoundException(CRMException):
+    """No such key the caller may revoke: never there, someone else's, or already revoked."""
+
+    code = "api_key_not_found"
+
+    def __init__(self, key_id: int) -> None:
+        self.key_id = key_id
+        super().__init__(f"API key {key_id} was not found (or has already been revoked).")
+
+
 class PermissionDeniedException(CRMException):
     code = "permission_denied"
 

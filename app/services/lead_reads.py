@@ -26,7 +26,8 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.config import get_settings
-from app.models import AuthSession, FieldValidationError, Lead, User
+from app.models import ApiKey, AuthSession, FieldValidationError, Lead, User
+from app.models.types import utcnow
 from app.schemas.filters import LeadFilters, LeadPaging
 from app.services.exceptions import (
     AuthenticationException,
@@ -67,11 +68,23 @@ SESSION_LIVE = exists(
         _sessions.c.revoked_at.is_(None),
     )
 )
+_keys = ApiKey.__table__
+# Or the API key is the caller's, not revoked and not expired.
+KEY_LIVE = exists(
+    select(_keys.c.id).where(
+        _keys.c.id == bindparam("caller_key"),
+        _keys.c.user_id == CALLER.c.id,
+        _keys.c.revoked_at.is_(None),
+        or_(_keys.c.expires_at.is_(None), _keys.c.expires_at > bindparam("caller_now")),
+    )
+)
+_VERSION = bindparam("caller_version")
 CALLER_OK = (
     CALLER.c.id == CALLER_ID,
     CALLER.c.is_active.is_(True),
-    CALLER.c.token_version == bindparam("caller_version"),
-    SESSION_LIVE,
+    # An access token's version must be the account's; an API key has none to compare.
+    or_(CALLER.c.token_version == _VERSION, _VERSION.is_(None)),
+    or_(SESSION_LIVE, KEY_LIVE),
 )
 CLAIMED_ROLE = CALLER.c.is_superuser == bindparam("caller_superuser")
 
@@ -97,7 +110,10 @@ MAY_READ = exists(select(CALLER.c.id).where(*CALLER_OK, CLAIMED_ROLE))
 
 
 ACCOUNT = select(
-    CALLER.c.is_active, CALLER.c.token_version, CALLER.c.is_superuser, SESSION_LIVE
+    CALLER.c.is_active,
+    CALLER.c.token_version,
+    CALLER.c.is_superuser,
+    or_(SESSION_LIVE, KEY_LIVE),
 ).where(CALLER.c.id == CALLER_ID)
 
 
@@ -239,6 +255,8 @@ def account_params(caller: AccessClaims) -> dict[str, Any]:
         "caller_id": caller.user_id,
         "caller_version": caller.version,
         "caller_session": caller.session_id,
+        "caller_key": caller.key_id,
+        "caller_now": utcnow(),
     }
 
 
@@ -261,8 +279,9 @@ async def account_role(reader: Reader, caller: AccessClaims) -> bool:
     rows = await reader.rows(ACCOUNT, account_params(caller))
     if not rows:
         raise AuthenticationException(INVALID_TOKEN)
-    active, version, superuser, session_live = rows[0]
-    if not active or version != caller.version or not session_live:
+    active, version, superuser, credential_live = rows[0]
+    stale = caller.version is not None and version != caller.version
+    if not active or stale or not credential_live:
         raise AuthenticationException(INVALID_TOKEN)
     return bool(superuser)
 

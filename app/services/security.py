@@ -65,14 +65,26 @@ def verify_password(password: str, hashed: str | None) -> bool:
 
 @dataclass(frozen=True)
 class AccessClaims:
+    """Who a credential says the caller is: an access token's claims, or an API key's
+    (app/services/api_keys.py)."""
+
     user_id: int
-    version: int  # the user's token_version when the token was issued
+    # The user's token_version when the token was issued; None for an API key, which a version
+    # change does not void (its account's deactivation and its own revocation do).
+    version: int | None
     # Whether the user was a superuser when the token was issued: a hint that lets a read be
     # shaped for the caller's scope in the statement that also checks the account (which
     # compares it with the stored flag). Never a grant: None for tokens issued without it.
     superuser: bool | None = None
     # The session the token was issued for (app/services/sessions.py); it must still be live.
     session_id: int | None = None
+    # Or the API key, and its scope ("read" keys may only read).
+    key_id: int | None = None
+    scope: str | None = None
+
+    @property
+    def read_only(self) -> bool:
+        return self.scope == "read"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ ends all its sessions; a user's own new password ends their other sessions.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,7 +39,9 @@ from app.services.security import (
 from app.services.sessions import RevokeReason, revoke_sessions
 
 LOGIN_FAILED = "Incorrect email or password."
-CREATE_FIELDS = frozenset({"email", "full_name", "password", "is_superuser", "is_active"})
+CREATE_FIELDS = frozenset(
+    {"email", "full_name", "password", "is_superuser", "is_active", "is_service_account"}
+)
 ADMIN_UPDATE_FIELDS = frozenset({"full_name", "is_active", "is_superuser", "password"})
 SELF_UPDATE_FIELDS = frozenset({"full_name", "password", "current_password"})
 
@@ -94,17 +97,24 @@ class UserService:
         reject_unknown_fields(data, CREATE_FIELDS)
         if acting_user_id is not None:
             await _require_superuser(db, acting_user_id)
-        missing = [f for f in ("email", "full_name", "password") if data.get(f) is None]
+        service = flag("is_service_account", data.get("is_service_account", False))
+        required = ("email", "full_name") if service else ("email", "full_name", "password")
+        missing = [f for f in required if data.get(f) is None]
         if missing:
             raise ValidationException.of_fields(
                 FieldValidationError(name, "is required") for name in missing
             )
+        if service and data.get("password") is not None:
+            raise ValidationException.at("password", "is not for a service account (keys only)")
+        # A service account's hash is of a secret nobody was told: no password opens it.
+        password = secrets.token_urlsafe(32) if service else data["password"]
         user = User(
             email=data["email"],
             full_name=data["full_name"],
-            hashed_password=_new_hash(data["password"]),
+            hashed_password=_new_hash(password),
             is_superuser=flag("is_superuser", data.get("is_superuser", False)),
             is_active=flag("is_active", data.get("is_active", True)),
+            is_service_account=service,
         )
         taken = await db.scalar(select(User.id).where(User.email == user.email))
         if taken is not None:
@@ -207,7 +217,7 @@ async def _attempt_login(
         query = select(User).where(User.email == address)
         user = await db.scalar(query.execution_options(populate_existing=True))
     valid = await check_password(password, user.hashed_password if user else None)
-    if user is None or not valid or not user.is_active:
+    if user is None or not valid or not user.is_active or user.is_service_account:
         await login_throttle.record_failure(db, pair, utcnow())
         return None
     await login_throttle.clear_failures(db, pair)

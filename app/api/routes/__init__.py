@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.api.deps import KnownQuery
-from app.api.routes import auth, leads, users
+from app.api.routes import api_keys, auth, leads, users
 
 API_PREFIX = "/api/v1"
 
@@ -23,6 +23,7 @@ API_PREFIX = "/api/v1"
 def include_api_routes(app: FastAPI) -> None:
     app.include_router(auth.router, prefix=API_PREFIX, dependencies=[KnownQuery])
     app.include_router(users.router, prefix=API_PREFIX)
+    app.include_router(api_keys.router, prefix=API_PREFIX)
     app.include_router(leads.router, prefix=API_PREFIX)
 
 

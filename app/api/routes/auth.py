@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from app.api.deps import Caller, CurrentUser, SessionDep, SettingsDep, login_turn
+from app.api.deps import Caller, Person, SessionDep, SettingsDep, login_turn
 from app.api.errors import error_responses
 from app.api.sessions import SessionId, SessionPaging, current_session, session_page, token_pair
 from app.schemas.session import RefreshRequest, SessionPage
@@ -154,7 +154,7 @@ async def refresh_session(body: RefreshRequest, db: SessionDep, settings: Settin
     response_class=Response,
     responses=error_responses(401),
 )
-async def logout(db: SessionDep, user: CurrentUser, claims: Caller) -> Response:
+async def logout(db: SessionDep, user: Person, claims: Caller) -> Response:
     """End the calling token's session: its access and refresh tokens stop working at once.
     The account's other sessions go on."""
     await SessionService.revoke(
@@ -175,7 +175,7 @@ async def logout(db: SessionDep, user: CurrentUser, claims: Caller) -> Response:
     responses=error_responses(401, 422),
 )
 async def list_my_sessions(
-    db: SessionDep, user: CurrentUser, claims: Caller, paging: SessionPaging
+    db: SessionDep, user: Person, claims: Caller, paging: SessionPaging
 ) -> SessionPage:
     """Your live sessions, newest first; `current` marks the one this token belongs to."""
     return await session_page(db, user.id, user, claims, paging)
@@ -188,7 +188,7 @@ async def list_my_sessions(
     response_class=Response,
     responses=error_responses(401, 404, 422),
 )
-async def revoke_my_session(session_id: SessionId, db: SessionDep, user: CurrentUser) -> Response:
+async def revoke_my_session(session_id: SessionId, db: SessionDep, user: Person) -> Response:
     """Log a device out: the session's access and refresh tokens stop working at once. 404
     for a session that is not yours or has already ended."""
     await SessionService.revoke(db, session_id, user_id=user.id, acting_user_id=user.id)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
+from pydantic import MISSING
 
-from app.api.deps import Caller, CurrentUser, SessionDep
+from app.api.deps import Caller, CurrentUser, Person, SessionDep, refuse_api_keys
 from app.api.errors import created_at, error_responses
-from app.api.sessions import SessionId, SessionPaging, current_session, session_page
+from app.api.sessions import SessionId, SessionPaging, session_page
 from app.schemas.common import MAX_ID, SettingLimit
 from app.schemas.session import SessionPage
 from app.schemas.user import UserCreate, UserPage, UserRead, UserSelfUpdate, UserUpdate
@@ -45,9 +46,9 @@ async def update_me(
     now: without it, or with a wrong one, the answer is 422 naming `current_password` (a rule
     the schema alone cannot state). A new password logs you out everywhere else: every other
     session ends at once; this one goes on."""
-    changed = await UserService.update_me(
-        db, user.id, body, current_session_id=current_session(claims)
-    )
+    if body.password is not MISSING:
+        refuse_api_keys(claims)
+    changed = await UserService.update_me(db, user.id, body, current_session_id=claims.session_id)
     return UserRead.model_validate(changed)
 
 
@@ -128,7 +129,7 @@ async def update_user(
     responses=error_responses(401, 403, 404, 422),
 )
 async def list_user_sessions(
-    user_id: UserId, db: SessionDep, user: CurrentUser, claims: Caller, paging: SessionPaging
+    user_id: UserId, db: SessionDep, user: Person, claims: Caller, paging: SessionPaging
 ) -> SessionPage:
     """The user's live sessions, newest first. Superusers, or the user themselves (as
     `GET /auth/sessions`). 404 for a user that does not exist."""
@@ -143,7 +144,7 @@ async def list_user_sessions(
     responses=error_responses(401, 403, 404, 422),
 )
 async def revoke_user_session(
-    user_id: UserId, session_id: SessionId, db: SessionDep, user: CurrentUser
+    user_id: UserId, session_id: SessionId, db: SessionDep, user: Person
 ) -> Response:
     """Log one of the user's devices out at once. Superusers, or the user themselves. 404 for
     a session that is not that user's or has already ended."""

@@ -57,7 +57,9 @@ export interface paths {
          *     sends; any other Content-Type gets 415. Wrong credentials and inactive accounts get the
          *     same 401. After `LOGIN_MAX_FAILURES` failures for one email from one client address within
          *     `LOGIN_FAILURE_WINDOW_SECONDS`, that pair gets 429 with `Retry-After` (seconds) for
-         *     `LOGIN_LOCKOUT_SECONDS`, even with the right password.
+         *     `LOGIN_LOCKOUT_SECONDS`, even with the right password; so does a client address after
+         *     `LOGIN_MAX_FAILURES_PER_ADDRESS` failures for any emails within the window. 503 with
+         *     `Retry-After` when the server is flooded with logins (`LOGIN_HASH_CONCURRENCY`).
          *
          *     A login starts a session (`GET /auth/sessions` lists them): the answer carries a short-lived
          *     access token and the session's refresh token (`POST /auth/refresh`).
@@ -268,6 +270,61 @@ export interface paths {
          *     a session that is not that user's or has already ended.
          */
         delete: operations["revokeUserSession"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/api-keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List API keys
+         * @description The keys not revoked, newest first: name, prefix, scope, created, last used, expiry;
+         *     never the key.
+         */
+        get: operations["listApiKeys"];
+        put?: never;
+        /**
+         * Make an API key
+         * @description The answer's `key` is shown this once. A superuser may make one for another user
+         *     (`user_id`, e.g. a service account): 404 for no such user, 409 for an inactive one. 403
+         *     for an agent naming someone else, and for a caller that is itself an API key. 422 for an
+         *     `expires_at` that has already passed (a rule about the time now, which the schema cannot
+         *     state).
+         */
+        post: operations["createApiKey"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/api-keys/{key_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read an API key
+         * @description One key, never the key itself. Yours, or anyone's for a superuser; 404 for a key that
+         *     is not, or is revoked.
+         */
+        get: operations["getApiKey"];
+        put?: never;
+        post?: never;
+        /**
+         * Revoke an API key
+         * @description The key stops working at once. Yours, or anyone's for a superuser; 404 for a key that
+         *     is not, or is already revoked.
+         */
+        delete: operations["revokeApiKey"];
         options?: never;
         head?: never;
         patch?: never;
@@ -518,6 +575,166 @@ export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
         /**
+         * ApiKeyCreate
+         * @description A new key, for yourself or (superusers) for `user_id`. 422 for an `expires_at` that
+         *     has passed.
+         * @example {
+         *       "name": "nightly export",
+         *       "scope": "read"
+         *     }
+         */
+        ApiKeyCreate: {
+            /**
+             * Name
+             * @description What the key is for, as listed.
+             */
+            name: string;
+            /**
+             * Scope
+             * @description `read`: GET requests only (every write gets 403); `write`: whatever the user may do.
+             * @enum {string}
+             */
+            scope: "read" | "write";
+            /**
+             * Expires At
+             * Format: date-time
+             * @description When the key stops working; without it, when revoked.
+             */
+            expires_at?: string;
+            /**
+             * User Id
+             * @description Whose key (superusers only; default: yours).
+             */
+            user_id?: number;
+        };
+        /**
+         * ApiKeyCreated
+         * @description The new key. `key` is shown this once: the server keeps only a digest of it.
+         */
+        ApiKeyCreated: {
+            /**
+             * Id
+             * @description The key's id (`DELETE /api-keys/{id}` revokes it).
+             */
+            id: number;
+            /**
+             * User Id
+             * @description The user the key acts as.
+             */
+            user_id: number;
+            /**
+             * Name
+             * @description What the key is for.
+             */
+            name: string;
+            /**
+             * Prefix
+             * @description The key's public part: `crm_<prefix>_...`.
+             */
+            prefix: string;
+            /**
+             * Scope
+             * @description `read` or `write`.
+             * @enum {string}
+             */
+            scope: "read" | "write";
+            /**
+             * Created At
+             * Format: date-time
+             * @description When the key was made.
+             */
+            created_at: string;
+            /**
+             * Last Used At
+             * @description When the key was last used (to the minute).
+             */
+            last_used_at: string | null;
+            /**
+             * Expires At
+             * @description When it stops working, if ever.
+             */
+            expires_at: string | null;
+            /**
+             * Key
+             * @description Send it as `Authorization: Bearer crm_...`.
+             */
+            key: string;
+        };
+        /**
+         * ApiKeyPage
+         * @description One page of keys that have not been revoked, newest first.
+         */
+        ApiKeyPage: {
+            /**
+             * Items
+             * @description The keys of this page.
+             */
+            items: components["schemas"]["ApiKeyRead"][];
+            /**
+             * Total
+             * @description How many such keys there are.
+             */
+            total: number;
+            /**
+             * Skip
+             * @description The `skip` asked for.
+             */
+            skip: number;
+            /**
+             * Limit
+             * @description The `limit` asked for.
+             */
+            limit: number;
+        };
+        /**
+         * ApiKeyRead
+         * @description A key, without the key: its prefix names it.
+         */
+        ApiKeyRead: {
+            /**
+             * Id
+             * @description The key's id (`DELETE /api-keys/{id}` revokes it).
+             */
+            id: number;
+            /**
+             * User Id
+             * @description The user the key acts as.
+             */
+            user_id: number;
+            /**
+             * Name
+             * @description What the key is for.
+             */
+            name: string;
+            /**
+             * Prefix
+             * @description The key's public part: `crm_<prefix>_...`.
+             */
+            prefix: string;
+            /**
+             * Scope
+             * @description `read` or `write`.
+             * @enum {string}
+             */
+            scope: "read" | "write";
+            /**
+             * Created At
+             * Format: date-time
+             * @description When the key was made.
+             */
+            created_at: string;
+            /**
+             * Last Used At
+             * @description When the key was last used (to the minute).
+             */
+            last_used_at: string | null;
+            /**
+             * Expires At
+             * @description When it stops working, if ever.
+             */
+            expires_at: string | null;
+        };
+        /**
          * BulkAssign
          * @example {
          *       "agent_user_id": 7,
@@ -618,7 +835,7 @@ export interface components {
              * @description A stable snake_case code for programs.
              * @enum {string}
              */
-            code: "bad_request" | "conflict" | "database_error" | "database_unavailable" | "duplicate" | "idempotency_in_progress" | "idempotency_key_reused" | "inactive_user" | "internal_error" | "invalid_header" | "lead_not_found" | "method_not_allowed" | "not_acceptable" | "not_authenticated" | "not_found" | "permission_denied" | "precondition_failed" | "precondition_required" | "request_timeout" | "request_too_large" | "service_unavailable" | "session_not_found" | "too_many_attempts" | "too_many_requests" | "unsupported_media_type" | "user_not_found" | "validation_error";
+            code: "api_key_not_found" | "bad_request" | "conflict" | "database_error" | "database_unavailable" | "duplicate" | "idempotency_in_progress" | "idempotency_key_reused" | "inactive_user" | "internal_error" | "invalid_header" | "lead_not_found" | "login_busy" | "method_not_allowed" | "not_acceptable" | "not_authenticated" | "not_found" | "permission_denied" | "precondition_failed" | "precondition_required" | "request_timeout" | "request_too_large" | "service_unavailable" | "session_not_found" | "too_many_attempts" | "too_many_requests" | "unsupported_media_type" | "user_not_found" | "validation_error";
             /**
              * Errors
              * @description Each invalid field or header (422, and 400 for a header).
@@ -1396,7 +1613,9 @@ export interface components {
         };
         /**
          * UserCreate
-         * @description A new account (superusers only); 409 when the email is taken.
+         * @description A new account (superusers only); 409 when the email is taken. A service account (an
+         *     integration's) has no password and cannot log in: it acts only through its API keys. Every
+         *     other account needs a `password` (422 naming it otherwise).
          * @example {
          *       "email": "sam@example.com",
          *       "full_name": "Sam Seller",
@@ -1417,14 +1636,19 @@ export interface components {
             full_name: string;
             /**
              * Password
-             * @description 8 to 1024 characters.
+             * @description Required, except for a service account (which has none).
              */
-            password: string;
+            password?: string;
             /**
              * Is Superuser
              * @description A superuser account; false if left out.
              */
             is_superuser?: boolean;
+            /**
+             * Is Service Account
+             * @description An integration's account: API keys only, no password login.
+             */
+            is_service_account?: boolean;
         };
         /**
          * UserPage
@@ -1482,6 +1706,11 @@ export interface components {
              * @description Superusers see every lead and manage accounts.
              */
             is_superuser: boolean;
+            /**
+             * Is Service Account
+             * @description An integration's account: it acts through API keys and cannot log in.
+             */
+            is_service_account: boolean;
             /**
              * Created At
              * Format: date-time
@@ -1746,6 +1975,15 @@ export interface operations {
             };
             /** @description too_many_requests */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description service_unavailable */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2376,6 +2614,265 @@ export interface operations {
                 user_id: number;
                 /** @description The session's id. */
                 session_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    listApiKeys: {
+        parameters: {
+            query?: {
+                /** @description Whose keys (superusers; default: yours). */
+                user_id?: number | null;
+                /** @description Sessions to skip. */
+                skip?: number;
+                /** @description Sessions per page. */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiKeyPage"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    createApiKey: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ApiKeyCreate"];
+            };
+        };
+        responses: {
+            /** @description The API key was created. */
+            201: {
+                headers: {
+                    /** @description The new API key's URL. */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiKeyCreated"];
+                };
+            };
+            /** @description bad_request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description request_too_large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    getApiKey: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The key's id. */
+                key_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiKeyRead"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    revokeApiKey: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The key's id. */
+                key_id: number;
             };
             cookie?: never;
         };
