@@ -25,7 +25,7 @@ from app.config import Settings, normalize_database_url
 from app.main import create_app
 from app.models import ApiKey, AuthSession, Lead, User
 from app.services.reader import session_reader, session_writer
-from app.services.security import MAX_SESSION_ID, create_access_token
+from app.services.security import MAX_SESSION_ID, create_access_token, secret_digest
 
 TEST_DATABASE_URL = normalize_database_url(os.environ.get("TEST_DATABASE_URL", "").strip())
 ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
@@ -84,6 +84,17 @@ def make_settings(**changes: Any) -> Settings:
     the services all read `get_settings()`, so that is the one way to change a setting."""
     return Settings(_env_file=None, app_env="testing", secret_key=SecretStr(TEST_SECRET), **changes)
 
+
+# What an account reads as (UserRead): never a password or its hash.
+USER_FIELDS = {
+    "id",
+    "email",
+    "full_name",
+    "is_active",
+    "is_superuser",
+    "is_service_account",
+    "created_at",
+}
 
 # The session each user made by the `make_user` fixture was given, by user id (this test's).
 TEST_SESSIONS: dict[int, int] = {}
@@ -208,7 +219,7 @@ async def add_api_key(
 ) -> tuple[int, str]:
     """An API key of the user's, stored as `POST /api-keys` stores one (committed): its id
     and the key."""
-    from app.services.api_keys import _digest, _new_key
+    from app.services.api_keys import _new_key
 
     prefix, key = _new_key()
     now = datetime.now(UTC)
@@ -216,7 +227,7 @@ async def add_api_key(
         user_id=user_id,
         name=f"{scope} key",
         prefix=prefix,
-        digest=_digest(key),
+        digest=secret_digest(key),
         scope=scope,
         created_at=now,
         expires_at=expires_at,

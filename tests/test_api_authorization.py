@@ -42,6 +42,7 @@ from tests.helpers import (
     NO_SUCH_SESSION,
     PASSWORD,
     TEST_SESSIONS,
+    USER_FIELDS,
     LeadFactory,
     add_api_key,
     sqlite_suite_only,
@@ -52,15 +53,6 @@ LEADS = Lead.__table__
 USERS = User.__table__
 SESSIONS = AuthSession.__table__
 OTHER_SECRET = "an-entirely-different-secret-key-of-decent-length"
-USER_FIELDS = {
-    "id",
-    "email",
-    "full_name",
-    "is_active",
-    "is_superuser",
-    "is_service_account",
-    "created_at",
-}
 
 
 # --- the world every test starts from -----------------------------------------------------------

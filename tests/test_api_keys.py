@@ -109,16 +109,17 @@ async def test_a_deactivated_accounts_keys_are_refused(
     assert (await client.get(ME, headers=bearer(made["key"]))).status_code == 401
 
 
+async def change_password(client: httpx.AsyncClient, headers: dict[str, str]) -> httpx.Response:
+    new = {"password": "a brand new passphrase", "current_password": PASSWORD}
+    return await client.patch(ME, json=new, headers=headers)
+
+
 async def test_a_key_survives_its_users_own_password_change(
     client: httpx.AsyncClient, auth_headers: Any, agent: User
 ) -> None:
     """A script's key is no device logged in; changing the password leaves it working."""
     made = await make_key(client, auth_headers(agent))
-    changed = await client.patch(
-        ME,
-        json={"password": "a brand new passphrase", "current_password": PASSWORD},
-        headers=auth_headers(agent),
-    )
+    changed = await change_password(client, auth_headers(agent))
     assert changed.status_code == 200, changed.text
 
     assert (await client.get(ME, headers=bearer(made["key"]))).status_code == 200
@@ -129,11 +130,7 @@ async def test_a_key_cannot_change_its_users_password(
 ) -> None:
     made = await make_key(client, auth_headers(agent))
 
-    response = await client.patch(
-        ME,
-        json={"password": "a brand new passphrase", "current_password": PASSWORD},
-        headers=bearer(made["key"]),
-    )
+    response = await change_password(client, bearer(made["key"]))
 
     assert response.status_code == 403, response.text
     assert response.json()["code"] == "permission_denied"
@@ -167,14 +164,17 @@ async def test_uses_within_a_minute_write_the_time_once(
 # ------------------------------------------------------------------------- service accounts
 
 
+async def make_service_account(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> httpx.Response:
+    body = {"email": "etl@crm.example.com", "full_name": "ETL", "is_service_account": True}
+    return await client.post(f"{API}/users", json=body, headers=headers)
+
+
 async def test_a_service_account_has_no_password_and_cannot_log_in(
     client: httpx.AsyncClient, auth_headers: Any, superuser: User
 ) -> None:
-    created = await client.post(
-        f"{API}/users",
-        json={"email": "etl@crm.example.com", "full_name": "ETL", "is_service_account": True},
-        headers=auth_headers(superuser),
-    )
+    created = await make_service_account(client, auth_headers(superuser))
     assert created.status_code == 201, created.text
     assert created.json()["is_service_account"] is True
 
@@ -188,11 +188,7 @@ async def test_a_service_account_has_no_password_and_cannot_log_in(
 async def test_a_superuser_makes_a_key_a_service_account_works_with(
     client: httpx.AsyncClient, auth_headers: Any, superuser: User
 ) -> None:
-    created = await client.post(
-        f"{API}/users",
-        json={"email": "etl@crm.example.com", "full_name": "ETL", "is_service_account": True},
-        headers=auth_headers(superuser),
-    )
+    created = await make_service_account(client, auth_headers(superuser))
     made = await make_key(client, auth_headers(superuser), user_id=created.json()["id"])
 
     me = await client.get(ME, headers=bearer(made["key"]))

@@ -18,6 +18,7 @@ from app.services.user_service import LOGIN_FAILED
 from tests.helpers import (
     PASSWORD,
     TEST_SECRET,
+    USER_FIELDS,
     UserFactory,
     app_in_session,
     client_of,
@@ -28,15 +29,6 @@ from tests.helpers import (
 
 TOKEN_URL = "/api/v1/auth/token"
 USERS = "/api/v1/users"
-USER_FIELDS = {
-    "id",
-    "email",
-    "full_name",
-    "is_active",
-    "is_superuser",
-    "is_service_account",
-    "created_at",
-}
 NEW_PASSWORD = "a brand new passphrase"
 
 

@@ -14,7 +14,6 @@ revocation takes effect at once everywhere.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from app.models import ApiKey, ApiKeyScope, User
 from app.models.api_key import KEY_PREFIX_LENGTH
@@ -38,7 +38,7 @@ from app.services.exceptions import (
     ValidationException,
 )
 from app.services.reader import Reader, Writer
-from app.services.security import AccessClaims
+from app.services.security import AccessClaims, secret_digest
 
 KEY_PREFIX = "crm_"
 SECRET_BYTES = 32
@@ -49,10 +49,6 @@ TOUCH_INTERVAL = timedelta(minutes=1)
 
 def looks_like_key(token: str) -> bool:
     return token.startswith(KEY_PREFIX)
-
-
-def _digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def _new_key() -> tuple[str, str]:
@@ -89,7 +85,7 @@ class ApiKeyService:
             user_id=user_id,
             name=data["name"],
             prefix=prefix,
-            digest=_digest(key),
+            digest=secret_digest(key),
             scope=ApiKeyScope(data["scope"]).value,
             created_at=utcnow(),
             expires_at=expires_at,
@@ -129,10 +125,7 @@ class ApiKeyService:
     async def get(db: AsyncSession, key_id: int, *, acting_user_id: int) -> ApiKey:
         """One of the caller's keys (a superuser: anyone's) that is not revoked; 404 else."""
         actor = await get_acting_user(db, acting_user_id)
-        query = select(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
-        if not actor.is_superuser:
-            query = query.where(ApiKey.user_id == actor.id)
-        row = await db.scalar(query)
+        row = await db.scalar(select(ApiKey).where(*_manageable(key_id, actor)))
         if row is None:
             raise ApiKeyNotFoundException(key_id)
         return row
@@ -143,14 +136,23 @@ class ApiKeyService:
         """Revoke one of the caller's keys (a superuser: anyone's), at once. 404 for a key
         that is not theirs or already revoked."""
         actor = await get_acting_user(db, acting_user_id)
-        query = update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
-        if not actor.is_superuser:
-            query = query.where(ApiKey.user_id == actor.id)
         revoked = await db.execute(
-            query.values(revoked_at=utcnow()).execution_options(synchronize_session=False)
+            update(ApiKey)
+            .where(*_manageable(key_id, actor))
+            .values(revoked_at=utcnow())
+            .execution_options(synchronize_session=False)
         )
         if not revoked.rowcount:  # type: ignore[attr-defined]
             raise ApiKeyNotFoundException(key_id)
+
+
+def _manageable(key_id: int, actor: User) -> list[ColumnElement[bool]]:
+    """The key, if the actor may read or revoke it: not revoked, and theirs (a superuser:
+    anyone's)."""
+    conditions = [ApiKey.id == key_id, ApiKey.revoked_at.is_(None)]
+    if not actor.is_superuser:
+        conditions.append(ApiKey.user_id == actor.id)
+    return conditions
 
 
 # --- on every request made with a key ---------------------------------------------------------
@@ -170,7 +172,7 @@ async def key_claims(reader: Reader, key: str) -> AccessClaims:
     shape = KEY_SHAPE.match(key)
     if shape is None:
         raise AuthenticationException(INVALID_KEY)
-    digest = _digest(key)
+    digest = secret_digest(key)
     claims = _known.get(digest)
     if claims is None:
         rows = await reader.rows(
@@ -202,7 +204,7 @@ async def touch(writer: Writer, key: str, key_id: int) -> None:
     """Note that the key was used: at most once a minute per process, and the statement
     writes only if the stored time is older than a minute, so however many processes serve
     the key, its row is written at most once a minute."""
-    now, digest = time.monotonic(), _digest(key)
+    now, digest = time.monotonic(), secret_digest(key)
     if now - _touched.get(digest, float("-inf")) < TOUCH_INTERVAL.total_seconds():
         return
     if len(_touched) >= KNOWN_KEPT:

@@ -102,6 +102,13 @@ class SigningKeys:
         raise InvalidToken("signed with a key that is not in use")
 
 
+def secret_digest(secret: str) -> str:
+    """The SHA-256 (hex) a refresh token or an API key is stored as. Both are 32 random bytes,
+    so a fast digest is as good as a slow hash, and keeps the per-request look-up cheap. Text
+    that is not valid Unicode (a lone surrogate) is digested, not refused with an error."""
+    return hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()
+
+
 def key_id(secret: str) -> str:
     """A key's public name: a digest, so a token tells which key to check it with, and nothing
     about the key."""

@@ -42,6 +42,7 @@ from app.services.exceptions import (
     SessionNotFoundException,
     UserNotFoundException,
 )
+from app.services.security import secret_digest
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +66,6 @@ class IssuedSession:
     session_id: int
     refresh_token: str
     issued_at: datetime  # the access token's issue time: the same again for a repeated refresh
-
-
-def digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
 
 def _successor(chain_key: bytes, token: str) -> str:
@@ -115,7 +112,7 @@ class SessionService:
         db.add(session)
         await db.flush()
         token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
-        db.add(RefreshToken(digest=digest(token), session_id=session.id, issued_at=now))
+        db.add(RefreshToken(digest=secret_digest(token), session_id=session.id, issued_at=now))
         await db.flush()
         return IssuedSession(user, session.id, token, now)
 
@@ -217,7 +214,7 @@ async def _rotate(db: AsyncSession, token: str) -> IssuedSession | _Refused:
             select(RefreshToken, AuthSession, User)
             .join(AuthSession, RefreshToken.session_id == AuthSession.id)
             .join(User, AuthSession.user_id == User.id)
-            .where(RefreshToken.digest == digest(token))
+            .where(RefreshToken.digest == secret_digest(token))
             .with_for_update(of=[RefreshToken.__table__, AuthSession.__table__])
             .execution_options(populate_existing=True)
         )
@@ -238,7 +235,7 @@ async def _rotate(db: AsyncSession, token: str) -> IssuedSession | _Refused:
         row.replaced_at = now
         session.last_used_at = now
         session.expires_at = now + lifetime
-        db.add(RefreshToken(digest=digest(successor), session_id=session.id, issued_at=now))
+        db.add(RefreshToken(digest=secret_digest(successor), session_id=session.id, issued_at=now))
         # The chain's tokens that expired are evidence of nothing any more.
         await db.execute(
             delete(RefreshToken)
@@ -249,7 +246,7 @@ async def _rotate(db: AsyncSession, token: str) -> IssuedSession | _Refused:
         return IssuedSession(user, session.id, successor, now)
     grace = timedelta(seconds=get_settings().refresh_reuse_grace_seconds)
     if now - row.replaced_at <= grace:
-        given = await db.get(RefreshToken, digest(successor))
+        given = await db.get(RefreshToken, secret_digest(successor))
         if given is None or given.replaced_at is not None:  # the chain has moved on since
             return _Refused.INVALID
         return IssuedSession(user, session.id, successor, given.issued_at)
