@@ -121,8 +121,8 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=10, ge=1, le=1000)
     login_failure_window_seconds: int = Field(default=15 * 60, ge=1, le=7 * 24 * 3600)
     login_lockout_seconds: int = Field(default=15 * 60, ge=1, le=7 * 24 * 3600)
-    # ...and per client address, whatever the emails: this many failures within the window
-    # lock the address out until the oldest of them leaves it.
+    # ...and per client address, whatever the emails: this many failures (refused refresh
+    # tokens included) within the window lock the address out until the oldest leaves it.
     login_max_failures_per_address: int = Field(default=50, ge=1, le=100_000)
     # Password checks run in worker threads, at most this many at once per app process (default:
     # half the CPU cores, so the event loop keeps one), so a flood of logins cannot stall the

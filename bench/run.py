@@ -341,10 +341,12 @@ async def measure(
 class Role:
     name: str
     user_id: int
-    token: str
+    token: str  # what the API is sent: the JWT, or an API key with `--credential api-key`
     scope: int | None  # the agent filter the API adds for a non-superuser
     lead_ids: list[int]
     rare_term: str
+    jwt: str = ""  # what the peer is sent: it knows JWTs only
+    key_id: int | None = None  # the API key's id with `--credential api-key`
 
 
 @dataclass
@@ -728,6 +730,26 @@ async def log_in(client: httpx.AsyncClient, email: str, password: str) -> str | 
     return response.json()["access_token"] if response.status_code == 200 else None
 
 
+async def use_api_key(client: httpx.AsyncClient, role: Role) -> None:
+    """Have the role send a write key of its user instead of its JWT (`--credential api-key`;
+    issue 14: the hot paths keep their figures with a key as with a JWT)."""
+    response = await client.post(
+        f"{API}/api-keys",
+        json={"name": "bench/run.py", "scope": "write"},
+        headers={"Authorization": f"Bearer {role.jwt}"},
+    )
+    if response.status_code != 201:
+        raise SystemExit(f"error: cannot create an API key: {response.status_code} {response.text}")
+    role.token, role.key_id = response.json()["key"], response.json()["id"]
+
+
+async def revoke_api_keys(client: httpx.AsyncClient, roles: dict[str, Role]) -> None:
+    for role in roles.values():
+        if role.key_id is not None:
+            headers = {"Authorization": f"Bearer {role.jwt}"}
+            await client.delete(f"{API}/api-keys/{role.key_id}", headers=headers)
+
+
 def create_bench_admin(env: dict[str, str]) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "app", "create-user", BENCH_ADMIN_EMAIL, "--superuser"],
@@ -873,7 +895,8 @@ def print_report(report: dict[str, Any]) -> None:
     print(
         f"Benchmark {meta['date']} | {meta['machine']['cpu']} x{meta['machine']['cores']} | "
         f"{meta['backend']} {meta.get('postgres', '')} | {meta['leads']:,} leads | "
-        f"{meta['workers']} worker(s) | wrk -t{meta['threads']} -c{meta['connections']} "
+        f"{meta['workers']} worker(s) | API sent {meta.get('credential', 'jwt')} | "
+        f"wrk -t{meta['threads']} -c{meta['connections']} "
         f"-d{meta['duration']}s (+{meta['warmup']}s warm-up) | app {meta['machine']['app_commit']}"
     )
     start, end = meta.get("load_average_at_start"), meta.get("load_average_at_end")
@@ -1208,8 +1231,9 @@ async def check_answers(
                 continue
             headers = {"Authorization": f"Bearer {work.role.token}"}
             api_answer = (await client.get(work.api[0].path, headers=headers)).json()
-            # the floor checks no token; the peer does, as the API
-            other_answer = (await theirs.get(requests[0].path, headers=headers)).json()
+            # the floor checks no token; the peer does, as the API, but knows JWTs only
+            theirs_headers = {"Authorization": f"Bearer {work.role.jwt}"}
+            other_answer = (await theirs.get(requests[0].path, headers=theirs_headers)).json()
             for problem in compare_pages(api_answer, other_answer, count_cap, other.name):
                 problems.append(f"{work.scenario} {work.role.name} ({other.name}): {problem}")
     return problems
@@ -1243,7 +1267,7 @@ async def measure_workload(
         row["floor"] = await measure(args, floor, work.floor, "", f"{label}-floor")
     if peer is not None and work.peer is not None:
         log(f"{label}: peer")
-        row["peer"] = await measure(args, peer, work.peer, work.role.token, f"{label}-peer")
+        row["peer"] = await measure(args, peer, work.peer, work.role.jwt, f"{label}-peer")
     floor_rps = row["floor"]["rps"] if row["floor"] else None
     peer_rps = row["peer"]["rps"] if row["peer"] else None
     if floor_rps:
@@ -1299,6 +1323,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds of the one-client pass (wrk -t1 -c1) after each loaded run; 0 = none",
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--credential",
+        choices=("jwt", "api-key"),
+        default="jwt",
+        help="what the API is sent: the login's access token, or a write API key (issue 14)",
+    )
     parser.add_argument(
         "--scenarios",
         default=",".join(SCENARIOS),
@@ -1407,6 +1437,7 @@ async def main(argv: list[str] | None = None) -> int:
                     None,
                     chosen["superuser"],
                     chosen["rare_superuser"],
+                    jwt=admin_token,
                 ),
                 "agent": Role(
                     "agent",
@@ -1415,8 +1446,12 @@ async def main(argv: list[str] | None = None) -> int:
                     me_agent["id"],
                     chosen["agent"],
                     chosen["rare_agent"],
+                    jwt=agent_token,
                 ),
             }
+            if args.credential == "api-key":
+                for role in picks.roles.values():
+                    await use_api_key(client, role)
             admin = picks.roles["superuser"]
             count_cap, count_note = await resolve_count_cap(client, admin, args.floor_count_cap)
             if "list_cursor" in args.scenarios:
@@ -1432,6 +1467,7 @@ async def main(argv: list[str] | None = None) -> int:
                 "database": url.render_as_string(hide_password=True),
                 "leads": picks.leads,
                 "workers": args.workers,
+                "credential": args.credential,
                 "threads": args.threads,
                 "connections": args.connections,
                 "duration": args.duration,
@@ -1526,6 +1562,7 @@ async def main(argv: list[str] | None = None) -> int:
                 report["bulk"] = await bench_bulk(
                     client, picks, admin, dsn if postgres else None, args.bulk_repeat
                 )
+            await revoke_api_keys(client, picks.roles)
         report["memory"] = {
             f"{name}_{key}": value
             for name, server in (

@@ -33,6 +33,7 @@ from app.models import LoginFailure, User
 from app.models.types import utcnow
 from app.services import user_service
 from app.services.exceptions import AuthenticationException, TooManyAttemptsException
+from app.services.login_throttle import REFRESH_ATTEMPTS
 from app.services.user_service import LOGIN_FAILED, UserService
 from tests.helpers import (
     PASSWORD,
@@ -529,6 +530,103 @@ async def test_old_failures_of_an_address_are_cleared_on_its_next_attempt(
 
     stored = await db.scalar(select(func.count()).select_from(FAILURES))
     assert stored == 1
+
+
+# ------------------------------------------------------------------ refused refresh tokens
+
+REFRESH_URL = "/api/v1/auth/refresh"
+
+
+async def refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await client.post(REFRESH_URL, json={"refresh_token": token})
+
+
+async def guess_refresh_tokens(client: httpx.AsyncClient, times: int = PER_ADDRESS) -> None:
+    """`times` refresh tokens made up, each an ordinary 401."""
+    for n in range(times):
+        response = await refresh(client, f"made-up-refresh-token-{n}")
+        assert response.status_code == 401, (n, response.text)
+
+
+async def test_refused_refresh_tokens_lock_the_address_out_of_refreshing(
+    per_address: Settings, client_from: ClientFrom
+) -> None:
+    attacker = client_from(ELSEWHERE)
+    await guess_refresh_tokens(attacker)
+
+    assert_locked(await refresh(attacker, "one-more-guess"))
+
+
+async def test_a_locked_address_is_refused_a_valid_refresh_token_too(
+    per_address: Settings, client_from: ClientFrom, agent: User
+) -> None:
+    """Else the lockout would tell a right guess from a wrong one."""
+    attacker = client_from(ELSEWHERE)
+    pair = (await login(attacker, AGENT, PASSWORD)).json()
+    await guess_refresh_tokens(attacker)
+
+    assert_locked(await refresh(attacker, pair["refresh_token"]))
+
+
+async def test_refused_refreshes_count_toward_the_address_limit_of_logins(
+    per_address: Settings, client_from: ClientFrom, agent: User
+) -> None:
+    attacker = client_from(ELSEWHERE)
+    await guess_refresh_tokens(attacker, PER_ADDRESS - 1)
+    await spray(attacker, 1)
+
+    assert_locked(await login(attacker, AGENT, PASSWORD))
+
+
+async def test_a_refresh_lockout_leaves_other_addresses_alone(
+    per_address: Settings, client_from: ClientFrom, agent: User
+) -> None:
+    pair = (await login(client_from(HERE), AGENT, PASSWORD)).json()
+    await guess_refresh_tokens(client_from(ELSEWHERE))
+
+    assert (await refresh(client_from(HERE), pair["refresh_token"])).status_code == 200
+
+
+async def test_a_few_refused_refreshes_lock_nothing_though_more_than_the_login_limit(
+    per_address: Settings, client_from: ClientFrom, agent: User
+) -> None:
+    """An office whose tokens all expired overnight sends a refused refresh per browser: only
+    the address's looser limit applies, not a pair's LOGIN_MAX_FAILURES."""
+    office = client_from(ELSEWHERE)
+    pair = (await login(office, AGENT, PASSWORD)).json()
+    await guess_refresh_tokens(office, LIMIT + 1)  # under PER_ADDRESS
+
+    assert (await refresh(office, pair["refresh_token"])).status_code == 200
+
+
+async def test_a_replaced_refresh_token_sent_again_counts_as_refused(
+    per_address: Settings, client_from: ClientFrom, db: AsyncSession, agent: User
+) -> None:
+    client = client_from(ELSEWHERE)
+    pair = (await login(client, AGENT, PASSWORD)).json()
+    assert (await refresh(client, pair["refresh_token"])).status_code == 200
+    with use_settings(per_address.model_copy(update={"refresh_reuse_grace_seconds": 0})):
+        assert (await refresh(client, pair["refresh_token"])).status_code == 401
+
+    assert await failure_count(db, email=REFRESH_ATTEMPTS, address=ELSEWHERE) == 1
+
+
+async def test_a_successful_refresh_records_no_failure(
+    per_address: Settings, client_from: ClientFrom, db: AsyncSession, agent: User
+) -> None:
+    client = client_from(ELSEWHERE)
+    pair = (await login(client, AGENT, PASSWORD)).json()
+    assert (await refresh(client, pair["refresh_token"])).status_code == 200
+
+    assert await db.scalar(select(func.count()).select_from(FAILURES)) == 0
+
+
+async def test_the_refresh_route_documents_the_429(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    responses = spec["paths"][REFRESH_URL]["post"]["responses"]
+    assert responses["429"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorResponse"
+    }
 
 
 # ------------------------------------------------------------- a forwarded address, spoofed

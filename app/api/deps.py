@@ -81,6 +81,15 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
+def client_address(request: Request) -> str | None:
+    """The peer's address; behind a trusted proxy (FORWARDED_ALLOW_IPS) uvicorn has put the
+    real client's there. None when there is none (a Unix socket)."""
+    return request.client.host if request.client else None
+
+
+ClientAddress = Annotated[str | None, Depends(client_address)]
+
+
 class BearerCaller(OAuth2PasswordBearer):
     """Who the bearer token says the caller is: an access token, read from the token alone, or
     an API key (`crm_...`, app/services/api_keys.py), whose read scope refuses writes here. The

@@ -12,6 +12,9 @@ A second, looser limit counts one address's failures across all emails
 (LOGIN_MAX_FAILURES_PER_ADDRESS): a client spraying guesses over ever-new emails never repeats a
 pair, and is stopped by that one instead. The address is the peer's, or a trusted proxy's
 X-Forwarded-For (FORWARDED_ALLOW_IPS, nobody by default), so a client cannot pick its own.
+Refused refresh tokens (`POST /auth/refresh`) count toward the same limit, under the email
+REFRESH_ATTEMPTS, and nothing else: a guess at a refresh token is a guess at a credential, but
+an office whose tokens all expired overnight must not be locked out after a handful of them.
 
 The state is rows of `login_failures` in the database, not memory, so every app process behind
 one database counts the same failures. An address's rows are deleted once they are too old to
@@ -44,6 +47,7 @@ from app.models.validation import EMAIL_MAX_LENGTH
 from app.services.exceptions import TooManyAttemptsException
 
 UNKNOWN_CLIENT = "unknown"  # no address known (a trusted in-process call, a Unix socket)
+REFRESH_ATTEMPTS = "#refresh"  # the "email" of a refused refresh (no address starts with #)
 
 
 @dataclass(frozen=True)
@@ -111,15 +115,8 @@ async def check_not_locked(
     while locked, so the newest is the one that completed the set."""
     if db.get_bind().dialect.name == "postgresql":
         await db.execute(select(func.pg_advisory_xact_lock(pair.lock_key())))
+    await check_address_not_locked(db, pair.client_address, rules, now)
     cutoff = now - rules.memory
-    # The address's old failures, whatever their emails: a spray of one-off emails never
-    # comes back to clear its own.
-    await db.execute(
-        delete(LoginFailure)
-        .where(LoginFailure.client_address == pair.client_address, LoginFailure.failed_at <= cutoff)
-        .execution_options(synchronize_session=False)
-    )
-    await _check_address(db, pair, rules, now)
     recent = (
         select(LoginFailure.failed_at)
         .where(*_of_pair(pair), LoginFailure.failed_at > cutoff)
@@ -139,18 +136,28 @@ async def check_not_locked(
         raise TooManyAttemptsException(retry_after=max(1, math.ceil(remaining)))
 
 
-async def _check_address(
-    db: AsyncSession, pair: LoginPair, rules: ThrottleRules, now: datetime
+async def check_address_not_locked(
+    db: AsyncSession, client_address: str, rules: ThrottleRules, now: datetime
 ) -> None:
-    """TooManyAttemptsException while the address has `max_failures_per_address` failures
-    within the window, any emails; it lifts when the oldest of them leaves the window. (Not
-    under a lock of its own: attempts from one address for different emails may run at once,
-    so as many as run at once (LOGIN_HASH_CONCURRENCY per process) may pass the limit.)"""
+    """Forget the address's failures that no longer matter, whatever their emails (a spray
+    of one-off emails never comes back to clear its own), and raise TooManyAttemptsException
+    while it has `max_failures_per_address` failures within the window; it lifts when the
+    oldest of them leaves the window. (Not under a lock of its own: attempts from one address
+    for different emails may run at once, so as many as run at once (LOGIN_HASH_CONCURRENCY
+    per process, for logins) may pass the limit.)"""
+    await db.execute(
+        delete(LoginFailure)
+        .where(
+            LoginFailure.client_address == client_address,
+            LoginFailure.failed_at <= now - rules.memory,
+        )
+        .execution_options(synchronize_session=False)
+    )
     limit = rules.max_failures_per_address
     recent = (
         select(LoginFailure.failed_at)
         .where(
-            LoginFailure.client_address == pair.client_address,
+            LoginFailure.client_address == client_address,
             LoginFailure.failed_at > now - rules.window,
         )
         .order_by(LoginFailure.failed_at.desc())

@@ -13,8 +13,10 @@ back is news:
   issued for it stops working at once (the account check on every path checks the session).
 
 State is rows, never process memory: every app process behind one database sees the same
-sessions. Each public method is one transaction; `refresh` commits a revocation before it
-raises, like `UserService.authenticate` does with a failed login.
+sessions. Each public method is one transaction; `refresh` commits a revocation, and the
+refused attempt (see `login_throttle`: a client address that keeps sending refused tokens gets
+429 like one that keeps guessing passwords), before it raises, like
+`UserService.authenticate` does with a failed login.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from app.config import get_settings
 from app.models import AuthSession, RefreshToken, User
 from app.models.auth_session import CLIENT_ADDRESS_MAX_LENGTH, USER_AGENT_MAX_LENGTH
 from app.models.types import utcnow
+from app.services import login_throttle
 from app.services.base import get_acting_user, transactional
 from app.services.exceptions import (
     AuthenticationException,
@@ -117,11 +120,15 @@ class SessionService:
         return IssuedSession(user, session.id, token, now)
 
     @staticmethod
-    async def refresh(db: AsyncSession, refresh_token: str) -> IssuedSession:
+    async def refresh(
+        db: AsyncSession, refresh_token: str, *, client_address: str | None = None
+    ) -> IssuedSession:
         """The session's next pair for its current refresh token (see the module's docstring
         for a replaced one). AuthenticationException for anything else, after the session of a
-        reused token has been revoked for good."""
-        outcome = await _rotate(db, refresh_token)
+        reused token has been revoked for good and the refusal counted against the client
+        address. TooManyAttemptsException, whatever the token, while the address is locked
+        out."""
+        outcome = await _rotate(db, refresh_token, client_address)
         if isinstance(outcome, IssuedSession):
             return outcome
         raise AuthenticationException(INVALID_REFRESH_TOKEN)
@@ -204,11 +211,25 @@ class _Refused(StrEnum):
 
 
 @transactional
-async def _rotate(db: AsyncSession, token: str) -> IssuedSession | _Refused:
-    """`refresh`'s transaction. The token's row and its session are locked, so concurrent
-    refreshes with one token run one after the other: the first rotates, the others find it
-    replaced a moment ago (within the grace period) and get the same pair."""
+async def _rotate(
+    db: AsyncSession, token: str, client_address: str | None
+) -> IssuedSession | _Refused:
+    """`refresh`'s transaction: the address's lockout checked, the rotation, and a refusal
+    recorded."""
     now = utcnow()
+    rules = login_throttle.ThrottleRules.from_settings(get_settings())
+    attempt = login_throttle.LoginPair.of(login_throttle.REFRESH_ATTEMPTS, "", client_address)
+    await login_throttle.check_address_not_locked(db, attempt.client_address, rules, now)
+    outcome = await _rotation(db, token, now)
+    if not isinstance(outcome, IssuedSession):
+        await login_throttle.record_failure(db, attempt, now)
+    return outcome
+
+
+async def _rotation(db: AsyncSession, token: str, now: datetime) -> IssuedSession | _Refused:
+    """The token's row and its session are locked, so concurrent refreshes with one token
+    run one after the other: the first rotates, the others find it replaced a moment ago
+    (within the grace period) and get the same pair."""
     found = (
         await db.execute(
             select(RefreshToken, AuthSession, User)

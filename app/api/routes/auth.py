@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from app.api.deps import Caller, Person, SessionDep, SettingsDep, login_turn
+from app.api.deps import Caller, ClientAddress, Person, SessionDep, SettingsDep, login_turn
 from app.api.errors import error_responses
 from app.api.sessions import SessionId, SessionPaging, current_session, session_page, token_pair
 from app.schemas.session import RefreshRequest, SessionPage
@@ -105,6 +105,7 @@ async def login(
     credentials: Annotated[LoginRequest, Depends(login_request)],
     db: SessionDep,
     settings: SettingsDep,
+    client_address: ClientAddress,
     request: Request,
 ) -> Token:
     """Send `username` (the email) and `password` as JSON, `{"username": ..., "password":
@@ -118,8 +119,6 @@ async def login(
 
     A login starts a session (`GET /auth/sessions` lists them): the answer carries a short-lived
     access token and the session's refresh token (`POST /auth/refresh`)."""
-    # Behind a trusted proxy (FORWARDED_ALLOW_IPS), uvicorn has put the real client here.
-    client_address = request.client.host if request.client else None
     async with login_turn(request):
         user = await UserService.authenticate(
             db, credentials.username, credentials.password, client_address=client_address
@@ -135,16 +134,22 @@ async def login(
     summary="Refresh a session",
     response_model=Token,
     status_code=status.HTTP_200_OK,
-    responses=error_responses(400, 401, 413, 422),
+    responses=error_responses(400, 401, 413, 422, 429),
 )
-async def refresh_session(body: RefreshRequest, db: SessionDep, settings: SettingsDep) -> Token:
+async def refresh_session(
+    body: RefreshRequest, db: SessionDep, settings: SettingsDep, client_address: ClientAddress
+) -> Token:
     """A new access token and a new refresh token for the session's current refresh token,
     which stops working (each works once). The same token sent again within
     `REFRESH_REUSE_GRACE_SECONDS` (two tabs refreshing at once, a retry after a lost answer)
     gets the same new pair; sent again later, it is taken for a stolen copy, and the whole
     session is revoked: its access tokens stop working at once. 401 for a token that is
-    unknown, expired, replaced or of an ended session, and for an inactive account."""
-    return token_pair(await SessionService.refresh(db, body.refresh_token), settings)
+    unknown, expired, replaced or of an ended session, and for an inactive account. Refused
+    tokens count toward `LOGIN_MAX_FAILURES_PER_ADDRESS` with failed logins: past it, the
+    client address gets 429 with `Retry-After`, whatever it sends, until the window has
+    passed."""
+    issued = await SessionService.refresh(db, body.refresh_token, client_address=client_address)
+    return token_pair(issued, settings)
 
 
 @router.post(
