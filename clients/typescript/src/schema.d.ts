@@ -87,7 +87,10 @@ export interface paths {
          *     `REFRESH_REUSE_GRACE_SECONDS` (two tabs refreshing at once, a retry after a lost answer)
          *     gets the same new pair; sent again later, it is taken for a stolen copy, and the whole
          *     session is revoked: its access tokens stop working at once. 401 for a token that is
-         *     unknown, expired, replaced or of an ended session, and for an inactive account.
+         *     unknown, expired, replaced or of an ended session, and for an inactive account. Refused
+         *     tokens count toward `LOGIN_MAX_FAILURES_PER_ADDRESS` with failed logins: past it, the
+         *     client address gets 429 with `Retry-After`, whatever it sends, until the window has
+         *     passed.
          */
         post: operations["refreshSession"];
         delete?: never;
@@ -2044,6 +2047,15 @@ export interface operations {
             };
             /** @description validation_error */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description too_many_requests */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
