@@ -13,10 +13,10 @@ import orjson
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.render import lead_fields, lead_response, page_response
+from app.api.render import lead_response, page_response
 from app.models import Lead, LeadStatus, User
 from app.models.types import utcnow
-from app.schemas.lead import LeadPage, LeadRead
+from app.schemas.lead import LeadPage, LeadRead, lead_fields
 from app.services import LeadService
 from tests.helpers import LeadFactory
 

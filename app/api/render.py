@@ -10,34 +10,19 @@ declaring `response_model` for the OpenAPI document; returning a `Response` skip
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 import orjson
 from fastapi import Response
 
-from app.models.lead import is_hot
 from app.models.types import utcnow
-from app.schemas.lead import LEAD_STORED_FIELDS
+from app.schemas.lead import lead_fields
 from app.services.lead_events import JSON_OPTIONS, json_default
 from app.services.preconditions import Precondition, entity_tag
 
 
 class JSONBytes(Response):
     media_type = "application/json"
-
-
-def lead_fields(lead: Any, now: datetime) -> dict[str, Any]:
-    """What `LeadRead` shows of a lead: its stored fields and the three derived ones."""
-    if isinstance(lead, tuple):  # a `LeadRow` (app/services/lead_queries.py)
-        fields = dict(zip(LEAD_STORED_FIELDS, lead, strict=True))
-    else:
-        fields = {name: getattr(lead, name) for name in LEAD_STORED_FIELDS}
-    contacted = fields["last_contact_date"]
-    fields["days_since_created"] = (now - fields["created_at"]).days
-    fields["days_since_last_contact"] = None if contacted is None else (now - contacted).days
-    fields["is_hot_lead"] = is_hot(fields["lead_score"], fields["status"], fields["archived_at"])
-    return fields
 
 
 def _dumps(content: Any) -> bytes:

@@ -19,6 +19,7 @@ from app.models.lead_stats import UNASSIGNED, LeadStats
 from app.models.login_failure import LoginFailure
 from app.models.user import User
 from app.models.validation import FieldValidationError
+from app.models.webhook import DeliveryStatus, Webhook, WebhookDelivery
 
 __all__ = [
     "ARCHIVED_TAG",
@@ -31,6 +32,7 @@ __all__ = [
     "ApiKeyScope",
     "AuthSession",
     "Base",
+    "DeliveryStatus",
     "FieldValidationError",
     "IdempotencyKey",
     "Lead",
@@ -42,5 +44,7 @@ __all__ = [
     "LoginFailure",
     "RefreshToken",
     "User",
+    "Webhook",
+    "WebhookDelivery",
     "format_note_line",
 ]

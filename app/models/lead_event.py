@@ -3,7 +3,8 @@
 The notes say what changed for people; an event says it for software (a timeline, time in
 status, and later webhooks and the live stream). A write path adds its event in the same
 transaction as the change, so a rolled-back change leaves none and a retried one leaves one.
-Events are append-only and outlive their lead: `lead_id` has no foreign key.
+Events are append-only (but for `dispatched_at`, the webhook dispatcher's mark) and outlive
+their lead: `lead_id` has no foreign key.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -36,8 +37,18 @@ class LeadEventType(StrEnum):
 
 class LeadEvent(Base):
     __tablename__ = "lead_events"
-    # A lead's history, newest first, paged by id.
-    __table_args__ = (Index(None, "lead_id", "id"),)
+    __table_args__ = (
+        # A lead's history, newest first, paged by id.
+        Index(None, "lead_id", "id"),
+        # The events the webhook dispatcher has not handled yet: a handful, however many
+        # events there are.
+        Index(
+            "ix_lead_events_undispatched",
+            "id",
+            postgresql_where=text("dispatched_at IS NULL"),
+            sqlite_where=text("dispatched_at IS NULL"),
+        ),
+    )
 
     # Monotonic: BIGINT, since every change adds one; SQLite only auto-numbers INTEGER keys.
     id: Mapped[int] = mapped_column(
@@ -54,6 +65,9 @@ class LeadEvent(Base):
     note: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(String(REQUEST_ID_MAX_LENGTH))
     lead_version: Mapped[int] = mapped_column(Integer)
+    # When the webhook dispatcher turned it into deliveries (app/workers/dispatcher.py). Null
+    # until then: an event is dispatched once it is committed, however late its commit.
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     def __repr__(self) -> str:
         return f"<LeadEvent {self.id} {self.type} lead={self.lead_id} v{self.lead_version}>"

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from app.models import LeadSource, LeadStatus
-from app.models.lead import COMPANY_MAX_LENGTH, JOB_TITLE_MAX_LENGTH
+from app.models.lead import COMPANY_MAX_LENGTH, JOB_TITLE_MAX_LENGTH, is_hot
 from app.models.types import TAG_MAX_LENGTH
 from app.models.validation import (
     EMAIL_MAX_LENGTH,
@@ -309,3 +309,18 @@ class LeadStatistics(BaseModel):
         description="Median days from creation to WON over the live WON leads (rounded to 2 "
         "decimals); null when there are none."
     )
+
+
+def lead_fields(lead: Any, now: datetime) -> dict[str, Any]:
+    """What `LeadRead` shows of a lead (an ORM object or a `LeadRow`): its stored fields and
+    the three derived ones. The API's responses (app/api/render.py) and the webhooks' bodies
+    are made from it."""
+    if isinstance(lead, tuple):  # a `LeadRow` (app/services/lead_queries.py)
+        fields = dict(zip(LEAD_STORED_FIELDS, lead, strict=True))
+    else:
+        fields = {name: getattr(lead, name) for name in LEAD_STORED_FIELDS}
+    contacted = fields["last_contact_date"]
+    fields["days_since_created"] = (now - fields["created_at"]).days
+    fields["days_since_last_contact"] = None if contacted is None else (now - contacted).days
+    fields["is_hot_lead"] = is_hot(fields["lead_score"], fields["status"], fields["archived_at"])
+    return fields

@@ -29,7 +29,10 @@ current_request_id: ContextVar[str | None] = ContextVar("current_request_id", de
 
 JSON_OPTIONS = orjson.OPT_UTC_Z
 _events = LeadEvent.__table__
-EVENT_COLUMNS = tuple(column for column in _events.c if not column.primary_key)
+# What a write path writes (the dispatcher alone sets `dispatched_at`, later).
+EVENT_COLUMNS = tuple(
+    column for column in _events.c if not column.primary_key and column.key != "dispatched_at"
+)
 
 
 def event_parameters() -> dict[str, Any]:
