@@ -5,6 +5,7 @@ python -m app [--host H] [--port P] [--workers N] [--reload]
 python -m app migrate
 python -m app create-user EMAIL [--superuser] [--full-name NAME]   (password: prompt or stdin)
 python -m app seed-demo --leads N [--agents K] [--force]   (--force: under APP_ENV=production)
+python -m app worker   (webhook delivery alone; `python -m app` runs one in each process too)
 """
 
 from __future__ import annotations
@@ -85,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--agents", type=int, default=10)
     seed.add_argument("--force", action="store_true", help="seed even though APP_ENV is production")
     seed.set_defaults(handler=_seed_demo)
+
+    worker = commands.add_parser(
+        "worker", help="deliver webhooks (any number may run beside the app processes)"
+    )
+    worker.set_defaults(handler=_work)
     return parser
 
 
@@ -250,7 +256,40 @@ def _seed_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _run(settings: Settings, job: Callable[[Settings, Any, Any], Awaitable[None]]) -> None:
+def _work(args: argparse.Namespace, settings: Settings) -> int:
+    """A webhook worker without the API: until SIGTERM or SIGINT, after which it finishes the
+    round in flight and gives back what it had not sent."""
+    from app.database import create_session_factory
+    from app.logging_config import configure_logging
+    from app.workers.webhooks import WebhookWorker
+
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def run(settings: Settings, db: Any, engine: Any) -> None:
+        await _prepare(settings, db, engine)
+        await db.close()  # its transaction would hold SQLite's write lock for as long as we run
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        sessions = create_session_factory(engine)
+        reads = create_session_factory(engine, read_only=True)
+        async with WebhookWorker(sessions, reads, settings) as worker:
+            logger.info("webhook worker started")
+            await worker.run(stop)
+        logger.info("webhook worker stopped")
+
+    _run(settings, run, fast_loop=True)
+    return 0
+
+
+def _run(
+    settings: Settings,
+    job: Callable[[Settings, Any, Any], Awaitable[None]],
+    *,
+    fast_loop: bool = False,
+) -> None:
+    """`job` with an engine and a session; `fast_loop`: on uvloop, as the served app runs."""
     from app.database import create_engine, create_session_factory
 
     async def run() -> None:
@@ -261,6 +300,12 @@ def _run(settings: Settings, job: Callable[[Settings, Any, Any], Awaitable[None]
         finally:
             await engine.dispose()
 
+    if fast_loop:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run())
+        return
     asyncio.run(run())
 
 

@@ -184,6 +184,21 @@ class Settings(BaseSettings):
     # huge match costs a scan of all of it. `exact_total=true` asks for the exact figure.
     total_count_cap: int = Field(default=10_000, ge=1)
 
+    # Webhooks (app/services/webhooks.py, app/workers/webhooks.py). `python -m app` runs a
+    # delivery worker in each app process unless RUN_WEBHOOK_WORKER is false (then run
+    # `python -m app worker`). Plain http:// URLs are refused in production unless
+    # WEBHOOK_ALLOW_HTTP; addresses of this machine and private networks always, unless
+    # WEBHOOK_ALLOW_PRIVATE_NETWORKS (a receiver beside the app, the tests').
+    run_webhook_worker: bool = True
+    webhook_allow_http: bool | None = None  # None: allowed except in production
+    webhook_allow_private_networks: bool = False
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_disable_after_hours: float = Field(default=72.0, gt=0)
+    # How often an idle worker looks for new events and due retries.
+    webhook_poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    # Deliveries sent at once per worker (each to a different subscription).
+    webhook_concurrency: int = Field(default=16, ge=1, le=256)
+
     # Lead scoring (see app/services/scoring.py).
     free_email_domains: CommaList = DEFAULT_FREE_EMAIL_DOMAINS
     high_value_tags: CommaList = DEFAULT_HIGH_VALUE_TAGS
@@ -227,6 +242,12 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def webhooks_may_use_http(self) -> bool:
+        if self.webhook_allow_http is not None:
+            return self.webhook_allow_http
+        return self.app_env is not AppEnv.PRODUCTION
 
 
 def _split(value: object) -> object:

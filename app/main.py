@@ -33,6 +33,7 @@ from app.api.routes.health import router as health_router
 from app.bootstrap import resolve_secret_key
 from app.database import create_engine, create_session_factory, session_turns_for
 from app.services.reader import engine_reader, engine_writer, read_pool_for
+from app.workers.webhooks import start_webhook_worker
 
 DOCS_ASSETS = "/docs-assets"
 OPENAPI_URL = "/openapi.json"
@@ -60,9 +61,12 @@ def create_app(*, engine: AsyncEngine | None = None) -> FastAPI:
             app.state.reader = engine_reader(app.state.engine, read_pool, settings)
             app.state.writer = engine_writer(app.state.engine, read_pool, settings)
         _settle_garbage_collector()
+        worker = start_webhook_worker(app, settings) if own_engine else None
         try:
             yield
         finally:
+            if worker is not None:
+                await worker.stop()
             if own_engine:
                 # Runs after the server has let the requests in flight finish (SIGTERM).
                 if read_pool is not None:

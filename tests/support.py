@@ -529,3 +529,92 @@ async def database_proxy() -> AsyncIterator[DatabaseProxy]:
         yield proxy
     finally:
         await proxy.close()
+
+
+@contextlib.asynccontextmanager
+async def committed_database(tmp_path: Path, prefix: str) -> AsyncIterator[str]:
+    """A database of the test's own (its URL), where each transaction commits for real: a
+    SQLite file, or a throw-away PostgreSQL database in the PostgreSQL suite. Not migrated."""
+    if not ON_POSTGRES:
+        yield f"sqlite+aiosqlite:///{tmp_path}/crm.db"
+        return
+    async with throwaway_database(prefix) as name:
+        yield postgres_url(name)
+
+
+# --- a webhook receiver ----------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 that records every request it is sent, for the webhook
+    tests: `status` is what it answers (and `answer` the body); `hold` makes it wait before
+    answering (a receiver that hangs). `stop()` and `start()` again take it down and bring it
+    back on the same port. HTTP/1.1 with `Connection: close`: one request per connection."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.received: list[Received] = []
+        self.status = 204
+        self.answer = b""
+        self.extra_headers: dict[str, str] = {}
+        self.hold: asyncio.Event | None = None
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            headers = {}
+            for line in lines[1:]:
+                if ":" in line:
+                    name, value = line.split(":", 1)
+                    headers[name.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            self.received.append(Received(headers, body))
+            if self.hold is not None:
+                await self.hold.wait()
+            extra = "".join(f"{k}: {v}\r\n" for k, v in self.extra_headers.items())
+            writer.write(
+                f"HTTP/1.1 {self.status} X\r\nContent-Length: {len(self.answer)}\r\n"
+                f"{extra}Connection: close\r\n\r\n".encode()
+                + self.answer
+            )
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def ids(self) -> list[str]:
+        return [item.headers["webhook-id"] for item in self.received]
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(item.body) for item in self.received]
+
+
+@contextlib.asynccontextmanager
+async def receiver() -> AsyncIterator[Receiver]:
+    running = Receiver()
+    await running.start()
+    try:
+        yield running
+    finally:
+        if running.hold is not None:
+            running.hold.set()
+        await running.stop()

@@ -34,7 +34,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.models import ApiKey, AuthSession, Lead, LeadStatus, User
+from app.models import ApiKey, AuthSession, Lead, LeadStatus, User, Webhook, WebhookDelivery
 from app.services import LeadService
 from app.services.security import JWT_ALGORITHM, key_id
 from tests import helpers
@@ -52,7 +52,11 @@ API = "/api/v1"
 LEADS = Lead.__table__
 USERS = User.__table__
 SESSIONS = AuthSession.__table__
+WEBHOOKS = Webhook.__table__
+DELIVERIES = WebhookDelivery.__table__
 OTHER_SECRET = "an-entirely-different-secret-key-of-decent-length"
+WEBHOOK_URL = "https://93.184.215.14/hook"
+NEW_WEBHOOK = {"url": WEBHOOK_URL, "event_types": ["lead.created"]}
 
 
 # --- the world every test starts from -----------------------------------------------------------
@@ -83,6 +87,8 @@ class World:
     revoked_key: str  # the agent's, revoked
     expired_key: str  # the agent's, expired
     other_key_id: int  # the other agent's key
+    webhook: int  # a subscription, and one delivery of it
+    delivery: int
 
 
 @pytest.fixture
@@ -119,10 +125,41 @@ async def world(
         revoked_key=(await add_api_key(db, agent.id, revoked=True))[1],
         expired_key=(await add_api_key(db, agent.id, expires_at=ago))[1],
         other_key_id=(await add_api_key(db, other_agent.id))[0],
+        **(await add_webhook(db, boss)),
     )
     await LeadService.delete_lead(db, w.own_archived, user_id=boss)
     await LeadService.delete_lead(db, w.other_archived, user_id=boss)
     return w
+
+
+async def add_webhook(db: AsyncSession, owner: int) -> dict[str, int]:
+    """A subscription (to a literal public address: nothing is resolved or sent here) with
+    one delivery; their ids."""
+    now = datetime.now(UTC)
+    hook = Webhook(
+        url=WEBHOOK_URL,
+        event_types=["*"],
+        secret="whsec_" + base64.b64encode(b"s" * 32).decode(),
+        is_active=True,
+        created_by=owner,
+        created_at=now,
+        updated_at=now,
+    )
+    db.add(hook)
+    await db.flush()
+    delivery = WebhookDelivery(
+        webhook_id=hook.id,
+        message_id="1",
+        event_type="lead.created",
+        payload="{}",
+        status="delivered",
+        attempts=1,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    db.add(delivery)
+    await db.commit()
+    return {"webhook": hook.id, "delivery": delivery.id}
 
 
 # --- reading the database afresh ------------------------------------------------------------
@@ -131,7 +168,7 @@ async def world(
 async def snapshot(db: AsyncSession) -> tuple[list[tuple[Any, ...]], ...]:
     """Every column of every lead, user and session, read from the database now."""
     tables = []
-    for table in (LEADS, USERS, SESSIONS):
+    for table in (LEADS, USERS, SESSIONS, WEBHOOKS, DELIVERIES):
         rows = (await db.execute(select(table).order_by(*table.primary_key))).all()
         tables.append([tuple(row) for row in rows])
     return tuple(tables)
@@ -323,6 +360,23 @@ async def send(client: httpx.AsyncClient, call: Call, headers: dict[str, str]) -
 NEW_USER = {"email": "new.hire@crm.example.com", "full_name": "New Hire", "password": "long pw 123"}
 NEW_LEAD = {"first_name": "Ann", "last_name": "Lee", "email": "ann.lee@acme.com"}
 
+# Superusers only: an agent gets 403 on every one.
+WEBHOOK_ENDPOINTS: dict[str, Callable[[World], Call]] = {
+    "POST /webhooks": lambda w: Call("POST", "/webhooks", NEW_WEBHOOK),
+    "GET /webhooks": lambda w: Call("GET", "/webhooks"),
+    "GET /webhooks/{id}": lambda w: Call("GET", f"/webhooks/{w.webhook}"),
+    "PATCH /webhooks/{id}": lambda w: Call("PATCH", f"/webhooks/{w.webhook}", {"description": "x"}),
+    "DELETE /webhooks/{id}": lambda w: Call("DELETE", f"/webhooks/{w.webhook}"),
+    "POST /webhooks/{id}/rotate-secret": lambda w: Call(
+        "POST", f"/webhooks/{w.webhook}/rotate-secret"
+    ),
+    "POST /webhooks/{id}/test": lambda w: Call("POST", f"/webhooks/{w.webhook}/test"),
+    "GET /webhooks/{id}/deliveries": lambda w: Call("GET", f"/webhooks/{w.webhook}/deliveries"),
+    "POST /webhooks/{id}/deliveries/{id}/retry": lambda w: Call(
+        "POST", f"/webhooks/{w.webhook}/deliveries/{w.delivery}/retry"
+    ),
+}
+
 # Each endpoint, called the way the agent could call it successfully (own lead, own account),
 # so a caller whose credentials are ignored would get a 2xx instead of 401.
 ENDPOINTS: dict[str, Callable[[World], Call]] = {
@@ -363,6 +417,7 @@ ENDPOINTS: dict[str, Callable[[World], Call]] = {
     "POST /leads/{id}/restore": lambda w: Call("POST", f"/leads/{w.own_archived}/restore"),
     "POST /leads/{id}/notes": lambda w: Call("POST", f"/leads/{w.own}/notes", {"text": "Hi."}),
     "POST /leads/{id}/calls": lambda w: Call("POST", f"/leads/{w.own}/calls", {"note": "Busy."}),
+    **WEBHOOK_ENDPOINTS,
 }
 
 
@@ -683,6 +738,23 @@ def called(attr: str) -> Check:
         assert row["last_contact_date"] is not None
 
     return check
+
+
+async def webhook_made(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    row = await db.scalar(select(WEBHOOKS.c.url).where(WEBHOOKS.c.id == r.json()["id"]))
+    assert row == WEBHOOK_URL
+
+
+async def lists_webhook(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert [item["id"] for item in r.json()["items"]] == [w.webhook]
+
+
+async def reads_webhook(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert r.json()["id"] == w.webhook
+
+
+async def lists_delivery(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert [item["id"] for item in r.json()["items"]] == [w.delivery]
 
 
 QUALIFY = {"status": "QUALIFIED"}
@@ -1444,6 +1516,37 @@ CASES = [
         200,
         history_of("other"),
     ),
+    # Webhooks: superusers only
+    *[Case(endpoint, "agent", "agent", call, 403) for endpoint, call in WEBHOOK_ENDPOINTS.items()],
+    *[
+        Case(endpoint, "superuser", "superuser", call, status, check)
+        for endpoint, call, status, check in (
+            ("POST /webhooks", WEBHOOK_ENDPOINTS["POST /webhooks"], 201, webhook_made),
+            ("GET /webhooks", WEBHOOK_ENDPOINTS["GET /webhooks"], 200, lists_webhook),
+            ("GET /webhooks/{id}", WEBHOOK_ENDPOINTS["GET /webhooks/{id}"], 200, reads_webhook),
+            ("PATCH /webhooks/{id}", WEBHOOK_ENDPOINTS["PATCH /webhooks/{id}"], 200, None),
+            ("DELETE /webhooks/{id}", WEBHOOK_ENDPOINTS["DELETE /webhooks/{id}"], 204, None),
+            (
+                "POST /webhooks/{id}/rotate-secret",
+                WEBHOOK_ENDPOINTS["POST /webhooks/{id}/rotate-secret"],
+                200,
+                None,
+            ),
+            ("POST /webhooks/{id}/test", WEBHOOK_ENDPOINTS["POST /webhooks/{id}/test"], 202, None),
+            (
+                "GET /webhooks/{id}/deliveries",
+                WEBHOOK_ENDPOINTS["GET /webhooks/{id}/deliveries"],
+                200,
+                lists_delivery,
+            ),
+            (
+                "POST /webhooks/{id}/deliveries/{id}/retry",
+                WEBHOOK_ENDPOINTS["POST /webhooks/{id}/deliveries/{id}/retry"],
+                202,
+                None,
+            ),
+        )
+    ],
 ]
 
 ERROR_CODES = {403: "permission_denied", 404: "lead_not_found", 422: "validation_error"}

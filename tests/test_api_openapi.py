@@ -328,11 +328,18 @@ async def test_the_document_lists_paths_in_the_order_they_were_added(
     spec: dict[str, Any],
 ) -> None:
     """/leads routes are matched first (app/api/routes/__init__.py `match_leads_first`), but
-    the document keeps its order: health, then login, users, API keys and leads."""
+    the document keeps its order: health, then login, users, API keys, leads and webhooks."""
     groups = [
         path.split("/")[3] if path.startswith("/api/") else "health" for path in spec["paths"]
     ]
-    assert list(dict.fromkeys(groups)) == ["health", "auth", "users", "api-keys", "leads"]
+    assert list(dict.fromkeys(groups)) == [
+        "health",
+        "auth",
+        "users",
+        "api-keys",
+        "leads",
+        "webhooks",
+    ]
 
 
 def test_lead_requests_are_matched_against_the_lead_routes_first(app: FastAPI) -> None:

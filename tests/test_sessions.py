@@ -10,9 +10,8 @@ aged, where a test needs time to pass).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ from app.main import create_app
 from app.models import AuthSession, RefreshToken, User
 from app.services.security import JWT_ALGORITHM, key_id
 from tests.helpers import (
-    ON_POSTGRES,
     PASSWORD,
     PASSWORD_HASH,
     TEST_SECRET,
@@ -38,7 +36,7 @@ from tests.helpers import (
     uid,
 )
 from tests.log_scan import never_log
-from tests.support import own_engine, postgres_url, throwaway_database
+from tests.support import committed_database, own_engine
 
 API = "/api/v1"
 ME = f"{API}/users/me"
@@ -472,23 +470,12 @@ async def test_a_login_clears_out_the_users_sessions_that_ended_long_ago(
 CONCURRENT_REFRESHES = 5
 
 
-@contextlib.asynccontextmanager
-async def committed_database(tmp_path: Path) -> AsyncIterator[str]:
-    """A migrated database of the test's own, where each request commits for real: a SQLite
-    file, or a throw-away PostgreSQL database in the PostgreSQL suite."""
-    if not ON_POSTGRES:
-        yield f"sqlite+aiosqlite:///{tmp_path}/crm.db"
-        return
-    async with throwaway_database("crm_sessions") as name:
-        yield postgres_url(name)
-
-
 async def test_concurrent_refreshes_with_one_token_all_get_the_same_pair(
     tmp_path: Path, settings: Settings
 ) -> None:
     """Two tabs (here five) refreshing at the same moment: the first rotates, the others wait
     for its lock and are handed the same pair; none is refused, the session lives on."""
-    async with committed_database(tmp_path) as url:
+    async with committed_database(tmp_path, "crm_sessions") as url:
         engine = own_engine(url, pool_size=CONCURRENT_REFRESHES + 1)
         try:
             await upgrade_database(engine)

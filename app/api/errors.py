@@ -27,6 +27,7 @@ from app.services.exceptions import (
     ConflictException,
     CRMException,
     DatabaseException,
+    DeliveryNotFoundException,
     DuplicateException,
     IdempotencyInProgressException,
     IdempotencyKeyReusedException,
@@ -41,6 +42,7 @@ from app.services.exceptions import (
     TooManyAttemptsException,
     UserNotFoundException,
     ValidationException,
+    WebhookNotFoundException,
 )
 from app.services.faults import record_fault
 from app.services.idempotency import IdempotentReplay
@@ -54,6 +56,8 @@ STATUS_BY_EXCEPTION: dict[type[CRMException], int] = {
     UserNotFoundException: status.HTTP_404_NOT_FOUND,
     SessionNotFoundException: status.HTTP_404_NOT_FOUND,
     ApiKeyNotFoundException: status.HTTP_404_NOT_FOUND,
+    WebhookNotFoundException: status.HTTP_404_NOT_FOUND,
+    DeliveryNotFoundException: status.HTTP_404_NOT_FOUND,
     PermissionDeniedException: status.HTTP_403_FORBIDDEN,
     ValidationException: status.HTTP_422_UNPROCESSABLE_CONTENT,
     DuplicateException: status.HTTP_409_CONFLICT,

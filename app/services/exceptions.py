@@ -63,6 +63,22 @@ class ApiKeyNotFoundException(CRMException):
         super().__init__(f"API key {key_id} was not found (or has already been revoked).")
 
 
+class WebhookNotFoundException(CRMException):
+    code = "webhook_not_found"
+
+    def __init__(self, webhook_id: int) -> None:
+        self.webhook_id = webhook_id
+        super().__init__(f"Webhook {webhook_id} was not found.")
+
+
+class DeliveryNotFoundException(CRMException):
+    code = "delivery_not_found"
+
+    def __init__(self, delivery_id: int) -> None:
+        self.delivery_id = delivery_id
+        super().__init__(f"Delivery {delivery_id} of this webhook was not found.")
+
+
 class PermissionDeniedException(CRMException):
     code = "permission_denied"
 

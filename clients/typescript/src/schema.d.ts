@@ -573,6 +573,147 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List webhooks
+         * @description The subscriptions, by id, never their secrets.
+         */
+        get: operations["listWebhooks"];
+        put?: never;
+        /**
+         * Subscribe to lead events
+         * @description Every event of the types asked for (and, with `filter`, whose lead matches it after the
+         *     change) is POSTed to `url`, signed per Standard Webhooks with the answer's `secret`, which
+         *     is shown this once. 422 for a URL the server may not send to (naming `url`: see its
+         *     description), which the schema cannot tell.
+         */
+        post: operations["createWebhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/{webhook_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read a webhook
+         * @description One subscription, with whether it is active and, if the worker turned it off, why.
+         */
+        get: operations["getWebhook"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a webhook
+         * @description The subscription and its deliveries go; nothing more is sent to it.
+         */
+        delete: operations["deleteWebhook"];
+        options?: never;
+        head?: never;
+        /**
+         * Change a webhook
+         * @description Change what is sent; `is_active: true` turns a deactivated one back on. A new `url` is
+         *     checked as at creation (422).
+         */
+        patch: operations["updateWebhook"];
+        trace?: never;
+    };
+    "/api/v1/webhooks/{webhook_id}/rotate-secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Rotate a webhook's secret
+         * @description A new `secret`, shown this once. For 24 hours (`previous_secret_expires_at`) every
+         *     delivery carries two signatures, one per secret, so the receiver can switch at leisure.
+         */
+        post: operations["rotateWebhookSecret"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/{webhook_id}/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Send a test event
+         * @description Queues a `webhook.test` message to this subscription alone; follow it in its
+         *     deliveries.
+         */
+        post: operations["testWebhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/{webhook_id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List a webhook's deliveries
+         * @description Newest first: each event's state at this subscription, its attempts and the last
+         *     answer. Refused with 422 although the schema allows it: a cursor this API did not hand
+         *     out, or one made for another `status`.
+         */
+        get: operations["listDeliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Send a delivery again
+         * @description Queued again, due at once, whatever its state (a receiver that lost a delivered event
+         *     may ask for it again).
+         */
+        post: operations["retryDelivery"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -810,6 +951,93 @@ export interface components {
              */
             note?: string | null;
         };
+        /** DeliveryPage */
+        DeliveryPage: {
+            /**
+             * Items
+             * @description Deliveries, newest first.
+             */
+            items: components["schemas"]["DeliveryRead"][];
+            /**
+             * Next Cursor
+             * @description For the next page (`cursor=`), if there is one.
+             */
+            next_cursor: string | null;
+        };
+        /**
+         * DeliveryRead
+         * @description One event's delivery to one subscription.
+         */
+        DeliveryRead: {
+            /**
+             * Id
+             * @description The delivery's id.
+             */
+            id: number;
+            /**
+             * Webhook Id
+             * @description The subscription.
+             */
+            webhook_id: number;
+            /**
+             * Event Id
+             * @description The lead event delivered; null for a test.
+             */
+            event_id: number | null;
+            /**
+             * Message Id
+             * @description Its `webhook-id`, the same on every attempt.
+             */
+            message_id: string;
+            /**
+             * Event Type
+             * @description The event's type.
+             */
+            event_type: string;
+            /** @description `pending` (to be sent, or retried), `delivered` or `failed` (for good). */
+            status: components["schemas"]["DeliveryStatus"];
+            /**
+             * Attempts
+             * @description Attempts made so far.
+             */
+            attempts: number;
+            /**
+             * Next Attempt At
+             * @description When it is tried next, if pending (else when it last was due).
+             */
+            next_attempt_at: string | null;
+            /**
+             * Last Attempt At
+             * @description When it was last tried.
+             */
+            last_attempt_at: string | null;
+            /**
+             * Last Status Code
+             * @description The last answer's HTTP status.
+             */
+            last_status_code: number | null;
+            /**
+             * Last Error
+             * @description The last failed answer's body (its first 1,000 characters) or the error.
+             */
+            last_error: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             * @description When the event was queued for it.
+             */
+            created_at: string;
+            /**
+             * Delivered At
+             * @description When a 2xx came back.
+             */
+            delivered_at: string | null;
+        };
+        /**
+         * DeliveryStatus
+         * @enum {string}
+         */
+        DeliveryStatus: "pending" | "delivered" | "failed";
         /** ErrorItem */
         ErrorItem: {
             /**
@@ -838,7 +1066,7 @@ export interface components {
              * @description A stable snake_case code for programs.
              * @enum {string}
              */
-            code: "api_key_not_found" | "bad_request" | "conflict" | "database_error" | "database_unavailable" | "duplicate" | "idempotency_in_progress" | "idempotency_key_reused" | "inactive_user" | "internal_error" | "invalid_header" | "lead_not_found" | "login_busy" | "method_not_allowed" | "not_acceptable" | "not_authenticated" | "not_found" | "permission_denied" | "precondition_failed" | "precondition_required" | "request_timeout" | "request_too_large" | "service_unavailable" | "session_not_found" | "too_many_attempts" | "too_many_requests" | "unsupported_media_type" | "user_not_found" | "validation_error";
+            code: "api_key_not_found" | "bad_request" | "conflict" | "database_error" | "database_unavailable" | "delivery_not_found" | "duplicate" | "idempotency_in_progress" | "idempotency_key_reused" | "inactive_user" | "internal_error" | "invalid_header" | "lead_not_found" | "login_busy" | "method_not_allowed" | "not_acceptable" | "not_authenticated" | "not_found" | "permission_denied" | "precondition_failed" | "precondition_required" | "request_timeout" | "request_too_large" | "service_unavailable" | "session_not_found" | "too_many_attempts" | "too_many_requests" | "unsupported_media_type" | "user_not_found" | "validation_error" | "webhook_not_found";
             /**
              * Errors
              * @description Each invalid field or header (422, and 400 for a header).
@@ -1029,6 +1257,70 @@ export interface components {
          * @enum {string}
          */
         LeadEventType: "lead.created" | "lead.updated" | "lead.note_added" | "lead.call_recorded" | "lead.archived" | "lead.restored" | "lead.deleted" | "lead.assigned" | "lead.status_changed";
+        /**
+         * LeadFilters
+         * @description Which leads: every filter given must match (archived leads only with
+         *     `include_archived`). An agent's lists are limited to their own leads whatever these say.
+         */
+        LeadFilters: {
+            /**
+             * Status
+             * @description Any of these statuses; repeat the parameter for several.
+             */
+            status?: components["schemas"]["LeadStatus"][] | null;
+            /**
+             * Source
+             * @description Any of these sources; repeat the parameter for several.
+             */
+            source?: components["schemas"]["LeadSource"][] | null;
+            /**
+             * Assigned To
+             * @description Only this user's leads.
+             */
+            assigned_to?: number | null;
+            /**
+             * Date Range Start
+             * @description Created at or after this: a date-time, or a date (from its midnight, UTC).
+             */
+            date_range_start?: string | null;
+            /**
+             * Date Range End
+             * @description Created at or before this date-time, or on or before this date (UTC).
+             */
+            date_range_end?: string | null;
+            /**
+             * Lead Score Min
+             * @description Lowest lead score, 0-100.
+             */
+            lead_score_min?: number | null;
+            /**
+             * Lead Score Max
+             * @description Highest lead score, 0-100; not below `lead_score_min`.
+             */
+            lead_score_max?: number | null;
+            /**
+             * Search
+             * @description Case-insensitive text in the name, email, phone or company.
+             */
+            search?: string | null;
+            /**
+             * Is Hot Leads Only
+             * @description Only hot leads: score 80 or more, still open, not archived.
+             * @default false
+             */
+            is_hot_leads_only?: boolean;
+            /**
+             * Tags
+             * @description Leads having any of these tags (compared lowercased).
+             */
+            tags?: string[] | null;
+            /**
+             * Include Archived
+             * @description Include archived (soft-deleted) leads.
+             * @default false
+             */
+            include_archived?: boolean;
+        };
         /** LeadHistoryPage */
         LeadHistoryPage: {
             /**
@@ -1776,6 +2068,234 @@ export interface components {
              * @description A new password for the account.
              */
             password?: string;
+        };
+        /**
+         * WebhookCreate
+         * @description A new subscription. Its `secret` is in the answer, and never shown again.
+         * @example {
+         *       "description": "won deals to billing",
+         *       "event_types": [
+         *         "lead.created",
+         *         "lead.status_changed"
+         *       ],
+         *       "filter": {
+         *         "status": [
+         *           "WON"
+         *         ]
+         *       },
+         *       "url": "https://hooks.example.com/crm"
+         *     }
+         */
+        WebhookCreate: {
+            /**
+             * Url
+             * @description Where to POST each event: https:// (http:// too outside production, or with WEBHOOK_ALLOW_HTTP); refused when its host is, or resolves to, an address of this machine or of a private network (unless WEBHOOK_ALLOW_PRIVATE_NETWORKS).
+             */
+            url: string;
+            /**
+             * Event Types
+             * @description The event types to deliver, or `["*"]` for all of them.
+             */
+            event_types: (("lead.created" | "lead.updated" | "lead.note_added" | "lead.call_recorded" | "lead.archived" | "lead.restored" | "lead.deleted" | "lead.assigned" | "lead.status_changed") | "*")[];
+            /**
+             * Description
+             * @description What it is for.
+             */
+            description?: string | null;
+            /** @description Deliver only events whose lead matches these list filters after the change (archived leads only with `include_archived`); a deleted lead matches none. */
+            filter?: components["schemas"]["LeadFilters"] | null;
+        };
+        /**
+         * WebhookCreated
+         * @description The subscription with its signing secret, shown this once.
+         */
+        WebhookCreated: {
+            /**
+             * Id
+             * @description The subscription's id.
+             */
+            id: number;
+            /**
+             * Url
+             * @description Where events are POSTed.
+             */
+            url: string;
+            /**
+             * Event Types
+             * @description Event types delivered, or `["*"]`.
+             */
+            event_types: string[];
+            /**
+             * Description
+             * @description What it is for.
+             */
+            description: string | null;
+            /**
+             * Filter
+             * @description The lead filter, if any.
+             */
+            filter: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Is Active
+             * @description Whether events are delivered to it.
+             */
+            is_active: boolean;
+            /**
+             * Disabled Reason
+             * @description Why the worker deactivated it (every delivery failing for WEBHOOK_DISABLE_AFTER_HOURS), if it did.
+             */
+            disabled_reason: string | null;
+            /**
+             * Failing Since
+             * @description Since when every delivery attempt has failed; null while healthy.
+             */
+            failing_since: string | null;
+            /**
+             * Previous Secret Expires At
+             * @description After a rotation: until when the previous secret still signs too.
+             */
+            previous_secret_expires_at: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             * @description When it was made.
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * Format: date-time
+             * @description When it last changed.
+             */
+            updated_at: string;
+            /**
+             * Secret
+             * @description `whsec_` + base64 of 32 random bytes: verify `webhook-signature` with it (Standard Webhooks).
+             */
+            secret: string;
+        };
+        /** WebhookPage */
+        WebhookPage: {
+            /**
+             * Items
+             * @description The subscriptions of this page, by id.
+             */
+            items: components["schemas"]["WebhookRead"][];
+            /**
+             * Total
+             * @description How many there are.
+             */
+            total: number;
+            /**
+             * Skip
+             * @description The `skip` asked for.
+             */
+            skip: number;
+            /**
+             * Limit
+             * @description The `limit` asked for.
+             */
+            limit: number;
+        };
+        /**
+         * WebhookRead
+         * @description A subscription, without its secret.
+         */
+        WebhookRead: {
+            /**
+             * Id
+             * @description The subscription's id.
+             */
+            id: number;
+            /**
+             * Url
+             * @description Where events are POSTed.
+             */
+            url: string;
+            /**
+             * Event Types
+             * @description Event types delivered, or `["*"]`.
+             */
+            event_types: string[];
+            /**
+             * Description
+             * @description What it is for.
+             */
+            description: string | null;
+            /**
+             * Filter
+             * @description The lead filter, if any.
+             */
+            filter: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Is Active
+             * @description Whether events are delivered to it.
+             */
+            is_active: boolean;
+            /**
+             * Disabled Reason
+             * @description Why the worker deactivated it (every delivery failing for WEBHOOK_DISABLE_AFTER_HOURS), if it did.
+             */
+            disabled_reason: string | null;
+            /**
+             * Failing Since
+             * @description Since when every delivery attempt has failed; null while healthy.
+             */
+            failing_since: string | null;
+            /**
+             * Previous Secret Expires At
+             * @description After a rotation: until when the previous secret still signs too.
+             */
+            previous_secret_expires_at: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             * @description When it was made.
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * Format: date-time
+             * @description When it last changed.
+             */
+            updated_at: string;
+        };
+        /**
+         * WebhookUpdate
+         * @description The fields to change; `filter: null` removes the filter. Turning `is_active` back on
+         *     clears a deactivation by the worker.
+         * @example {
+         *       "event_types": [
+         *         "*"
+         *       ]
+         *     }
+         */
+        WebhookUpdate: {
+            /**
+             * Url
+             * @description Where to POST each event: https:// (http:// too outside production, or with WEBHOOK_ALLOW_HTTP); refused when its host is, or resolves to, an address of this machine or of a private network (unless WEBHOOK_ALLOW_PRIVATE_NETWORKS).
+             */
+            url?: string;
+            /**
+             * Event Types
+             * @description The event types, or `["*"]`.
+             */
+            event_types?: (("lead.created" | "lead.updated" | "lead.note_added" | "lead.call_recorded" | "lead.archived" | "lead.restored" | "lead.deleted" | "lead.assigned" | "lead.status_changed") | "*")[];
+            /**
+             * Description
+             * @description What it is for.
+             */
+            description?: string | null;
+            /** @description The lead filter, or null. */
+            filter?: components["schemas"]["LeadFilters"] | null;
+            /**
+             * Is Active
+             * @description Whether events are delivered to it.
+             */
+            is_active?: boolean;
         };
     };
     responses: never;
@@ -4045,6 +4565,571 @@ export interface operations {
             };
             /** @description precondition_required */
             428: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    listWebhooks: {
+        parameters: {
+            query?: {
+                /** @description Webhooks to skip. */
+                skip?: number;
+                /** @description Webhooks per page. */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookPage"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    createWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookCreate"];
+            };
+        };
+        responses: {
+            /** @description The webhook was created. */
+            201: {
+                headers: {
+                    /** @description The new webhook's URL. */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookCreated"];
+                };
+            };
+            /** @description bad_request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description request_too_large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    getWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The subscription's id. */
+                webhook_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookRead"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    deleteWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The subscription's id. */
+                webhook_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    updateWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The subscription's id. */
+                webhook_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookRead"];
+                };
+            };
+            /** @description bad_request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description request_too_large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    rotateWebhookSecret: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The subscription's id. */
+                webhook_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookCreated"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    testWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The subscription's id. */
+                webhook_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeliveryRead"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    listDeliveries: {
+        parameters: {
+            query?: {
+                /** @description Only deliveries in this state. */
+                status?: components["schemas"]["DeliveryStatus"] | null;
+                /** @description `next_cursor` of the previous page (with the same `status`). */
+                cursor?: string | null;
+                /** @description Deliveries per page. */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The subscription's id. */
+                webhook_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeliveryPage"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    retryDelivery: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The subscription's id. */
+                webhook_id: number;
+                /** @description The delivery's id. */
+                delivery_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeliveryRead"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
