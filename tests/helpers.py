@@ -132,6 +132,22 @@ def claims_bearer(
     return {"Authorization": f"Bearer {token}"}
 
 
+async def committed_user(
+    engine: AsyncEngine, settings: Settings, *, superuser: bool, email: str
+) -> tuple[dict[str, str], int]:
+    """An account in a database of the test's own (committed, with a live session): an
+    Authorization header for it, and its id."""
+    async with AsyncSession(engine, expire_on_commit=False) as session:
+        user = User(
+            email=email, full_name=email, hashed_password=PASSWORD_HASH, is_superuser=superuser
+        )
+        session.add(user)
+        await session.commit()
+        session_id = await add_session(session, user.id)
+    token = token_for(settings, user.id, superuser=superuser, session=session_id)
+    return {"Authorization": f"Bearer {token}"}, user.id
+
+
 async def add_session(db: AsyncSession, user_id: int) -> int:
     """A live session for the user, as a login would start (committed); its id."""
     now = datetime.now(UTC)

@@ -27,11 +27,11 @@ from standardwebhooks import Webhook as Verifier
 from app.config import Settings, use_settings
 from app.database import create_session_factory, upgrade_database
 from app.main import create_app
-from app.models import User, Webhook, WebhookDelivery
+from app.models import Webhook, WebhookDelivery
 from app.models.types import utcnow
 from app.services.webhook_sending import RETRY_AFTER
 from app.workers.webhooks import WebhookWorker
-from tests.helpers import PASSWORD_HASH, add_session, client_of, make_settings, token_for
+from tests.helpers import client_of, committed_user, make_settings
 from tests.support import Receiver, committed_database, own_engine, receiver
 
 API = "/api/v1"
@@ -94,18 +94,6 @@ class Hooks:
         return response.json()
 
 
-async def _user(engine: AsyncEngine, settings: Settings, *, superuser: bool, email: str) -> tuple:
-    async with AsyncSession(engine, expire_on_commit=False) as session:
-        user = User(
-            email=email, full_name=email, hashed_password=PASSWORD_HASH, is_superuser=superuser
-        )
-        session.add(user)
-        await session.commit()
-        session_id = await add_session(session, user.id)
-    token = token_for(settings, user.id, superuser=superuser, session=session_id)
-    return {"Authorization": f"Bearer {token}"}, user.id
-
-
 @pytest.fixture
 def settings() -> Any:
     with use_settings(make_settings(webhook_allow_private_networks=True)) as installed:
@@ -118,8 +106,10 @@ async def hooks(tmp_path: Path, settings: Settings) -> AsyncIterator[Hooks]:
         engine = own_engine(url, pool_size=8)
         try:
             await upgrade_database(engine)
-            admin, _ = await _user(engine, settings, superuser=True, email="admin@crm.example")
-            agent, agent_id = await _user(
+            admin, _ = await committed_user(
+                engine, settings, superuser=True, email="admin@crm.example"
+            )
+            agent, agent_id = await committed_user(
                 engine, settings, superuser=False, email="agent@crm.example"
             )
             worker = WebhookWorker(

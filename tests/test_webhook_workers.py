@@ -24,16 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.config import Settings, use_settings
 from app.database import upgrade_database
 from app.main import create_app
-from app.models import Lead, User, WebhookDelivery
+from app.models import Lead, WebhookDelivery
 from app.seed import seed_demo
-from tests.helpers import (
-    PASSWORD_HASH,
-    add_session,
-    client_of,
-    make_settings,
-    postgres_only,
-    token_for,
-)
+from tests.helpers import client_of, committed_user, make_settings, postgres_only
 from tests.support import (
     ROOT,
     Receiver,
@@ -62,18 +55,9 @@ async def world(tmp_path: Path, settings: Settings) -> AsyncIterator[tuple]:
         engine = own_engine(url, pool_size=4)
         try:
             await upgrade_database(engine)
-            async with AsyncSession(engine, expire_on_commit=False) as session:
-                admin = User(
-                    email="admin@crm.example",
-                    full_name="Admin",
-                    hashed_password=PASSWORD_HASH,
-                    is_superuser=True,
-                )
-                session.add(admin)
-                await session.commit()
-                session_id = await add_session(session, admin.id)
-            token = token_for(settings, admin.id, superuser=True, session=session_id)
-            headers = {"Authorization": f"Bearer {token}"}
+            headers, _ = await committed_user(
+                engine, settings, superuser=True, email="admin@crm.example"
+            )
             async with client_of(create_app(engine=engine)) as client:
                 yield url, engine, headers, client
         finally:

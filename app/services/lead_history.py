@@ -21,9 +21,8 @@ from app.models import LeadEvent, LeadEventType, LeadStatus, User
 from app.models.types import utcnow
 from app.schemas.history import LeadHistoryQuery
 from app.services.base import get_acting_user, transactional
-from app.services.exceptions import ValidationException
 from app.services.lead_service import visible_lead
-from app.services.pagination import NOT_A_CURSOR, pack, unpack
+from app.services.pagination import id_before, id_cursor
 
 _users = User.__table__
 
@@ -36,29 +35,13 @@ def changed_field(dialect_name: str, field: str) -> ColumnElement[bool]:
     return func.json_type(LeadEvent.changes, literal(f'$."{field}"')).is_not(None)
 
 
+OTHER_FILTERS = "was made for other filters; ask with the same ones, or start again"
+
+
 def _fingerprint(query: LeadHistoryQuery) -> str:
     """The filters a cursor was made for: followed under others it would skip events."""
     types = ",".join(sorted(t.value for t in query.type or ()))
     return hashlib.blake2b(f"{types}|{query.field or ''}".encode(), digest_size=6).hexdigest()
-
-
-def _before(query: LeadHistoryQuery) -> int | None:
-    """The id the page starts below, from the query's cursor (422 for one not ours, or made
-    for other filters)."""
-    if query.cursor is None:
-        return None
-    try:
-        document = unpack(query.cursor)
-        before, made_for = document["b"], document["f"]
-        if not isinstance(before, int) or isinstance(before, bool) or before < 1:
-            raise ValueError(before)
-    except NOT_A_CURSOR:
-        raise ValidationException.at("cursor", "is not a cursor this API handed out") from None
-    if made_for != _fingerprint(query):
-        raise ValidationException.at(
-            "cursor", "was made for other filters; ask with the same ones, or start again"
-        )
-    return before
 
 
 class LeadHistory:
@@ -73,7 +56,7 @@ class LeadHistory:
         user = await get_acting_user(db, user_id)
         await visible_lead(db, lead_id, user)
         conditions = [LeadEvent.lead_id == lead_id]
-        before = _before(query)
+        before = id_before(query.cursor, _fingerprint(query), OTHER_FILTERS)
         if before is not None:
             conditions.append(LeadEvent.id < before)
         if query.type:
@@ -100,7 +83,7 @@ class LeadHistory:
         page = rows[: query.limit]
         next_cursor = None
         if len(rows) > query.limit:
-            next_cursor = pack({"b": page[-1][0], "f": _fingerprint(query)})
+            next_cursor = id_cursor(page[-1][0], _fingerprint(query))
         items = [
             {
                 "id": event_id,

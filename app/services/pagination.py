@@ -148,3 +148,32 @@ def after(cursor: Cursor) -> ColumnElement[bool]:
         return and_(column.is_(None), beyond_id)
     beyond_value = column < cursor.value if descending else column > cursor.value
     return or_(beyond_value, and_(column == cursor.value, beyond_id), column.is_(None))
+
+
+# --- id cursors: a page of rows newest first, the next page below the last id -----------------
+
+MAX_ROW_ID = 2**63 - 1  # BIGINT: an id a cursor names must bind as one
+NOT_OURS = "is not a cursor this API handed out"
+
+
+def id_cursor(last_id: int, made_for: str) -> str:
+    """The cursor of the page after one ending at `last_id`, for the query `made_for` names."""
+    return pack({"b": last_id, "f": made_for})
+
+
+def id_before(token: str | None, made_for: str, mismatch: str) -> int | None:
+    """The id the page `token` asks for starts below; None without a cursor. 422 naming
+    `cursor` for a token that is no `id_cursor`, and (`mismatch`) for one made for another
+    query, which it would walk with gaps."""
+    if token is None:
+        return None
+    try:
+        document = unpack(token)
+        before, given_for = document["b"], document["f"]
+        if not is_whole_number(before) or not 0 < before <= MAX_ROW_ID:
+            raise ValueError(before)
+    except NOT_A_CURSOR:
+        raise ValidationException.at("cursor", NOT_OURS) from None
+    if given_for != made_for:
+        raise ValidationException.at("cursor", mismatch)
+    return int(before)

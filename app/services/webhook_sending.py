@@ -30,6 +30,7 @@ import httpx
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import ColumnElement
 from standardwebhooks import Webhook as Signer
 
 from app.config import Settings
@@ -79,14 +80,21 @@ def lease_for(settings: Settings) -> timedelta:
     return 2 * timedelta(seconds=settings.webhook_timeout_seconds) + LEASE_MARGIN
 
 
+def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """A delivery whose time has come and that no worker holds."""
+    return (
+        WebhookDelivery.next_attempt_at <= now,
+        or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until <= now),
+    )
+
+
 async def has_due(db: AsyncSession) -> bool:
     """Whether any delivery is due now (a read: see `dispatch.has_undispatched`)."""
     now = utcnow()
     query = select(
         exists().where(
             WebhookDelivery.status == PENDING,
-            WebhookDelivery.next_attempt_at <= now,
-            or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until <= now),
+            *_due(now),
             Webhook.id == WebhookDelivery.webhook_id,
             Webhook.is_active.is_(True),
         )
@@ -125,8 +133,7 @@ async def claim_due(
         exists()
         .where(
             WebhookDelivery.id == head,
-            WebhookDelivery.next_attempt_at <= now,
-            or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until <= now),
+            *_due(now),
         )
         .correlate(Webhook)
     )

@@ -35,13 +35,13 @@ from app.services.exceptions import (
     WebhookNotFoundException,
 )
 from app.services.lead_events import JSON_OPTIONS
-from app.services.pagination import NOT_A_CURSOR, pack, unpack
+from app.services.pagination import id_before, id_cursor
 from app.services.webhook_urls import Resolver, UnsafeUrl, check_url, system_resolver
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
 PREVIOUS_SECRET_LIFETIME = timedelta(hours=24)
-MAX_BIGINT = 2**63 - 1
+OTHER_STATUS = "was made for another status; ask with the same one, or start again"
 UPDATABLE = frozenset({"url", "event_types", "description", "filter", "is_active"})
 
 
@@ -179,7 +179,7 @@ class WebhookService:
         conditions = [WebhookDelivery.webhook_id == webhook_id]
         if query.status is not None:
             conditions.append(WebhookDelivery.status == query.status.value)
-        before = _before(query)
+        before = id_before(query.cursor, _status_key(query), OTHER_STATUS)
         if before is not None:
             conditions.append(WebhookDelivery.id < before)
         rows = list(
@@ -193,7 +193,7 @@ class WebhookService:
         next_cursor = None
         if len(rows) > query.limit:
             rows = rows[: query.limit]
-            next_cursor = pack({"b": rows[-1].id, "s": _status_key(query)})
+            next_cursor = id_cursor(rows[-1].id, _status_key(query))
         return rows, next_cursor
 
     @staticmethod
@@ -222,24 +222,6 @@ class WebhookService:
 
 def _status_key(query: DeliveryQuery) -> str:
     return query.status.value if query.status is not None else ""
-
-
-def _before(query: DeliveryQuery) -> int | None:
-    if query.cursor is None:
-        return None
-    try:
-        document = unpack(query.cursor)
-        before = document["b"]
-        status = document["s"]
-    except NOT_A_CURSOR:
-        raise ValidationException.at("cursor", "is not a cursor this API handed out") from None
-    if not isinstance(before, int) or isinstance(before, bool) or not 0 < before <= MAX_BIGINT:
-        raise ValidationException.at("cursor", "is not a cursor this API handed out")
-    if status != _status_key(query):
-        raise ValidationException.at(
-            "cursor", "was made for another status; ask with the same one, or start again"
-        )
-    return before
 
 
 @transactional
