@@ -33,6 +33,7 @@ from app.api.routes.health import router as health_router
 from app.bootstrap import resolve_secret_key
 from app.database import create_engine, create_session_factory, session_turns_for
 from app.services.reader import engine_reader, engine_writer, read_pool_for
+from app.workers.event_hub import EventHub, listen_for_events
 from app.workers.webhooks import start_webhook_worker
 
 DOCS_ASSETS = "/docs-assets"
@@ -61,12 +62,14 @@ def create_app(*, engine: AsyncEngine | None = None) -> FastAPI:
             app.state.reader = engine_reader(app.state.engine, read_pool, settings)
             app.state.writer = engine_writer(app.state.engine, read_pool, settings)
         _settle_garbage_collector()
+        listen_for_events(app.state.event_hub, app.state.engine, settings)
         worker = start_webhook_worker(app, settings) if own_engine else None
         try:
             yield
         finally:
             if worker is not None:
                 await worker.stop()
+            await app.state.event_hub.stop()
             if own_engine:
                 # Runs after the server has let the requests in flight finish (SIGTERM).
                 if read_pool is not None:
@@ -93,6 +96,9 @@ def create_app(*, engine: AsyncEngine | None = None) -> FastAPI:
         app.state.writer = engine_writer(engine, None, settings)
 
     app.state.query_names = {}  # app/api/deps.py: each operation's query parameters
+    # What wakes this process's live streams (app/workers/event_hub.py); it listens on
+    # PostgreSQL once the app has started.
+    app.state.event_hub = EventHub()
     # Turns at the password checks of this process (app/api/deps.py `login_turn`).
     app.state.login_turns = asyncio.Semaphore(settings.login_hash_concurrency)
     install_error_handlers(app)

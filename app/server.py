@@ -17,6 +17,9 @@ silent connections pile up without end. This subclass adds, per connection:
 - at most MAX_CONNECTIONS_PER_WORKER open connections (uvicorn's own per-worker set of them):
   one more gets `503 service_unavailable` and is closed at once, instead of waiting.
 
+And on a graceful shutdown, a response that would never end by itself (the live event stream)
+is told to end at once, rather than holding the shutdown for its whole grace period.
+
 The clock stops while the server is the reason the client waits: when it paused reading because
 the app has not taken the body yet, or when a client that sent `Expect: 100-continue` waits for
 the app to ask for the body. What a client does once its request is in (a slow app, a slow
@@ -39,6 +42,9 @@ from app.schemas.common import ErrorResponse
 logger = logging.getLogger("app.server")
 
 HEADERS, BODY = "headers", "body"  # what a request under way is waiting for
+# An asyncio.Event in a request's ASGI scope, put there by a response that would not end by
+# itself (the live event stream): a graceful shutdown sets it, and the response ends.
+ENDLESS = "crm.endless_response"
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -102,6 +108,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self.awaiting = None
         self._stop_timer()
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown waits for the response in progress. One that would never
+        end (an event stream) is told to end now, cleanly, and its client reconnects to another
+        server where it left off."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            ending = cycle.scope.get(ENDLESS)
+            if ending is not None:
+                ending.set()
+        super().shutdown()
 
     def handle_websocket_upgrade(self) -> None:
         self.awaiting = None  # the connection now belongs to the WebSocket protocol

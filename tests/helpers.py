@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from sqlalchemy import event, inspect, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from app.api.deps import get_session
+from app.api.deps import get_session, get_session_opener
 from app.config import Settings, normalize_database_url
 from app.main import create_app
 from app.models import ApiKey, AuthSession, Lead, User
@@ -177,7 +177,15 @@ def app_in_session(engine: AsyncEngine, db: AsyncSession) -> FastAPI:
     async def test_session() -> AsyncIterator[AsyncSession]:
         yield db
 
+    @contextlib.asynccontextmanager
+    async def in_test_session() -> AsyncIterator[AsyncSession]:
+        yield db
+
+    async def test_sessions() -> Any:
+        return in_test_session
+
     application.dependency_overrides[get_session] = test_session
+    application.dependency_overrides[get_session_opener] = test_sessions
     # On PostgreSQL still the compiled asyncpg road (app/services/reader.py).
     application.state.reader = session_reader(db)
     application.state.writer = session_writer(db)

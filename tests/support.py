@@ -618,3 +618,119 @@ async def receiver() -> AsyncIterator[Receiver]:
         if running.hold is not None:
             running.hold.set()
         await running.stop()
+
+
+# --- the app served on the test's own event loop, and Server-Sent Events read from it ----------
+
+
+@dataclass
+class Serving:
+    url: str  # the base URL
+    server: Any  # uvicorn.Server
+
+    async def stop(self) -> None:
+        """A graceful shutdown, as on SIGTERM (idempotent)."""
+        self.server.should_exit = True
+
+
+@contextlib.asynccontextmanager
+async def served(app: Any, *, grace_seconds: int = 5) -> AsyncIterator[Serving]:
+    """`app` served by uvicorn on 127.0.0.1 in this event loop, lifespan included, with the
+    protocol `python -m app` serves with. For responses that ASGITransport cannot stream (it
+    gathers a whole body before answering)."""
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="none",
+        lifespan="on",
+        log_level="warning",
+        http="app.server:GuardedHttpToolsProtocol",
+        timeout_graceful_shutdown=grace_seconds,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(READY_DEADLINE_SECONDS):
+            while not server.started:
+                if task.done():
+                    task.result()  # raises why it did not start
+                    raise AssertionError("the server stopped before it started")
+                await asyncio.sleep(0.01)
+        yield Serving(f"http://127.0.0.1:{port}", server)
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(grace_seconds + STOP_DEADLINE_SECONDS):
+            await task
+
+
+@dataclass
+class StreamMessage:
+    """One Server-Sent Events message: its fields, and its comment lines."""
+
+    id: str | None = None
+    event: str | None = None
+    data: str | None = None
+    retry: int | None = None
+    comments: tuple[str, ...] = ()
+
+    def json(self) -> Any:
+        assert self.data is not None, "a message without data"
+        return json.loads(self.data)
+
+
+def stream_messages(lines: list[str]) -> list[StreamMessage]:
+    """The messages in the lines of an event stream (a blank line ends each)."""
+    messages, current = [], StreamMessage()
+    for line in lines:
+        if not line:
+            messages.append(current)
+            current = StreamMessage()
+        elif line.startswith(":"):
+            current.comments += (line[1:].strip(),)
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                current.data = value if current.data is None else f"{current.data}\n{value}"
+            elif name == "retry":
+                current.retry = int(value)
+            elif name in ("id", "event"):
+                setattr(current, name, value)
+    return messages
+
+
+class EventStreamReader:
+    """Reads an open `text/event-stream` answer one message at a time, none waited for longer
+    than CLIENT_TIMEOUT_SECONDS."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self._lines = response.aiter_lines()
+
+    async def next(self) -> StreamMessage:
+        lines: list[str] = []
+        async with asyncio.timeout(CLIENT_TIMEOUT_SECONDS):
+            async for line in self._lines:
+                lines.append(line)
+                if not line:
+                    return stream_messages(lines)[0]
+        raise EOFError("the stream ended")
+
+    async def next_event(self) -> StreamMessage:
+        """The next message that is an event (not only comments)."""
+        while True:
+            message = await self.next()
+            if message.id is not None:
+                return message
+
+    async def ended(self) -> bool:
+        """Whether the stream ends (within the time limit) with no further event."""
+        try:
+            await self.next_event()
+        except EOFError:
+            return True
+        return False

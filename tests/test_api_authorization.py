@@ -418,6 +418,11 @@ ENDPOINTS: dict[str, Callable[[World], Call]] = {
     "POST /leads/{id}/notes": lambda w: Call("POST", f"/leads/{w.own}/notes", {"text": "Hi."}),
     "POST /leads/{id}/calls": lambda w: Call("POST", f"/leads/{w.own}/calls", {"note": "Busy."}),
     **WEBHOOK_ENDPOINTS,
+    # The stream's catching-up form, which ends (ASGITransport answers only once a body has);
+    # the open stream, and what each caller's shows, are in tests/test_event_stream.py.
+    "GET /events/stream?follow=false": lambda w: Call(
+        "GET", "/events/stream", params={"follow": "false"}
+    ),
 }
 
 
@@ -738,6 +743,14 @@ def called(attr: str) -> Check:
         assert row["last_contact_date"] is not None
 
     return check
+
+
+STREAM_CALL = ENDPOINTS["GET /events/stream?follow=false"]
+
+
+async def streams(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert r.text.startswith(": stream open\n")
 
 
 async def webhook_made(db: AsyncSession, w: World, r: httpx.Response) -> None:
@@ -1516,6 +1529,11 @@ CASES = [
         200,
         history_of("other"),
     ),
+    # The live stream: everyone signed in, each seeing their own share (test_event_stream.py)
+    *[
+        Case("GET /events/stream?follow=false", caller, caller, STREAM_CALL, 200, streams)
+        for caller in ("agent", "superuser")
+    ],
     # Webhooks: superusers only
     *[Case(endpoint, "agent", "agent", call, 403) for endpoint, call in WEBHOOK_ENDPOINTS.items()],
     *[

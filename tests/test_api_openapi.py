@@ -15,6 +15,7 @@ from app.schemas.filters import LeadFilters, LeadPaging
 
 ERROR_REF = "#/components/schemas/ErrorResponse"
 DELETE_LEAD = ("DELETE", "/api/v1/leads/{lead_id}")
+EVENT_STREAM = ("GET", "/api/v1/events/stream")  # not JSON: one event after another
 HTTP_METHODS = {"get", "post", "put", "patch", "delete", "head", "options"}
 
 
@@ -106,7 +107,7 @@ async def test_every_operation_has_a_2xx_response_with_a_json_schema(
 ) -> None:
     offenders = []
     for method, path, operation in operations(spec):
-        if (method, path) == DELETE_LEAD:
+        if (method, path) in (DELETE_LEAD, EVENT_STREAM):
             continue
         success = {code: r for code, r in operation["responses"].items() if code.startswith("2")}
         if set(success) == {"204"} and "content" not in success["204"]:
@@ -120,7 +121,7 @@ async def test_every_operation_has_a_2xx_response_with_a_json_schema(
 async def test_response_models_are_named_schemas(spec: dict[str, Any]) -> None:
     """Typed clients need a named model for every success body."""
     for method, path, operation in operations(spec):
-        if (method, path) == DELETE_LEAD:
+        if (method, path) in (DELETE_LEAD, EVENT_STREAM):
             continue
         (response,) = [r for code, r in operation["responses"].items() if code.startswith("2")]
         if "content" not in response:  # a 204: no body to name
@@ -128,6 +129,17 @@ async def test_response_models_are_named_schemas(spec: dict[str, Any]) -> None:
         schema = json_schema(response)
         assert schema is not None and "$ref" in schema, (method, path)
         assert resolve(spec, schema).get("properties"), (method, path)
+
+
+async def test_the_event_stream_documents_each_event_of_its_stream(spec: dict[str, Any]) -> None:
+    method, path = EVENT_STREAM
+    responses = spec["paths"][path][method.lower()]["responses"]
+    assert [code for code in responses if code.startswith("2")] == ["200"]
+    item = responses["200"]["content"]["text/event-stream"]["itemSchema"]
+    assert {"id", "event", "data"} <= set(item["properties"])
+    assert responses["401"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ErrorResponse"
+    )
 
 
 async def test_delete_lead_documents_204_without_a_body(spec: dict[str, Any]) -> None:
@@ -328,7 +340,8 @@ async def test_the_document_lists_paths_in_the_order_they_were_added(
     spec: dict[str, Any],
 ) -> None:
     """/leads routes are matched first (app/api/routes/__init__.py `match_leads_first`), but
-    the document keeps its order: health, then login, users, API keys, leads and webhooks."""
+    the document keeps its order: health, then login, users, API keys, leads, webhooks and
+    the event stream."""
     groups = [
         path.split("/")[3] if path.startswith("/api/") else "health" for path in spec["paths"]
     ]
@@ -339,6 +352,7 @@ async def test_the_document_lists_paths_in_the_order_they_were_added(
         "api-keys",
         "leads",
         "webhooks",
+        "events",
     ]
 
 

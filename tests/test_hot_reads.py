@@ -490,13 +490,13 @@ async def test_a_read_whose_connection_dies_while_it_runs_is_not_repeated(
 
 
 @postgres_only
-@pytest.mark.parametrize(("read_pool_size", "most_connections"), [(0, 2), (3, 2 + 3)])
+@pytest.mark.parametrize(("read_pool_size", "most_connections"), [(0, 2 + 1), (3, 2 + 3 + 1)])
 async def test_the_read_pool_adds_at_most_its_size_in_connections(
     read_pool_size: int, most_connections: int
 ) -> None:
     """The app (its lifespan run, as a server runs it) under concurrent reads opens at most
-    DB_POOL_SIZE + DB_READ_POOL_SIZE connections; with DB_READ_POOL_SIZE=0 the hot reads
-    borrow from SQLAlchemy's pool, and answer the same."""
+    DB_POOL_SIZE + DB_READ_POOL_SIZE connections, and the one the live stream LISTENs on; with
+    DB_READ_POOL_SIZE=0 the hot reads borrow from SQLAlchemy's pool, and answer the same."""
     async with throwaway_database("crm_read_pool") as name:
         await migrate(name)
         settings = make_settings(

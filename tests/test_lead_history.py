@@ -155,7 +155,7 @@ async def test_an_event_by_no_user_has_a_null_actor(
     client: httpx.AsyncClient, db: AsyncSession, h: dict[str, str], make_lead: LeadFactory
 ) -> None:
     lead_id = uid(await make_lead())
-    record(db, event_values(LeadEventType.UPDATED, lead_id, None, 2, changes={}))
+    record(db, event_values(LeadEventType.UPDATED, lead_id, None, 2, assigned_to=None, changes={}))
     await db.commit()
     [newest, _] = (await history(client, lead_id, h)).json()["items"]
     assert newest["actor"] is None

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi._compat import ModelField
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import get_cached_model_fields
@@ -29,6 +30,7 @@ from app.models import User
 from app.schemas.common import MAX_ID
 from app.services.api_keys import key_claims, looks_like_key, touch
 from app.services.base import remember_verified_user
+from app.services.event_stream import EventStream
 from app.services.exceptions import (
     AuthenticationException,
     LoginBusyException,
@@ -203,6 +205,53 @@ async def get_current_user(request: Request, db: SessionDep, claims: Caller) -> 
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+SessionOpener = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+
+
+async def get_session_opener(request: Request) -> SessionOpener:
+    """Read-only sessions to open one at a time, each for one transaction: for a response that
+    outlives its request's dependencies (the live stream), which must hold no connection while
+    it waits, as a request's session would."""
+    return request.app.state.read_session_factory  # type: ignore[no-any-return]
+
+
+Sessions = Annotated[SessionOpener, Depends(get_session_opener)]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    """The caller of the live stream, where their stream begins, and its sessions."""
+
+    claims: AccessClaims
+    start: int
+    sessions: SessionOpener
+
+
+LAST_EVENT_ID_HEADER = (
+    "The `id:` of the last event received: the stream resumes right after it. EventSource "
+    "sends it by itself when it reconnects."
+)
+
+
+async def get_stream_start(
+    request: Request,
+    claims: Caller,
+    sessions: Sessions,
+    last_event_id: Annotated[
+        str | None, Header(alias="Last-Event-ID", description=LAST_EVENT_ID_HEADER)
+    ] = None,
+) -> StreamStart:
+    """Checked before the stream's 200 goes out, so a bad caller or Last-Event-ID gets its
+    error. In a transaction of its own: a stream holds no connection while it waits."""
+    async with sessions() as db:
+        start = await EventStream.start(db, claims, last_event_id)
+    request.state.caller = None  # checked
+    return StreamStart(claims, start, sessions)
+
+
+StreamCaller = Annotated[StreamStart, Depends(get_stream_start)]
 
 READ_KEY_WRITES = "This API key may only read (scope 'read'); writes need a 'write' key."
 KEYS_MAY_NOT = "API keys cannot manage API keys, sessions or passwords: log in as the person."

@@ -103,6 +103,17 @@ def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def errors_beside_a_stream(*status_codes: int) -> dict[int | str, dict[str, Any]]:
+    """`error_responses` for a route whose success is not JSON (a Server-Sent Events stream):
+    FastAPI would document each error in the success's media type, but errors are JSON."""
+    documented = error_responses(*status_codes)
+    schema = {"$ref": "#/components/schemas/ErrorResponse"}
+    for entry in documented.values():
+        del entry["model"]
+        entry["content"] = {"application/json": {"schema": schema}}
+    return documented
+
+
 def created_at(what: str, **headers: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
     """The `responses=` entry of a route that answers 201: where the new resource is (and any
     other `headers` the answer carries)."""

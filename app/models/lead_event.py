@@ -48,6 +48,9 @@ class LeadEvent(Base):
             postgresql_where=text("dispatched_at IS NULL"),
             sqlite_where=text("dispatched_at IS NULL"),
         ),
+        # The live stream reads events in the order they were dispatched (app/services/
+        # event_stream.py); the undispatched have none, and any number of nulls is allowed.
+        Index(None, "dispatch_order", unique=True),
     )
 
     # Monotonic: BIGINT, since every change adds one; SQLite only auto-numbers INTEGER keys.
@@ -65,9 +68,19 @@ class LeadEvent(Base):
     note: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(String(REQUEST_ID_MAX_LENGTH))
     lead_version: Mapped[int] = mapped_column(Integer)
-    # When the webhook dispatcher turned it into deliveries (app/workers/dispatcher.py). Null
+    # Whose the lead was once the change was made: the live stream shows an agent the events of
+    # their leads as they were then, not as they are when the stream is read. No foreign key:
+    # events outlive accounts as they outlive leads.
+    assigned_to: Mapped[int | None] = mapped_column(Integer)
+    # When the webhook dispatcher turned it into deliveries (app/services/webhook_dispatch.py). Null
     # until then: an event is dispatched once it is committed, however late its commit.
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set with `dispatched_at`, greater than every order dispatched before. Dispatching is one
+    # transaction at a time, so this is the order in which events became visible, which ids are
+    # not: an event whose transaction commits late has a lower id than events already seen.
+    dispatch_order: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite")
+    )
 
     def __repr__(self) -> str:
         return f"<LeadEvent {self.id} {self.type} lead={self.lead_id} v{self.lead_version}>"

@@ -91,6 +91,8 @@ class BulkEvent:
             Lead.id,
             literal(self.actor_id, Integer),
             Lead.version + 1,
+            # Whose the lead is after the change: the new assignee when that is the change.
+            assigned_to=new if self.field == "assigned_to" else Lead.assigned_to,
             changes=field_change(dialect_name, self.field, column, new),
             note=self.note,
             at=self.at,

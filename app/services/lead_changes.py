@@ -274,6 +274,7 @@ async def _update(
         lead_id,
         caller.user_id,
         written.version,
+        assigned_to=written.assigned_to,
         changes=changes,
         note=note,
         at=lead.updated_at,

@@ -169,6 +169,7 @@ def created_event(lead: Lead, note: str | None) -> dict[str, Any]:
         lead.id,
         lead.created_by,
         1,
+        assigned_to=lead.assigned_to,
         changes=changes,
         note=note,
         at=lead.created_at,

@@ -29,9 +29,12 @@ current_request_id: ContextVar[str | None] = ContextVar("current_request_id", de
 
 JSON_OPTIONS = orjson.OPT_UTC_Z
 _events = LeadEvent.__table__
-# What a write path writes (the dispatcher alone sets `dispatched_at`, later).
+# What a write path writes (the dispatcher alone sets `dispatched_at` and `dispatch_order`).
+DISPATCHER_COLUMNS = frozenset({"dispatched_at", "dispatch_order"})
 EVENT_COLUMNS = tuple(
-    column for column in _events.c if not column.primary_key and column.key != "dispatched_at"
+    column
+    for column in _events.c
+    if not column.primary_key and column.key not in DISPATCHER_COLUMNS
 )
 
 
@@ -81,12 +84,14 @@ def event_values(
     actor_id: int | None,
     version: Any,
     *,
+    assigned_to: Any,
     changes: dict[str, Any] | None = None,
     note: str | None = None,
     at: datetime | None = None,
 ) -> dict[str, Any]:
-    """One event's row. `lead_id`, `version` and `changes` may be SQL expressions (a bulk
-    INSERT ... SELECT, an INSERT's RETURNING)."""
+    """One event's row. `assigned_to` is the lead's assignee after the change (who the live
+    stream shows it to). `lead_id`, `version`, `assigned_to` and `changes` may be SQL
+    expressions (a bulk INSERT ... SELECT, an INSERT's RETURNING)."""
     return {
         "lead_id": lead_id,
         "type": type_.value,
@@ -96,6 +101,7 @@ def event_values(
         "note": note,
         "request_id": current_request_id.get(),
         "lead_version": version,
+        "assigned_to": assigned_to,
     }
 
 

@@ -258,6 +258,7 @@ class LeadService:
                     lead.id,
                     user.id,
                     lead.version,
+                    assigned_to=lead.assigned_to,
                     changes=changes,
                     note=note,
                     at=lead.updated_at,
@@ -288,7 +289,16 @@ class LeadService:
                 )
             await db.delete(lead)
             await erase_event_values(db, lead.id)
-            record(db, event_values(LeadEventType.DELETED, lead.id, user.id, lead.version + 1))
+            record(
+                db,
+                event_values(
+                    LeadEventType.DELETED,
+                    lead.id,
+                    user.id,
+                    lead.version + 1,
+                    assigned_to=lead.assigned_to,
+                ),
+            )
             return None
         if lead.archived_at is None:
             now = utcnow()
@@ -564,9 +574,17 @@ def _record_change(
     after = {name: getattr(lead, name) for name in before}
     changed = [name for name in before if after[name] != before[name]]
     changes = changes_between(before, after, changed)
-    record(
-        db, event_values(type_, lead.id, actor_id, lead.version, changes=changes, note=note, at=at)
+    values = event_values(
+        type_,
+        lead.id,
+        actor_id,
+        lead.version,
+        assigned_to=lead.assigned_to,
+        changes=changes,
+        note=note,
+        at=at,
     )
+    record(db, values)
 
 
 async def _with_assignee(db: AsyncSession, lead: Lead) -> Lead:

@@ -10,6 +10,11 @@ dispatching to the one that has it), so deliveries are made in event order, whic
 order a subscription's queue is sent in. An event committed late (its transaction began
 early) is simply found later: nothing is skipped, as a cursor over ids could skip it.
 
+With the mark goes `dispatch_order`, above every order given before: the order in which events
+became visible, which the live stream follows (app/services/event_stream.py). On PostgreSQL a
+dispatch that took events also NOTIFYs `EVENTS_CHANNEL`, which reaches every app process's
+streams once it commits.
+
 The body of each delivery is rendered here, once, so that every retry sends the same bytes:
 the lead as it is read now, moments after the change was committed (see app/services/README.md
 on what that means for a lead changed again within that moment).
@@ -37,7 +42,11 @@ from app.services.lead_filters import LEADS, lead_conditions
 
 BATCH = 500
 DISPATCH_LOCK = 4_711_2027  # any constant; names the dispatcher's advisory lock
-_EVENT = (
+# PostgreSQL: NOTIFYed by each dispatch that took events, once it commits; every app process
+# LISTENs, to wake its live streams (app/workers/event_hub.py).
+EVENTS_CHANNEL = "crm_lead_events"
+# What `body` reads of an event.
+EVENT_BODY_COLUMNS = (
     LeadEvent.id,
     LeadEvent.lead_id,
     LeadEvent.type,
@@ -61,7 +70,7 @@ async def dispatch_events(db: AsyncSession, *, limit: int = BATCH) -> int:
         return 0
     events = (
         await db.execute(
-            select(*_EVENT)
+            select(*EVENT_BODY_COLUMNS)
             .where(LeadEvent.dispatched_at.is_(None))
             .order_by(LeadEvent.id)
             .limit(limit)
@@ -77,12 +86,19 @@ async def dispatch_events(db: AsyncSession, *, limit: int = BATCH) -> int:
         rows = await _deliveries(db, events, hooks, now)
         if rows:
             await db.execute(insert(WebhookDelivery), rows)
+    # Each event's order: above every order given so far, by id within the batch (the stream
+    # reads in this order; app/services/event_stream.py). Dispatches take turns, so the last
+    # order is that of a committed dispatch.
+    last = await db.scalar(select(func.max(LeadEvent.dispatch_order))) or 0
+    shift = last + 1 - events[0].id
     await db.execute(
         update(LeadEvent)
         .where(LeadEvent.id.in_([event.id for event in events]))
-        .values(dispatched_at=now)
+        .values(dispatched_at=now, dispatch_order=LeadEvent.id + shift)
         .execution_options(synchronize_session=False)
     )
+    if db.get_bind().dialect.name == "postgresql":
+        await db.execute(select(func.pg_notify(EVENTS_CHANNEL, "")))
     return len(events)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -41,9 +42,13 @@ class WebhookWorker:
         settings: Settings,
         *,
         resolve: Resolver = system_resolver,
+        on_dispatched: Callable[[], None] | None = None,
     ) -> None:
         self.sessions, self.read_sessions, self.settings = sessions, read_sessions, settings
         self.resolve = resolve
+        # Told once events were dispatched: the live streams of this process (app/workers/
+        # event_hub.py), which on SQLite have no other way to hear of them at once.
+        self.on_dispatched = on_dispatched
         self.sending = False  # requests are out: a graceful stop lets them finish
         self._client: httpx.AsyncClient | None = None
 
@@ -69,6 +74,8 @@ class WebhookWorker:
                 taken = await webhook_dispatch.dispatch_events(db)
             total += taken
             if taken < webhook_dispatch.BATCH:
+                if total and self.on_dispatched is not None:
+                    self.on_dispatched()
                 return total
 
     async def send_due(self) -> int:
@@ -195,5 +202,10 @@ def start_webhook_worker(app: Any, settings: Settings) -> InProcessWorker | None
     RUN_WEBHOOK_WORKER is off."""
     if not settings.run_webhook_worker:
         return None
-    worker = WebhookWorker(app.state.session_factory, app.state.read_session_factory, settings)
+    worker = WebhookWorker(
+        app.state.session_factory,
+        app.state.read_session_factory,
+        settings,
+        on_dispatched=app.state.event_hub.notify,
+    )
     return InProcessWorker(worker)

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.api.deps import KnownQuery
-from app.api.routes import api_keys, auth, leads, users, webhooks
+from app.api.routes import api_keys, auth, events, leads, users, webhooks
 
 API_PREFIX = "/api/v1"
 
@@ -26,6 +26,7 @@ def include_api_routes(app: FastAPI) -> None:
     app.include_router(api_keys.router, prefix=API_PREFIX)
     app.include_router(leads.router, prefix=API_PREFIX)
     app.include_router(webhooks.router, prefix=API_PREFIX)
+    app.include_router(events.router, prefix=API_PREFIX)
 
 
 def match_leads_first(app: FastAPI) -> None:

@@ -714,6 +714,32 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/events/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Follow lead events live
+         * @description The lead events the caller may see, in the order they were committed: a superuser every
+         *     event; an agent those of the leads that were theirs at the time, and the one that took a
+         *     lead away from them (whose `lead` is then null, as after a hard delete). Without
+         *     `Last-Event-ID` the stream starts now; with it (the `id:` of an event this stream sent;
+         *     EventSource sends it when it reconnects) right after that event, missing none. The stream
+         *     ends when the caller's account may no longer sign in, and when the server shuts down
+         *     (reconnect to another).
+         */
+        get: operations["streamEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -5121,6 +5147,59 @@ export interface operations {
             };
             /** @description not_found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    streamEvents: {
+        parameters: {
+            query?: {
+                /** @description false: send the events there are now after Last-Event-ID, then end (a script catching up); true: keep the stream open for new ones. */
+                follow?: boolean;
+            };
+            header?: {
+                /** @description The `id:` of the last event received: the stream resumes right after it. EventSource sends it by itself when it reconnects. */
+                "Last-Event-ID"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One Server-Sent Event per lead event: `id:` the event id, `event:` its type, `data:` the webhook body (`{id, type, timestamp, data: {lead_id, lead, changes, actor_id}}`). A comment line (`: ping`) every 15 s keeps proxies from closing an idle stream. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": unknown;
+                };
+            };
+            /** @description bad_request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };
