@@ -20,6 +20,8 @@ failed service call rolls back the shared session and expires every ORM object.
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -400,6 +402,7 @@ ENDPOINTS: dict[str, Callable[[World], Call]] = {
     "GET /leads": lambda w: Call("GET", "/leads"),
     "POST /leads": lambda w: Call("POST", "/leads", NEW_LEAD),
     "GET /leads/statistics": lambda w: Call("GET", "/leads/statistics"),
+    "GET /leads/export": lambda w: Call("GET", "/leads/export"),
     "POST /leads/bulk/status": lambda w: Call(
         "POST", "/leads/bulk/status", {"lead_ids": [w.own, w.own2], "status": "QUALIFIED"}
     ),
@@ -746,6 +749,17 @@ def called(attr: str) -> Check:
 
 
 STREAM_CALL = ENDPOINTS["GET /events/stream?follow=false"]
+EXPORT_CALL = ENDPOINTS["GET /leads/export"]
+
+
+def exports(*names: str) -> Check:
+    """The export holds exactly these leads of the world (live ones: no archived), by id."""
+
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        ids = [int(row["id"]) for row in csv.DictReader(io.StringIO(r.text))]
+        assert ids == sorted(getattr(w, name) for name in names)
+
+    return check
 
 
 async def streams(db: AsyncSession, w: World, r: httpx.Response) -> None:
@@ -1528,6 +1542,16 @@ CASES = [
         lambda w: Call("GET", f"/leads/{w.other}/history/status"),
         200,
         history_of("other"),
+    ),
+    # The export: an agent's own leads; a superuser's, everyone's
+    Case("GET /leads/export", "agent", "agent", EXPORT_CALL, 200, exports("own", "own2")),
+    Case(
+        "GET /leads/export",
+        "superuser",
+        "superuser",
+        EXPORT_CALL,
+        200,
+        exports("own", "own2", "other", "unassigned"),
     ),
     # The live stream: everyone signed in, each seeing their own share (test_event_stream.py)
     *[

@@ -16,6 +16,8 @@ from app.schemas.filters import LeadFilters, LeadPaging
 ERROR_REF = "#/components/schemas/ErrorResponse"
 DELETE_LEAD = ("DELETE", "/api/v1/leads/{lead_id}")
 EVENT_STREAM = ("GET", "/api/v1/events/stream")  # not JSON: one event after another
+EXPORT = ("GET", "/api/v1/leads/export")  # a file: CSV or JSON Lines
+NOT_JSON = (DELETE_LEAD, EVENT_STREAM, EXPORT)
 HTTP_METHODS = {"get", "post", "put", "patch", "delete", "head", "options"}
 
 
@@ -107,7 +109,7 @@ async def test_every_operation_has_a_2xx_response_with_a_json_schema(
 ) -> None:
     offenders = []
     for method, path, operation in operations(spec):
-        if (method, path) in (DELETE_LEAD, EVENT_STREAM):
+        if (method, path) in NOT_JSON:
             continue
         success = {code: r for code, r in operation["responses"].items() if code.startswith("2")}
         if set(success) == {"204"} and "content" not in success["204"]:
@@ -121,7 +123,7 @@ async def test_every_operation_has_a_2xx_response_with_a_json_schema(
 async def test_response_models_are_named_schemas(spec: dict[str, Any]) -> None:
     """Typed clients need a named model for every success body."""
     for method, path, operation in operations(spec):
-        if (method, path) in (DELETE_LEAD, EVENT_STREAM):
+        if (method, path) in NOT_JSON:
             continue
         (response,) = [r for code, r in operation["responses"].items() if code.startswith("2")]
         if "content" not in response:  # a 204: no body to name
@@ -140,6 +142,13 @@ async def test_the_event_stream_documents_each_event_of_its_stream(spec: dict[st
     assert responses["401"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/ErrorResponse"
     )
+
+
+async def test_the_export_documents_both_its_file_formats(spec: dict[str, Any]) -> None:
+    method, path = EXPORT
+    answer = spec["paths"][path][method.lower()]["responses"]["200"]
+    assert set(answer["content"]) == {"text/csv", "application/x-ndjson"}
+    assert "Content-Disposition" in answer["headers"]
 
 
 async def test_delete_lead_documents_204_without_a_body(spec: dict[str, Any]) -> None:

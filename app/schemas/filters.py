@@ -205,6 +205,16 @@ class LeadListQuery(LeadPaging, LeadFilters):
     `LeadFilters` and a `LeadPaging`, so the route hands it to the service as either."""
 
 
+ExportFormat = Literal["csv", "jsonl"]
+
+
+class LeadExportQuery(LeadFilters):
+    """`GET /leads/export`'s query: the list filters, and how to write the leads."""
+
+    format: ExportFormat = Field("csv", description="csv, or jsonl (one JSON lead per line).")
+    bom: bool = Field(False, description="CSV only: start with a UTF-8 byte order mark, for Excel.")
+
+
 def _refuse(field: str, predicate: str, value: Any) -> None:
     """A cross-field error reported at one field, as a field's own error would be."""
     error = InitErrorDetails(

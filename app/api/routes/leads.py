@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 
-from app.api.deps import CurrentUser, ReadAccess, SessionDep, WriteAccess
+from app.api.deps import CurrentUser, ReadAccess, SessionDep, Sessions, WriteAccess
 from app.api.errors import (
     ETAG_HEADER,
     NOT_MODIFIED,
@@ -20,7 +21,7 @@ from app.api.idempotency import OnceDep
 from app.api.preconditions import IfMatch, IfNoneMatch
 from app.api.render import bulk_response, lead_or_not_modified, lead_response, page_response
 from app.schemas.common import MAX_ID, given
-from app.schemas.filters import LeadListQuery
+from app.schemas.filters import LeadExportQuery, LeadListQuery
 from app.schemas.history import LeadHistoryPage, LeadHistoryQuery, LeadStatusHistory
 from app.schemas.lead import (
     BulkAssign,
@@ -37,6 +38,7 @@ from app.schemas.lead import (
 from app.services import LeadService
 from app.services.lead_changes import LeadChanges
 from app.services.lead_creation import LeadCreation
+from app.services.lead_export import LeadExport, csv_chunks, jsonl_chunks, lead_batches
 from app.services.lead_history import LeadHistory
 from app.services.lead_reads import LeadReads
 
@@ -117,6 +119,51 @@ async def create_lead(
     async with once.run(access.claims.user_id, render) as outcome:
         lead = await LeadCreation.create(access.writer, body, access.claims)
     return outcome.or_render(render, lead)
+
+
+EXPORT_ANSWER = {
+    "description": "The leads, streamed: CSV (a header row, then one row per lead) or JSON "
+    "Lines (one lead per line, as GET /leads/{id} answers it).",
+    "content": {
+        "text/csv": {"schema": {"type": "string"}},
+        "application/x-ndjson": {"schema": {"type": "string"}},
+    },
+    "headers": {
+        "Content-Disposition": {
+            "description": 'attachment; filename="leads-YYYYMMDD.csv" (or .jsonl)',
+            "schema": {"type": "string"},
+        }
+    },
+}
+EXPORT_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+
+
+@router.get(
+    "/export",
+    summary="Export leads",
+    response_class=StreamingResponse,
+    status_code=status.HTTP_200_OK,
+    responses={200: EXPORT_ANSWER, **error_responses(401, 422)},
+)
+async def export_leads(
+    access: ReadAccess, sessions: Sessions, query: Annotated[LeadExportQuery, Query()]
+) -> StreamingResponse:
+    """Every lead matching the filters (`GET /leads`'s) that the caller may see (an agent: their
+    own), in id order, as one consistent snapshot, streamed however many there are. CSV has
+    every field of a lead; tags are joined with `;`, times are ISO 8601 UTC, and a text cell
+    starting with `=`, `+`, `-`, `@`, a tab or a carriage return gets a `'` in front, so no
+    spreadsheet runs it as a formula (the import takes it off again)."""
+    scope = await LeadExport.scope(access.reader, access.claims)
+    batches = lead_batches(sessions, query, scope)
+    chunks = (
+        jsonl_chunks(batches) if query.format == "jsonl" else csv_chunks(batches, bom=query.bom)
+    )
+    name = LeadExport.file_name(query.format)
+    return StreamingResponse(
+        chunks,
+        media_type=EXPORT_MEDIA_TYPES[query.format],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 @router.get(

@@ -373,6 +373,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/leads/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export leads
+         * @description Every lead matching the filters (`GET /leads`'s) that the caller may see (an agent: their
+         *     own), in id order, as one consistent snapshot, streamed however many there are. CSV has
+         *     every field of a lead; tags are joined with `;`, times are ISO 8601 UTC, and a text cell
+         *     starting with `=`, `+`, `-`, `@`, a tab or a carriage return gets a `'` in front, so no
+         *     spreadsheet runs it as a formula (the import takes it off again).
+         */
+        get: operations["exportLeads"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/leads/statistics": {
         parameters: {
             query?: never;
@@ -3632,6 +3656,74 @@ export interface operations {
             };
             /** @description request_too_large */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    exportLeads: {
+        parameters: {
+            query?: {
+                /** @description Any of these statuses; repeat the parameter for several. */
+                status?: components["schemas"]["LeadStatus"][] | null;
+                /** @description Any of these sources; repeat the parameter for several. */
+                source?: components["schemas"]["LeadSource"][] | null;
+                /** @description Only this user's leads. */
+                assigned_to?: number | null;
+                /** @description Created at or after this: a date-time, or a date (from its midnight, UTC). */
+                date_range_start?: string | null;
+                /** @description Created at or before this date-time, or on or before this date (UTC). */
+                date_range_end?: string | null;
+                /** @description Lowest lead score, 0-100. */
+                lead_score_min?: number | null;
+                /** @description Highest lead score, 0-100; not below `lead_score_min`. */
+                lead_score_max?: number | null;
+                /** @description Case-insensitive text in the name, email, phone or company. */
+                search?: string | null;
+                /** @description Only hot leads: score 80 or more, still open, not archived. */
+                is_hot_leads_only?: boolean;
+                /** @description Leads having any of these tags (compared lowercased). */
+                tags?: string[] | null;
+                /** @description Include archived (soft-deleted) leads. */
+                include_archived?: boolean;
+                /** @description csv, or jsonl (one JSON lead per line). */
+                format?: "csv" | "jsonl";
+                /** @description CSV only: start with a UTF-8 byte order mark, for Excel. */
+                bom?: boolean;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The leads, streamed: CSV (a header row, then one row per lead) or JSON Lines (one lead per line, as GET /leads/{id} answers it). */
+            200: {
+                headers: {
+                    /** @description attachment; filename="leads-YYYYMMDD.csv" (or .jsonl) */
+                    "Content-Disposition"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/csv": string;
+                    "application/x-ndjson": string;
+                };
+            };
+            /** @description not_authenticated */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };
