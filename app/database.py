@@ -313,6 +313,11 @@ def client_timeout_seconds(settings: Settings) -> float | None:
     return (settings.db_statement_timeout_ms + settings.db_client_timeout_margin_ms) / 1000
 
 
+def asyncpg_dsn(url: Any) -> str:
+    """An engine URL (postgresql+asyncpg://...) as the DSN `asyncpg.connect` takes."""
+    return str(url.set(drivername="postgresql").render_as_string(hide_password=False))
+
+
 def asyncpg_connect_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for `asyncpg.connect` and `asyncpg.create_pool`: the same for every
     PostgreSQL connection the app opens, SQLAlchemy's pool (`connect_args`) and the raw ones.

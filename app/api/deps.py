@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -29,7 +28,7 @@ from app.database import Turns
 from app.models import User
 from app.schemas.common import MAX_ID
 from app.services.api_keys import key_claims, looks_like_key, touch
-from app.services.base import remember_verified_user
+from app.services.base import SessionOpener, remember_verified_user
 from app.services.event_stream import EventStream
 from app.services.exceptions import (
     AuthenticationException,
@@ -205,9 +204,6 @@ async def get_current_user(request: Request, db: SessionDep, claims: Caller) -> 
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
-
-
-SessionOpener = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 
 async def get_session_opener(request: Request) -> SessionOpener:

@@ -27,6 +27,7 @@ import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
@@ -63,6 +64,11 @@ CONFLICTING_DATA = (
     "The change conflicts with the data already stored (a referenced row is gone or a unique "
     "value is taken)."
 )
+
+
+# Sessions opened one at a time, each for one transaction: what a response that outlives its
+# request's dependencies (the live stream, an export) reads through.
+SessionOpener = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 
 def transactional(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:

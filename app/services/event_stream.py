@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select
@@ -29,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Lead, LeadEvent
 from app.models.types import utcnow
-from app.services.base import transactional
+from app.services.base import SessionOpener, transactional
 from app.services.exceptions import InvalidHeaderException
 from app.services.lead_reads import caller_user
 from app.services.pagination import MAX_ROW_ID
@@ -112,7 +111,7 @@ Wait = Callable[[float, asyncio.Event], Awaitable[None]]
 
 
 async def follow(
-    sessions: Callable[[], AbstractAsyncContextManager[AsyncSession]],
+    sessions: SessionOpener,
     caller: AccessClaims,
     order: int,
     *,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime
 from decimal import Decimal
 from types import UnionType
@@ -24,11 +23,12 @@ from typing import Any, get_args, get_origin
 
 import orjson
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.models.types import utcnow
 from app.schemas.filters import LeadFilters
 from app.schemas.lead import LeadRead, lead_fields
+from app.services.base import SessionOpener
 from app.services.lead_events import JSON_OPTIONS, json_default
 from app.services.lead_filters import LEADS, lead_conditions
 from app.services.lead_queries import LEAD_COLUMNS, LeadRow
@@ -41,8 +41,6 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 TAG_SEPARATOR = ";"
 BATCH_ROWS = 1000
 UTF8_BOM = "\ufeff"
-
-SessionOpener = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 
 def spreadsheet_safe(text: str) -> str:

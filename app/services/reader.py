@@ -415,9 +415,9 @@ def read_pool_for(engine: AsyncEngine, settings: Settings) -> ReadPool | None:
         return None
     if not settings.db_read_pool_size:  # borrow from SQLAlchemy's pool (`engine_reader`)
         return None
-    from app.database import asyncpg_connect_options
+    from app.database import asyncpg_connect_options, asyncpg_dsn
 
-    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    dsn = asyncpg_dsn(url)
     return ReadPool(
         dsn,
         settings.db_read_pool_size,

@@ -95,7 +95,6 @@ def listen_for_events(hub: EventHub, engine: Any, settings: Settings) -> None:
     """On PostgreSQL (asyncpg), have the hub LISTEN on a connection like the engine's."""
     url = engine.url
     if url.get_backend_name() == "postgresql" and url.get_driver_name() == "asyncpg":
-        from app.database import asyncpg_connect_options
+        from app.database import asyncpg_connect_options, asyncpg_dsn
 
-        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        hub.listen(dsn, asyncpg_connect_options(settings))
+        hub.listen(asyncpg_dsn(url), asyncpg_connect_options(settings))
