@@ -5,7 +5,10 @@ python -m app [--host H] [--port P] [--workers N] [--reload]
 python -m app migrate
 python -m app create-user EMAIL [--superuser] [--full-name NAME]   (password: prompt or stdin)
 python -m app seed-demo --leads N [--agents K] [--force]   (--force: under APP_ENV=production)
-python -m app worker   (webhook delivery alone; `python -m app` runs one in each process too)
+python -m app worker   (webhook delivery and background imports alone; `python -m app` runs
+                        both in each process too)
+python -m app import FILE.csv [--mode insert|upsert] [--on-error abort|skip] [--dry-run]
+                     [--delimiter D] [--as EMAIL]
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -25,6 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from app.config import AppEnv, Settings, get_settings
+from app.models.lead_import import ImportMode, OnError
 
 logger = logging.getLogger("app.bootstrap")
 
@@ -88,9 +93,25 @@ def _parser() -> argparse.ArgumentParser:
     seed.set_defaults(handler=_seed_demo)
 
     worker = commands.add_parser(
-        "worker", help="deliver webhooks (any number may run beside the app processes)"
+        "worker",
+        help="deliver webhooks and run background imports (any number may run beside the app "
+        "processes)",
     )
     worker.set_defaults(handler=_work)
+
+    load = commands.add_parser("import", help="import leads from a CSV file, with a progress bar")
+    load.add_argument("file", type=Path)
+    load.add_argument("--mode", choices=[m.value for m in ImportMode], default="insert")
+    load.add_argument("--on-error", choices=[o.value for o in OnError], default="abort")
+    load.add_argument("--dry-run", action="store_true", help="report only; write nothing")
+    load.add_argument("--delimiter", default=None, help="default: the header row's")
+    load.add_argument(
+        "--as",
+        dest="as_email",
+        default=None,
+        help="the user importing (default: the first superuser); an agent's rows are theirs",
+    )
+    load.set_defaults(handler=_import)
     return parser
 
 
@@ -261,6 +282,7 @@ def _work(args: argparse.Namespace, settings: Settings) -> int:
     round in flight and gives back what it had not sent."""
     from app.database import create_session_factory
     from app.logging_config import configure_logging
+    from app.workers.imports import ImportWorker
     from app.workers.webhooks import WebhookWorker
 
     configure_logging(settings.log_level, settings.log_format)
@@ -274,13 +296,99 @@ def _work(args: argparse.Namespace, settings: Settings) -> int:
             loop.add_signal_handler(signum, stop.set)
         sessions = create_session_factory(engine)
         reads = create_session_factory(engine, read_only=True)
+        imports = asyncio.create_task(ImportWorker(sessions, settings).run(stop))
         async with WebhookWorker(sessions, reads, settings) as worker:
-            logger.info("webhook worker started")
+            logger.info("webhook and import worker started")
             await worker.run(stop)
-        logger.info("webhook worker stopped")
+        imports.cancel()  # the chunk in flight rolls back; the import is given back
+        await asyncio.wait({imports})
+        logger.info("webhook and import worker stopped")
 
     _run(settings, run, fast_loop=True)
     return 0
+
+
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    """A CSV file imported as `POST /leads/import` would, with a progress bar: the import is
+    queued like a large upload and run by a worker in this process, so one interrupted here
+    is resumed by any other worker (`python -m app`, `python -m app worker`)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from app.database import create_session_factory
+    from app.services.exceptions import CRMException
+    from app.services.lead_imports import ImportJobs, ImportOptions, LeadImports
+    from app.workers.imports import ImportWorker
+
+    try:
+        content = args.file.read_bytes()
+    except OSError as exc:
+        print(f"error: {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    options = ImportOptions(
+        mode=ImportMode(args.mode),
+        on_error=OnError(args.on_error),
+        dry_run=args.dry_run,
+        delimiter=args.delimiter,
+    )
+    outcome: dict[str, Any] = {}
+
+    async def run(settings: Settings, db: Any, engine: Any) -> None:
+        await _prepare(settings, db, engine)
+        user_id = await _importing_user(db, args.as_email)
+        answer = await LeadImports.run(db, content, user_id, options, queue=True)
+        import_id = answer.body["import_id"]
+        await db.close()  # SQLite: its read transaction must not outlast the worker's writes
+        worker = ImportWorker(create_session_factory(engine), settings)
+        columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, transient=False) as bar:
+            task = bar.add_task("reading", total=answer.body["total_rows"])
+
+            def show(phase: str, done: int, total: int) -> None:
+                bar.update(task, description=phase, completed=done, total=total)
+
+            await worker.run_once(import_id, on_progress=show)
+        outcome.update(await ImportJobs.status(db, import_id, user_id))
+
+    try:
+        _run(settings, run)
+    except CRMException as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    return _print_import(outcome)
+
+
+async def _importing_user(db: Any, email: str | None) -> int:
+    from sqlalchemy import func, select
+
+    from app.models import User
+    from app.services.exceptions import UserNotFoundException
+
+    if email is None:
+        first = select(User.id).where(User.is_superuser.is_(True), User.is_active.is_(True))
+        user_id = await db.scalar(first.order_by(User.id).limit(1))
+    else:
+        user_id = await db.scalar(select(User.id).where(func.lower(User.email) == email.lower()))
+    await db.rollback()
+    if user_id is None:
+        raise UserNotFoundException(email or "(no active superuser)")
+    return int(user_id)
+
+
+def _print_import(job: dict[str, Any]) -> int:
+    """The report, one line of counts and a line per refused row; 1 unless done."""
+    report = job.get("report") or {}
+    print(
+        f"Import {job.get('import_id')}: {job.get('status')}. "
+        + ", ".join(f"{report.get(k, 0)} {k}" for k in ("created", "updated", "unchanged"))
+        + f", {report.get('skipped', 0)} refused."
+    )
+    for error in report.get("errors", []):
+        print(f"  row {error['row']}, {error['column']}: {error['message']}", file=sys.stderr)
+    if report.get("unknown_columns"):
+        print("Columns not imported: " + ", ".join(report["unknown_columns"]))
+    if job.get("error"):
+        print(f"error: {job['error']}", file=sys.stderr)
+    return 0 if job.get("status") == "done" else 1
 
 
 def _run(

@@ -175,6 +175,18 @@ class Settings(BaseSettings):
     # (app/schemas/common.py: SettingLimit). A tag's length is not here: it is the width of the
     # PostgreSQL column (TAG_MAX_LENGTH, 50), changed only by a migration.
     bulk_max_ids: int = Field(default=10_000, ge=1, le=100_000)
+    # CSV imports (issue 16): the most data rows a file may have, its size (a body limit of its
+    # own, 413 past it), and the most rows imported while the request waits.
+    import_max_rows: int = Field(default=100_000, ge=1, le=1_000_000)
+    import_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    import_sync_max_rows: int = Field(default=1000, ge=1, le=100_000)
+    # Larger files are imported by a worker (app/workers/imports.py): one in each `python -m app`
+    # process unless RUN_IMPORT_WORKER is false, and one in each `python -m app worker`. A worker
+    # holds an import for IMPORT_LEASE_SECONDS past its last step; a worker that died is taken
+    # over once that has run out.
+    run_import_worker: bool = True
+    import_lease_seconds: float = Field(default=60.0, gt=0, le=3600)
+    import_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     # At least 100: that is the page a list gives when no `limit` is asked for.
     page_max_limit: int = Field(default=1000, ge=100, le=10_000)
     # One note's text: `notes` of a lead create/update, a note, a call's or a bulk change's note.

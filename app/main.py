@@ -30,10 +30,12 @@ from app.api.limits import BodySizeLimit
 from app.api.observability import RequestObserver, page_csp
 from app.api.routes import include_api_routes, match_leads_first
 from app.api.routes.health import router as health_router
+from app.api.routes.leads import IMPORT_PATH
 from app.bootstrap import resolve_secret_key
 from app.database import create_engine, create_session_factory, session_turns_for
 from app.services.reader import engine_reader, engine_writer, read_pool_for
 from app.workers.event_hub import EventHub, listen_for_events
+from app.workers.imports import start_import_worker
 from app.workers.webhooks import start_webhook_worker
 
 DOCS_ASSETS = "/docs-assets"
@@ -64,11 +66,12 @@ def create_app(*, engine: AsyncEngine | None = None) -> FastAPI:
         _settle_garbage_collector()
         listen_for_events(app.state.event_hub, app.state.engine, settings)
         worker = start_webhook_worker(app, settings) if own_engine else None
+        imports = start_import_worker(app, settings) if own_engine else None
         try:
             yield
         finally:
-            if worker is not None:
-                await worker.stop()
+            # Side by side: each may wait a moment for a statement stuck in SQLite's busy wait.
+            await asyncio.gather(*(w.stop() for w in (imports, worker) if w is not None))
             await app.state.event_hub.stop()
             if own_engine:
                 # Runs after the server has let the requests in flight finish (SIGTERM).
@@ -107,7 +110,11 @@ def create_app(*, engine: AsyncEngine | None = None) -> FastAPI:
     docs_policies = _mount_docs(app)
     match_leads_first(app)
 
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        larger={IMPORT_PATH: settings.import_max_bytes},
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -37,14 +35,12 @@ from app.schemas.lead import LEAD_STORED_FIELDS  # noqa: E402
 from bench import procstat  # noqa: E402
 from bench.run import (  # noqa: E402
     API,
-    BENCH_ADMIN_EMAIL,
-    BENCH_ADMIN_PASSWORD,
     RESULTS_DIR,
     Server,
-    create_bench_admin,
+    admin_token,
+    app_env,
     free_port,
     log,
-    log_in,
 )
 
 SAMPLE_SECONDS = 0.05
@@ -125,17 +121,7 @@ async def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     url = normalize_database_url(args.database_url)
     dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "APP_ENV": "production",
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "ADMIN_EMAIL": BENCH_ADMIN_EMAIL,
-        "ADMIN_PASSWORD": BENCH_ADMIN_PASSWORD,
-        "LOG_LEVEL": "WARNING",
-        "RUN_WEBHOOK_WORKER": "false",
-        "DB_STATEMENT_TIMEOUT_MS": "15000",
-    }
+    env = app_env(url, DB_STATEMENT_TIMEOUT_MS="15000")
     port = free_port()
     server = Server("export-api", [sys.executable, "-m", "app", "--port", str(port)], env, port)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -144,12 +130,7 @@ async def main(argv: list[str] | None = None) -> int:
         log(f"starting the app (1 worker) on port {port}")
         await server.start("/health/ready")
         async with httpx.AsyncClient(base_url=server.url, timeout=600) as client:
-            token = await log_in(client, BENCH_ADMIN_EMAIL, BENCH_ADMIN_PASSWORD)
-            if token is None:
-                create_bench_admin(env)
-                token = await log_in(client, BENCH_ADMIN_EMAIL, BENCH_ADMIN_PASSWORD)
-            if token is None:
-                raise SystemExit(f"error: cannot log in as {BENCH_ADMIN_EMAIL}")
+            token = await admin_token(client, env)
             pid = await worker_pid(server)
             log("floor: COPY ... TO STDOUT WITH CSV of the same leads")
             floor, floor_size = await floor_seconds(dsn)

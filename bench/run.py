@@ -750,6 +750,33 @@ async def revoke_api_keys(client: httpx.AsyncClient, roles: dict[str, Role]) -> 
             await client.delete(f"{API}/api-keys/{role.key_id}", headers=headers)
 
 
+def app_env(database_url: str, **settings: str) -> dict[str, str]:
+    """The environment of one measured `python -m app`: production settings on `database_url`,
+    the bench admin, quiet logs, no webhook worker; plus `settings`."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "APP_ENV": "production",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "ADMIN_EMAIL": BENCH_ADMIN_EMAIL,
+        "ADMIN_PASSWORD": BENCH_ADMIN_PASSWORD,
+        "LOG_LEVEL": "WARNING",
+        "RUN_WEBHOOK_WORKER": "false",
+        **settings,
+    }
+
+
+async def admin_token(client: httpx.AsyncClient, env: dict[str, str]) -> str:
+    """The bench admin's access token, creating the account first if it cannot log in."""
+    token = await log_in(client, BENCH_ADMIN_EMAIL, BENCH_ADMIN_PASSWORD)
+    if token is None:
+        create_bench_admin(env)
+        token = await log_in(client, BENCH_ADMIN_EMAIL, BENCH_ADMIN_PASSWORD)
+    if token is None:
+        raise SystemExit(f"error: cannot log in as {BENCH_ADMIN_EMAIL}")
+    return token
+
+
 def create_bench_admin(env: dict[str, str]) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "app", "create-user", BENCH_ADMIN_EMAIL, "--superuser"],

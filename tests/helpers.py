@@ -260,3 +260,13 @@ async def add_api_key(
     db.add(row)
     await db.commit()
     return row.id, key
+
+
+def leads_csv(count: int, *, bad_rows: frozenset[int] = frozenset(), prefix: str = "p") -> bytes:
+    """A CSV file of `count` leads, each with an email of its own (`{prefix}{n}@...`); the
+    data rows numbered in `bad_rows` (the header is row 1) have an invalid email."""
+    lines = ["First Name,Last Name,E-mail,Company Name,Lead Source,Tags"]
+    for n in range(count):
+        email = "not-an-email" if n + 2 in bad_rows else f"{prefix}{n}@firm{n % 97}.example"
+        lines.append(f"Ada{n},Lovelace,{email},Firm {n % 97},website,imported;csv")
+    return ("\n".join(lines) + "\n").encode()

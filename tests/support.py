@@ -183,6 +183,21 @@ def wait_for_workers(server: Server, count: int) -> list[int]:
     return [int(pid) for pid in WORKER_STARTED.findall(server.output())]
 
 
+def start_worker(url: str, tmp_path: Path, **settings: str) -> subprocess.Popen[bytes]:
+    """`python -m app worker` on the database at `url` with `settings`, logging to a file of
+    its own in `tmp_path`; in a process group of its own (`stop` ends it)."""
+    env = cli_env(DATABASE_URL=url, LOG_LEVEL="WARNING", **settings)
+    log = (tmp_path / f"worker-{time.monotonic_ns()}.log").open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", "worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM, wait, then SIGKILL the process group it leads (its workers, if any)."""
     if process.poll() is None:

@@ -36,7 +36,16 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.models import ApiKey, AuthSession, Lead, LeadStatus, User, Webhook, WebhookDelivery
+from app.models import (
+    ApiKey,
+    AuthSession,
+    Lead,
+    LeadImport,
+    LeadStatus,
+    User,
+    Webhook,
+    WebhookDelivery,
+)
 from app.services import LeadService
 from app.services.security import JWT_ALGORITHM, key_id
 from tests import helpers
@@ -91,6 +100,8 @@ class World:
     other_key_id: int  # the other agent's key
     webhook: int  # a subscription, and one delivery of it
     delivery: int
+    agent_import: int  # a CSV import each agent sent
+    other_import: int
 
 
 @pytest.fixture
@@ -128,10 +139,31 @@ async def world(
         expired_key=(await add_api_key(db, agent.id, expires_at=ago))[1],
         other_key_id=(await add_api_key(db, other_agent.id))[0],
         **(await add_webhook(db, boss)),
+        agent_import=await add_import(db, agent.id),
+        other_import=await add_import(db, other_agent.id),
     )
     await LeadService.delete_lead(db, w.own_archived, user_id=boss)
     await LeadService.delete_lead(db, w.other_archived, user_id=boss)
     return w
+
+
+async def add_import(db: AsyncSession, owner: int) -> int:
+    """A finished CSV import sent by `owner`; its id."""
+    now = datetime.now(UTC)
+    job = LeadImport(
+        created_by=owner,
+        status="done",
+        mode="insert",
+        on_error="abort",
+        options={},
+        total_rows=0,
+        report={},
+        created_at=now,
+        finished_at=now,
+    )
+    db.add(job)
+    await db.flush()
+    return job.id
 
 
 async def add_webhook(db: AsyncSession, owner: int) -> dict[str, int]:
@@ -351,9 +383,13 @@ class Call:
     path: str
     body: Any = None
     params: dict[str, Any] | None = None
+    csv: bytes | None = None  # a CSV body instead of JSON
 
 
 async def send(client: httpx.AsyncClient, call: Call, headers: dict[str, str]) -> httpx.Response:
+    if call.csv is not None:
+        sent = {**headers, "Content-Type": "text/csv"}
+        return await client.post(API + call.path, content=call.csv, headers=sent)
     return await client.request(
         call.method, API + call.path, json=call.body, params=call.params, headers=headers
     )
@@ -361,6 +397,7 @@ async def send(client: httpx.AsyncClient, call: Call, headers: dict[str, str]) -
 
 NEW_USER = {"email": "new.hire@crm.example.com", "full_name": "New Hire", "password": "long pw 123"}
 NEW_LEAD = {"first_name": "Ann", "last_name": "Lee", "email": "ann.lee@acme.com"}
+IMPORTED_CSV = b"first_name,last_name,email\nAnn,Lee,ann.lee@acme.com\n"
 
 # Superusers only: an agent gets 403 on every one.
 WEBHOOK_ENDPOINTS: dict[str, Callable[[World], Call]] = {
@@ -403,6 +440,8 @@ ENDPOINTS: dict[str, Callable[[World], Call]] = {
     "POST /leads": lambda w: Call("POST", "/leads", NEW_LEAD),
     "GET /leads/statistics": lambda w: Call("GET", "/leads/statistics"),
     "GET /leads/export": lambda w: Call("GET", "/leads/export"),
+    "POST /leads/import": lambda w: Call("POST", "/leads/import", csv=IMPORTED_CSV),
+    "GET /imports/{id}": lambda w: Call("GET", f"/imports/{w.agent_import}"),
     "POST /leads/bulk/status": lambda w: Call(
         "POST", "/leads/bulk/status", {"lead_ids": [w.own, w.own2], "status": "QUALIFIED"}
     ),
@@ -750,6 +789,20 @@ def called(attr: str) -> Check:
 
 STREAM_CALL = ENDPOINTS["GET /events/stream?follow=false"]
 EXPORT_CALL = ENDPOINTS["GET /leads/export"]
+IMPORT_CALL = ENDPOINTS["POST /leads/import"]
+
+
+def imported_for(owner: str | None) -> Check:
+    """The file's one lead was created, assigned to `owner` (a World name) or to nobody."""
+
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        assert r.json()["created"] == 1
+        owners = await db.scalars(
+            select(LEADS.c.assigned_to).where(LEADS.c.email == "ann.lee@acme.com")
+        )
+        assert list(owners) == [None if owner is None else getattr(w, owner)]
+
+    return check
 
 
 def exports(*names: str) -> Check:
@@ -1543,6 +1596,20 @@ CASES = [
         200,
         history_of("other"),
     ),
+    # The import: an agent's rows become the agent's leads
+    Case("POST /leads/import", "agent", "agent", IMPORT_CALL, 200, imported_for("agent")),
+    Case("POST /leads/import", "superuser", "superuser", IMPORT_CALL, 200, imported_for(None)),
+    # An import: whoever sent it, or a superuser
+    Case("GET /imports/{id}", "agent", "agent", ENDPOINTS["GET /imports/{id}"], 200),
+    Case(
+        "GET /imports/{id}",
+        "other_agent",
+        "agent",
+        lambda w: Call("GET", f"/imports/{w.other_import}"),
+        404,
+        code="import_not_found",
+    ),
+    Case("GET /imports/{id}", "superuser", "superuser", ENDPOINTS["GET /imports/{id}"], 200),
     # The export: an agent's own leads; a superuser's, everyone's
     Case("GET /leads/export", "agent", "agent", EXPORT_CALL, 200, exports("own", "own2")),
     Case(

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from app.bootstrap import DEFAULT_ADMIN_PASSWORD_FILE, DEFAULT_SECRET_FILE
 from app.database import alembic_config
 from app.services.security import verify_password
-from tests.helpers import TEST_DATABASE_URL, postgres_only
+from tests.helpers import TEST_DATABASE_URL, leads_csv, postgres_only
 from tests.log_scan import never_log
 from tests.support import (
     READY_DEADLINE_SECONDS,
@@ -265,6 +265,43 @@ def test_seed_demo_inserts_leads_and_demo_agents(tmp_path: Path) -> None:
         )
     }
     assert assigned and assigned <= agent_ids
+
+
+def test_import_creates_the_files_leads_and_reports_the_refused_rows(tmp_path: Path) -> None:
+    (tmp_path / "leads.csv").write_bytes(leads_csv(1500, bad_rows=frozenset({7})))
+    result = run_cli("import", "leads.csv", "--on-error", "skip", cwd=tmp_path)
+
+    assert result.returncode == 0, describe(result)
+    assert "1499 created, 0 updated, 0 unchanged, 1 refused" in result.stdout
+    assert "row 7, E-mail:" in result.stderr
+    assert "1500/1500" in result.stdout  # the progress bar's last state
+    assert sqlite_rows(tmp_path / "crm.db", "SELECT count(*) FROM leads") == [(1499,)]
+
+
+def test_import_upsert_of_the_same_file_changes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "leads.csv").write_bytes(leads_csv(300))
+    first = run_cli("import", "leads.csv", cwd=tmp_path)
+    again = run_cli("import", "leads.csv", "--mode", "upsert", cwd=tmp_path)
+
+    assert first.returncode == 0, describe(first)
+    assert "0 created, 0 updated, 300 unchanged" in again.stdout, describe(again)
+    assert sqlite_rows(tmp_path / "crm.db", "SELECT count(*) FROM leads") == [(300,)]
+
+
+def test_import_with_abort_and_a_bad_row_writes_nothing_and_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "leads.csv").write_bytes(leads_csv(50, bad_rows=frozenset({3})))
+    result = run_cli("import", "leads.csv", cwd=tmp_path)
+
+    assert result.returncode == 1, describe(result)
+    assert "aborted" in result.stdout
+    assert sqlite_rows(tmp_path / "crm.db", "SELECT count(*) FROM leads") == [(0,)]
+
+
+def test_import_of_a_missing_file_says_so(tmp_path: Path) -> None:
+    result = run_cli("import", "nowhere.csv", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "nowhere.csv" in result.stderr
+    assert_no_traceback(result)
 
 
 def test_seed_demo_refuses_under_production_without_force(tmp_path: Path) -> None:

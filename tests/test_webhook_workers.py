@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,13 +27,13 @@ from app.models import Lead, WebhookDelivery
 from app.seed import seed_demo
 from tests.helpers import client_of, committed_user, make_settings, postgres_only
 from tests.support import (
-    ROOT,
     Receiver,
-    cli_env,
     committed_database,
     own_engine,
     receiver,
     server_launcher,
+    start_worker,
+    stop,
 )
 
 API = "/api/v1"
@@ -64,33 +63,14 @@ async def world(tmp_path: Path, settings: Settings) -> AsyncIterator[tuple]:
             await engine.dispose()
 
 
-def start_worker(url: str, tmp_path: Path) -> subprocess.Popen[bytes]:
-    env = cli_env(
-        DATABASE_URL=url,
+def spawn_worker(url: str, tmp_path: Path) -> subprocess.Popen[bytes]:
+    return start_worker(
+        url,
+        tmp_path,
         WEBHOOK_ALLOW_PRIVATE_NETWORKS="true",
         WEBHOOK_TIMEOUT_SECONDS=TIMEOUT,
         WEBHOOK_POLL_SECONDS="0.05",
-        LOG_LEVEL="WARNING",
     )
-    log = (tmp_path / f"worker-{time.monotonic_ns()}.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "app", "worker"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 async def until(condition: Callable[[], Awaitable[bool] | bool], what: str) -> None:
@@ -135,7 +115,7 @@ async def test_a_worker_killed_during_a_delivery_loses_nothing(
             headers=headers,
         )
         assert created.status_code == 201
-        first = start_worker(url, tmp_path)
+        first = spawn_worker(url, tmp_path)
         try:
             await until(lambda: len(hook.received) == 1, "the first worker sends")
             first.send_signal(signal.SIGKILL)
@@ -145,7 +125,7 @@ async def test_a_worker_killed_during_a_delivery_loses_nothing(
         hook.hold.set()
         hook.hold = None
 
-        second = start_worker(url, tmp_path)
+        second = spawn_worker(url, tmp_path)
         try:
             await until(lambda: len(hook.received) == 2, "the second worker sends it again")
             await until(delivered(engine, 1), "the delivery is recorded")
@@ -176,7 +156,7 @@ async def test_two_workers_deliver_each_of_2000_events_exactly_once(
             events = await conn.scalar(text("SELECT count(*) FROM lead_events"))
         assert events == 2000
 
-        workers = [start_worker(url, tmp_path) for _ in range(2)]
+        workers = [spawn_worker(url, tmp_path) for _ in range(2)]
         try:
             await until(lambda: len(hook.received) >= 2000, "2,000 deliveries arrive")
             await until(delivered(engine, 2000), "all 2,000 are recorded delivered")
@@ -204,7 +184,7 @@ async def test_a_worker_stopped_with_sigterm_finishes_what_it_was_sending(
             json={"first_name": "Ada", "last_name": "L", "email": "ada@example.com"},
             headers=headers,
         )
-        worker = start_worker(url, tmp_path)
+        worker = spawn_worker(url, tmp_path)
         try:
             await until(lambda: len(hook.received) == 1, "the worker sends")
             worker.send_signal(signal.SIGTERM)

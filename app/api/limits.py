@@ -20,13 +20,18 @@ class BodySizeLimit:
     """413 for a body over `max_bytes`: at once when Content-Length says so, otherwise as soon
     as the streamed body passes the limit (chunked uploads cannot sneak past)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger or {}  # paths (their ends) with a limit of their own: uploads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        own = next((n for end, n in self.larger.items() if scope["path"].endswith(end)), None)
+        if own is not None:
+            await BodySizeLimit(self.app, own)(scope, receive, send)
             return
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")

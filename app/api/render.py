@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from fastapi import Response
+from pydantic import BaseModel
 
 from app.models.types import utcnow
 from app.schemas.lead import lead_fields
@@ -74,3 +75,10 @@ def page_response(
             }
         )
     )
+
+
+def model_response(
+    model: BaseModel, *, status_code: int, headers: Mapping[str, str] | None = None
+) -> Response:
+    """A schema's JSON with a status other than the route's own (a 202 beside a 200)."""
+    return JSONBytes(model.model_dump_json().encode(), status_code=status_code, headers=headers)

@@ -14,6 +14,13 @@ from app.models.lead import (
     format_note_line,
 )
 from app.models.lead_event import LeadEvent, LeadEventType
+from app.models.lead_import import (
+    ImportMode,
+    ImportStatus,
+    LeadImport,
+    LeadImportError,
+    OnError,
+)
 from app.models.lead_search import LEADS_SEARCH, TRIGRAM_LENGTH
 from app.models.lead_stats import UNASSIGNED, LeadStats
 from app.models.login_failure import LoginFailure
@@ -35,13 +42,18 @@ __all__ = [
     "DeliveryStatus",
     "FieldValidationError",
     "IdempotencyKey",
+    "ImportMode",
+    "ImportStatus",
     "Lead",
     "LeadEvent",
     "LeadEventType",
+    "LeadImport",
+    "LeadImportError",
     "LeadSource",
     "LeadStats",
     "LeadStatus",
     "LoginFailure",
+    "OnError",
     "RefreshToken",
     "User",
     "Webhook",

@@ -72,6 +72,8 @@ class LeadEvent(Base):
     # their leads as they were then, not as they are when the stream is read. No foreign key:
     # events outlive accounts as they outlive leads.
     assigned_to: Mapped[int | None] = mapped_column(Integer)
+    # The CSV import that made the change (app/models/lead_import.py), if one did.
+    import_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
     # When the webhook dispatcher turned it into deliveries (app/services/webhook_dispatch.py). Null
     # until then: an event is dispatched once it is committed, however late its commit.
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -79,6 +79,16 @@ class DeliveryNotFoundException(CRMException):
         super().__init__(f"Delivery {delivery_id} of this webhook was not found.")
 
 
+class ImportNotFoundException(CRMException):
+    """No such import the caller may see: never there, or someone else's."""
+
+    code = "import_not_found"
+
+    def __init__(self, import_id: int) -> None:
+        self.import_id = import_id
+        super().__init__(f"Import {import_id} was not found.")
+
+
 class PermissionDeniedException(CRMException):
     code = "permission_denied"
 
@@ -246,3 +256,13 @@ class DatabaseUnavailableException(DatabaseException):
 def id_list(ids: Sequence[int], limit: int = 20) -> str:
     shown = ", ".join(str(i) for i in ids[:limit])
     return shown if len(ids) <= limit else f"{shown} and {len(ids) - limit} more"
+
+
+class ImportTakenOverException(ConflictException):
+    """A worker's claim on an import ran out and another worker took it over: the first one's
+    transaction must not be kept."""
+
+    code = "import_taken_over"
+
+    def __init__(self, import_id: int) -> None:
+        super().__init__(f"Import {import_id} was taken over by another worker.")

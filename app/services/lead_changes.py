@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, Update, and_, bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.models import FieldValidationError, Lead, LeadEventType, LeadSource, LeadStatus
@@ -38,7 +39,13 @@ from app.services.lead_creation import (
     check_assignee,
     note_text,
 )
-from app.services.lead_events import INSERT_EVENT, bound, changes_between, event_values
+from app.services.lead_events import (
+    INSERT_EVENT,
+    bound,
+    changes_between,
+    event_values,
+    record,
+)
 from app.services.lead_queries import LEAD_COLUMNS, LeadRow
 from app.services.lead_reads import (
     CALLER,
@@ -131,6 +138,48 @@ def apply_update(
         lead.add_note(note, author_id=author_id, at=now)
     after = {n: _comparable(getattr(lead, n)) for n in changed}
     return changes_between(before, after, changed)
+
+
+def record_update(
+    db: AsyncSession,
+    lead: Lead,
+    actor_id: int,
+    changes: dict[str, Any],
+    note: str | None,
+    *,
+    import_id: int | None = None,
+) -> None:
+    """What a change `apply_update` made to a lead in the session adds: the lead's next version
+    and its `lead.updated` event (naming the import that made it, if one did)."""
+    record_change(
+        db, lead, LeadEventType.UPDATED, actor_id, changes, note, lead.updated_at, import_id
+    )
+
+
+def record_change(
+    db: AsyncSession,
+    lead: Lead,
+    type_: LeadEventType,
+    actor_id: int,
+    changes: dict[str, Any],
+    note: str | None,
+    at: datetime,
+    import_id: int | None = None,
+) -> None:
+    """Count a change to a lead in the session in its version, and add its event."""
+    lead.version += 1
+    values = event_values(
+        type_,
+        lead.id,
+        actor_id,
+        lead.version,
+        assigned_to=lead.assigned_to,
+        changes=changes,
+        note=note,
+        at=at,
+        import_id=import_id,
+    )
+    record(db, values)
 
 
 def _comparable(value: Any) -> Any:

@@ -88,6 +88,7 @@ def event_values(
     changes: dict[str, Any] | None = None,
     note: str | None = None,
     at: datetime | None = None,
+    import_id: int | None = None,
 ) -> dict[str, Any]:
     """One event's row. `assigned_to` is the lead's assignee after the change (who the live
     stream shows it to). `lead_id`, `version`, `assigned_to` and `changes` may be SQL
@@ -102,6 +103,7 @@ def event_values(
         "request_id": current_request_id.get(),
         "lead_version": version,
         "assigned_to": assigned_to,
+        "import_id": import_id,
     }
 
 

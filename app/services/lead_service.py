@@ -64,6 +64,8 @@ from app.services.lead_changes import (
     apply_update,
     ensure_not_archived,
     reassignment_target,
+    record_change,
+    record_update,
 )
 from app.services.lead_creation import (
     CREATE_FIELDS,
@@ -250,20 +252,7 @@ class LeadService:
 
         changes = apply_update(lead, data, note, user.id)
         if changes is not None:
-            lead.version += 1
-            record(
-                db,
-                event_values(
-                    LeadEventType.UPDATED,
-                    lead.id,
-                    user.id,
-                    lead.version,
-                    assigned_to=lead.assigned_to,
-                    changes=changes,
-                    note=note,
-                    at=lead.updated_at,
-                ),
-            )
+            record_update(db, lead, user.id, changes, note)
         await db.flush()
         return await _with_assignee(db, lead)
 
@@ -570,21 +559,10 @@ def _record_change(
 ) -> None:
     """Count the change in the lead's version and record its event: `before` holds the
     fields it may have changed, as they were; those whose value differs now are its changes."""
-    lead.version += 1
     after = {name: getattr(lead, name) for name in before}
     changed = [name for name in before if after[name] != before[name]]
     changes = changes_between(before, after, changed)
-    values = event_values(
-        type_,
-        lead.id,
-        actor_id,
-        lead.version,
-        assigned_to=lead.assigned_to,
-        changes=changes,
-        note=note,
-        at=at,
-    )
-    record(db, values)
+    record_change(db, lead, type_, actor_id, changes, note, at)
 
 
 async def _with_assignee(db: AsyncSession, lead: Lead) -> Lead:

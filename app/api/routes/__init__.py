@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.api.deps import KnownQuery
-from app.api.routes import api_keys, auth, events, leads, users, webhooks
+from app.api.routes import api_keys, auth, events, imports, leads, users, webhooks
 
 API_PREFIX = "/api/v1"
 
@@ -25,6 +25,7 @@ def include_api_routes(app: FastAPI) -> None:
     app.include_router(users.router, prefix=API_PREFIX)
     app.include_router(api_keys.router, prefix=API_PREFIX)
     app.include_router(leads.router, prefix=API_PREFIX)
+    app.include_router(imports.router, prefix=API_PREFIX)
     app.include_router(webhooks.router, prefix=API_PREFIX)
     app.include_router(events.router, prefix=API_PREFIX)
 

@@ -19,7 +19,14 @@ from app.api.errors import (
 )
 from app.api.idempotency import OnceDep
 from app.api.preconditions import IfMatch, IfNoneMatch
-from app.api.render import bulk_response, lead_or_not_modified, lead_response, page_response
+from app.api.render import (
+    bulk_response,
+    lead_or_not_modified,
+    lead_response,
+    model_response,
+    page_response,
+)
+from app.api.uploads import uploaded_file
 from app.schemas.common import MAX_ID, given
 from app.schemas.filters import LeadExportQuery, LeadListQuery
 from app.schemas.history import LeadHistoryPage, LeadHistoryQuery, LeadStatusHistory
@@ -35,11 +42,13 @@ from app.schemas.lead import (
     LeadUpdate,
     NoteCreate,
 )
+from app.schemas.lead_import import ImportJob, ImportQuery, ImportReport
 from app.services import LeadService
 from app.services.lead_changes import LeadChanges
 from app.services.lead_creation import LeadCreation
 from app.services.lead_export import LeadExport, csv_chunks, jsonl_chunks, lead_batches
 from app.services.lead_history import LeadHistory
+from app.services.lead_imports import ImportOptions, LeadImports
 from app.services.lead_reads import LeadReads
 
 router = APIRouter(prefix="/leads", tags=["leads"])
@@ -136,6 +145,76 @@ EXPORT_ANSWER = {
     },
 }
 EXPORT_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+
+
+IMPORT_PATH = "/leads/import"
+CSV_EXAMPLE = "First Name,Last Name,E-mail,Company Name\nAda,Lovelace,ada@example.com,Acme\n"
+CSV_FILE = {"type": "string", "description": "The CSV file, UTF-8 (with or without a BOM)."}
+IMPORT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "text/csv": {"schema": CSV_FILE, "example": CSV_EXAMPLE},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {**CSV_FILE, "format": "binary"}},
+                    "required": ["file"],
+                    "additionalProperties": False,
+                },
+                "example": {"file": CSV_EXAMPLE},
+            },
+        },
+    }
+}
+QUEUED = {
+    202: {
+        "model": ImportJob,
+        "description": "The file has more than IMPORT_SYNC_MAX_ROWS rows: it is imported in the "
+        "background. Poll the import at `Location` for its progress and report.",
+        "headers": {"Location": {"description": "The import's URL.", "schema": {"type": "string"}}},
+    }
+}
+
+
+@router.post(
+    "/import",
+    summary="Import leads from a CSV file",
+    response_model=ImportReport,
+    status_code=status.HTTP_200_OK,
+    responses={**QUEUED, **error_responses(401, 403, 413, 422)},
+    openapi_extra=IMPORT_BODY,
+)
+async def import_leads(
+    request: Request, db: SessionDep, user: CurrentUser, query: Annotated[ImportQuery, Query()]
+) -> Any:
+    """The file as the body (`Content-Type: text/csv`) or as the form field `file`. Its header
+    row names the columns (`First Name`, `E-mail`, `Phone Number`, `Company Name`, `Lead Source`,
+    `Tags`, ... in any case; `mapping` names others); every row is checked as `POST /leads`
+    checks a lead, and the report lists each refused row with its number, column, value and
+    why. An agent's rows are their own leads; in upsert mode they update only the agent's own.
+
+    A file of up to IMPORT_SYNC_MAX_ROWS rows is imported at once (200, the report); a larger
+    one in the background (202, `Location: /api/v1/imports/{id}`).
+
+    Refused with 422 although the schema alone allows them: a file that is not UTF-8 CSV with
+    a first and last name column, more rows than IMPORT_MAX_ROWS, and (a file imported at
+    once) with on_error=abort any refused row: nothing is imported then. 413 past
+    IMPORT_MAX_BYTES."""
+    content = await uploaded_file(request)
+    options = ImportOptions(
+        mode=query.mode,
+        on_error=query.on_error,
+        dry_run=query.dry_run,
+        delimiter=query.delimiter,
+        mapping=query.mapping_dict(),
+    )
+    answer = await LeadImports.run(db, content, user.id, options)
+    if not answer.queued:
+        return ImportReport.model_validate(answer.body)
+    job = ImportJob.model_validate(answer.body)
+    location = str(request.url_for("get_import", import_id=job.import_id).path)
+    return model_response(job, status_code=status.HTTP_202_ACCEPTED, headers={"Location": location})
 
 
 @router.get(

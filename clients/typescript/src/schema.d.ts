@@ -373,6 +373,38 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/leads/import": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Import leads from a CSV file
+         * @description The file as the body (`Content-Type: text/csv`) or as the form field `file`. Its header
+         *     row names the columns (`First Name`, `E-mail`, `Phone Number`, `Company Name`, `Lead Source`,
+         *     `Tags`, ... in any case; `mapping` names others); every row is checked as `POST /leads`
+         *     checks a lead, and the report lists each refused row with its number, column, value and
+         *     why. An agent's rows are their own leads; in upsert mode they update only the agent's own.
+         *
+         *     A file of up to IMPORT_SYNC_MAX_ROWS rows is imported at once (200, the report); a larger
+         *     one in the background (202, `Location: /api/v1/imports/{id}`).
+         *
+         *     Refused with 422 although the schema alone allows them: a file that is not UTF-8 CSV with
+         *     a first and last name column, more rows than IMPORT_MAX_ROWS, and (a file imported at
+         *     once) with on_error=abort any refused row: nothing is imported then. 413 past
+         *     IMPORT_MAX_BYTES.
+         */
+        post: operations["importLeads"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/leads/export": {
         parameters: {
             query?: never;
@@ -591,6 +623,27 @@ export interface paths {
          *     Takes an `Idempotency-Key` (see `POST /leads`).
          */
         post: operations["recordCallAttempt"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/imports/{import_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Follow an import
+         * @description How far the import has got (`processed_rows` of `total_rows`) and, once it has ended,
+         *     its report. Only whoever sent the file, or a superuser, sees it: 404 for anyone else.
+         */
+        get: operations["getImport"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1116,7 +1169,7 @@ export interface components {
              * @description A stable snake_case code for programs.
              * @enum {string}
              */
-            code: "api_key_not_found" | "bad_request" | "conflict" | "database_error" | "database_unavailable" | "delivery_not_found" | "duplicate" | "idempotency_in_progress" | "idempotency_key_reused" | "inactive_user" | "internal_error" | "invalid_header" | "lead_not_found" | "login_busy" | "method_not_allowed" | "not_acceptable" | "not_authenticated" | "not_found" | "permission_denied" | "precondition_failed" | "precondition_required" | "request_timeout" | "request_too_large" | "service_unavailable" | "session_not_found" | "too_many_attempts" | "too_many_requests" | "unsupported_media_type" | "user_not_found" | "validation_error" | "webhook_not_found";
+            code: "api_key_not_found" | "bad_request" | "conflict" | "database_error" | "database_unavailable" | "delivery_not_found" | "duplicate" | "idempotency_in_progress" | "idempotency_key_reused" | "import_not_found" | "import_taken_over" | "inactive_user" | "internal_error" | "invalid_header" | "lead_not_found" | "login_busy" | "method_not_allowed" | "not_acceptable" | "not_authenticated" | "not_found" | "permission_denied" | "precondition_failed" | "precondition_required" | "request_timeout" | "request_too_large" | "service_unavailable" | "session_not_found" | "too_many_attempts" | "too_many_requests" | "unsupported_media_type" | "user_not_found" | "validation_error" | "webhook_not_found";
             /**
              * Errors
              * @description Each invalid field or header (422, and 400 for a header).
@@ -1169,6 +1222,142 @@ export interface components {
              */
             status: "ok";
         };
+        /**
+         * ImportJob
+         * @description A background import: how far it got and, once it has ended, its report.
+         */
+        ImportJob: {
+            /**
+             * Import Id
+             * @description The import's id.
+             */
+            import_id: number;
+            /** @description queued (waiting for a worker); checking (on_error=abort: every row is checked before any is written); writing; then done, aborted or failed. */
+            status: components["schemas"]["ImportStatus"];
+            /** @description As sent: insert or upsert. */
+            mode: components["schemas"]["ImportMode"];
+            /** @description As sent: abort or skip. */
+            on_error: components["schemas"]["OnError"];
+            /**
+             * Dry Run
+             * @description As sent: true writes nothing.
+             */
+            dry_run: boolean;
+            /**
+             * Processed Rows
+             * @description Rows handled so far (checked, with on_error=abort): with `total_rows`, a progress bar.
+             */
+            processed_rows: number;
+            /**
+             * Total Rows
+             * @description Data rows in the file.
+             */
+            total_rows: number;
+            /**
+             * Created At
+             * Format: date-time
+             * @description When the file was sent.
+             */
+            created_at: string;
+            /**
+             * Finished At
+             * @description When the import ended.
+             */
+            finished_at: string | null;
+            /**
+             * Error
+             * @description Why a failed import could not finish.
+             */
+            error: string | null;
+            /** @description Once the import has ended, its report. */
+            report: components["schemas"]["ImportReport"] | null;
+        };
+        /**
+         * ImportMode
+         * @enum {string}
+         */
+        ImportMode: "insert" | "upsert";
+        /**
+         * ImportReport
+         * @description What the import did, row by row.
+         */
+        ImportReport: {
+            /**
+             * Import Id
+             * @description The import's id: `GET /imports/{id}` shows this report again.
+             */
+            import_id: number;
+            /** @description done; aborted (on_error=abort with bad rows: nothing was written); failed (a background import that could not finish: see the import's `error`). */
+            status: components["schemas"]["ImportStatus"];
+            /**
+             * Dry Run
+             * @description Whether nothing was written.
+             */
+            dry_run: boolean;
+            /**
+             * Total Rows
+             * @description Data rows in the file (blank ones not counted).
+             */
+            total_rows: number;
+            /**
+             * Created
+             * @description New leads.
+             */
+            created: number;
+            /**
+             * Updated
+             * @description Leads changed (upsert).
+             */
+            updated: number;
+            /**
+             * Unchanged
+             * @description Rows matching a lead that already held their values.
+             */
+            unchanged: number;
+            /**
+             * Skipped
+             * @description Rows refused (on_error=skip): see `errors`.
+             */
+            skipped: number;
+            /**
+             * Errors
+             * @description Every problem of every refused row.
+             */
+            errors: components["schemas"]["ImportRowError"][];
+            /**
+             * Unknown Columns
+             * @description Columns not imported: no field's name.
+             */
+            unknown_columns: string[];
+        };
+        /** ImportRowError */
+        ImportRowError: {
+            /**
+             * Row
+             * @description The row's number in the file, the header being row 1.
+             */
+            row: number;
+            /**
+             * Column
+             * @description The column, as the file names it.
+             */
+            column: string | null;
+            /**
+             * Value
+             * @description What the cell held (its first 200 characters).
+             */
+            value: string | null;
+            /**
+             * Message
+             * @description What is wrong with it.
+             */
+            message: string;
+        };
+        /**
+         * ImportStatus
+         * @enum {string}
+         */
+        ImportStatus: "queued" | "checking" | "writing" | "done" | "aborted" | "failed";
         /**
          * LeadCreate
          * @description A new lead: a first and last name, and an email or a phone number (or both).
@@ -1803,6 +1992,11 @@ export interface components {
              */
             text: string;
         };
+        /**
+         * OnError
+         * @enum {string}
+         */
+        OnError: "abort" | "skip";
         /** Readiness */
         Readiness: {
             /**
@@ -3674,6 +3868,104 @@ export interface operations {
             };
         };
     };
+    importLeads: {
+        parameters: {
+            query?: {
+                /** @description insert: every row is a new lead; upsert: a row whose email (else phone) is that of a lead you may see updates it. */
+                mode?: components["schemas"]["ImportMode"];
+                /** @description abort: one bad row and nothing is imported (422 listing every bad row); skip: the good rows go in, the bad ones are reported. */
+                on_error?: components["schemas"]["OnError"];
+                /** @description true: the whole report, nothing written. */
+                dry_run?: boolean;
+                /** @description `,`, `;`, tab or `|`; by default the one the header row uses most. */
+                delimiter?: string | null;
+                /** @description JSON `{"csv column": "lead field"}` for columns the usual names miss, e.g. `{"Organisation": "company"}`. */
+                mapping?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example First Name,Last Name,E-mail,Company Name
+                 *     Ada,Lovelace,ada@example.com,Acme
+                 */
+                "text/csv": string;
+                /**
+                 * @example {
+                 *       "file": "First Name,Last Name,E-mail,Company Name\nAda,Lovelace,ada@example.com,Acme\n"
+                 *     }
+                 */
+                "multipart/form-data": {
+                    /**
+                     * Format: binary
+                     * @description The CSV file, UTF-8 (with or without a BOM).
+                     */
+                    file: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImportReport"];
+                };
+            };
+            /** @description The file has more than IMPORT_SYNC_MAX_ROWS rows: it is imported in the background. Poll the import at `Location` for its progress and report. */
+            202: {
+                headers: {
+                    /** @description The import's URL. */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImportJob"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description request_too_large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
     exportLeads: {
         parameters: {
             query?: {
@@ -4683,6 +4975,65 @@ export interface operations {
             };
             /** @description precondition_required */
             428: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    getImport: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The import's id. */
+                import_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImportJob"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
