@@ -278,8 +278,9 @@ def _seed_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _work(args: argparse.Namespace, settings: Settings) -> int:
-    """A webhook worker without the API: until SIGTERM or SIGINT, after which it finishes the
-    round in flight and gives back what it had not sent."""
+    """A webhook and import worker without the API: until SIGTERM or SIGINT, after which it
+    finishes the webhook round in flight, gives back what it had not sent, and gives back the
+    import it was running."""
     from app.database import create_session_factory
     from app.logging_config import configure_logging
     from app.workers.imports import ImportWorker
@@ -291,16 +292,23 @@ def _work(args: argparse.Namespace, settings: Settings) -> int:
         await _prepare(settings, db, engine)
         await db.close()  # its transaction would hold SQLite's write lock for as long as we run
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
         sessions = create_session_factory(engine)
         reads = create_session_factory(engine, read_only=True)
-        imports = asyncio.create_task(ImportWorker(sessions, settings).run(stop))
+        importer = ImportWorker(sessions, settings)
+        imports = asyncio.create_task(importer.run())
+
+        def stopping() -> None:
+            # An import is not finished first (it may run for a minute): it stops after the
+            # chunk in flight and is given back, for the next worker to resume at once.
+            stop.set()
+            importer.stop.set()
+
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping)
         async with WebhookWorker(sessions, reads, settings) as worker:
             logger.info("webhook and import worker started")
             await worker.run(stop)
-        imports.cancel()  # the chunk in flight rolls back; the import is given back
         await asyncio.wait({imports})
         logger.info("webhook and import worker stopped")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings, use_settings
@@ -224,3 +224,35 @@ async def test_a_worker_killed_while_an_abort_import_is_written_leaves_nothing_h
     assert after_kill == []
     assert job["status"] == "done" and job["report"]["created"] == 12_000
     assert len(set(emails)) == len(emails) == 12_000
+
+
+async def test_an_import_whose_workers_kept_dying_is_marked_failed_not_run_again(
+    tmp_path: Path, settings: Settings
+) -> None:
+    async with world(tmp_path, settings) as (_, engine, headers, client):
+        location = await queue(client, headers, leads_csv(150))
+        async with AsyncSession(engine) as session:  # three claims, each run out
+            await session.execute(update(LeadImport).values(attempts=3, locked_until=None))
+            await session.commit()
+        assert not await ImportWorker(create_session_factory(engine), settings).run_once()
+        job = await poll(client, headers, location)
+        emails = await lead_numbers(engine)
+    assert (job["status"], job["error"]) == ("failed", "stopped 3 times without finishing")
+    assert job["report"]["created"] == 0 and emails == []
+
+
+async def test_a_worker_stopped_gracefully_gives_its_import_back_at_once(
+    tmp_path: Path, settings: Settings
+) -> None:
+    async with world(tmp_path, settings) as (url, engine, headers, client):
+        location = await queue(client, headers, leads_csv(12_000), on_error="skip")
+        first = spawn_worker(url, tmp_path)
+        try:
+            await until_status(
+                client, headers, location, lambda j: j["processed_rows"] > 0, "a chunk in"
+            )
+        finally:
+            stop(first)  # SIGTERM
+        async with AsyncSession(engine) as session:
+            held_until = await session.scalar(select(LeadImport.locked_until))
+    assert held_until is None  # the next worker need not wait for the lease to run out

@@ -28,6 +28,11 @@ from app.workers.webhooks import CANCEL_WAIT_SECONDS
 
 logger = logging.getLogger(__name__)
 
+
+class ImportStopped(Exception):
+    """The worker was told to stop between two chunks."""
+
+
 # Told after each chunk: what is being done ("checked", "imported", "writing"), rows so far, all.
 Progress = Callable[[str, int, int], None]
 
@@ -40,6 +45,10 @@ class ImportWorker:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
         self.sessions, self.settings = sessions, settings
         self.lease = settings.import_lease_seconds
+        # Set: stop after the chunk in flight and give the import back. A chunk is never
+        # cancelled midway by choice: on SQLite, a statement cancelled in its thread can keep
+        # the write lock its rollback could not release.
+        self.stop = asyncio.Event()
 
     async def run_once(
         self, import_id: int | None = None, on_progress: Progress | None = None
@@ -53,6 +62,11 @@ class ImportWorker:
         logger.info("import %s: attempt %s", claim.import_id, claim.attempt)
         try:
             status = await self._run(claim, on_progress or _quiet)
+        except ImportStopped as stopped:
+            async with self.sessions() as db:
+                await ImportJobs.release(db, claim)
+            logger.info("import %s given back after %s rows", claim.import_id, stopped.args[0])
+            return True
         except RefusedRows as exc:
             async with self.sessions() as db:
                 await ImportJobs.abort(db, claim, exc.rows)
@@ -82,6 +96,8 @@ class ImportWorker:
         checked = claim.status is ImportStatus.WRITING and claim.options.on_error is OnError.ABORT
         phase = "checked" if claim.options.on_error is OnError.ABORT else "imported"
         for rows in [] if checked else parsed.chunks(start, CHUNK_ROWS):
+            if self.stop.is_set():
+                raise ImportStopped(start)
             start += len(rows)
             async with self.sessions() as db:
                 await ImportJobs.step(db, claim, parsed, rows, start, seen, self.lease)
@@ -92,8 +108,9 @@ class ImportWorker:
             status = await ImportJobs.finish(db, claim, parsed)
         return status
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self) -> None:
         """Work until `stop` is set."""
+        stop = self.stop
         while not stop.is_set():
             try:
                 busy = await self.run_once()
@@ -106,19 +123,22 @@ class ImportWorker:
 
 
 class InProcessImports:
-    """The import worker of a served app process (RUN_IMPORT_WORKER), as a task. Stopping
-    cancels it at once: the chunk in flight rolls back and the import is given back."""
+    """The import worker of a served app process (RUN_IMPORT_WORKER), as a task."""
 
     def __init__(self, worker: ImportWorker) -> None:
-        self.stopping = asyncio.Event()
-        self.task = asyncio.create_task(worker.run(self.stopping), name="import-worker")
+        self.worker = worker
+        self.task = asyncio.create_task(worker.run(), name="import-worker")
 
     async def stop(self) -> None:
-        self.stopping.set()
-        self.task.cancel()
-        # As the webhook worker's: a statement stuck in SQLite's busy wait ends with its
-        # thread, not with the task, and the process is ending anyway.
-        await asyncio.wait({self.task}, timeout=CANCEL_WAIT_SECONDS)
+        """Stop after the chunk in flight (it gives the import back); cancelled if that takes
+        longer than a moment (an on_error=abort import's writing, say: it rolls back)."""
+        self.worker.stop.set()
+        _, running = await asyncio.wait({self.task}, timeout=CANCEL_WAIT_SECONDS)
+        if running:
+            self.task.cancel()
+            # As the webhook worker's: a statement stuck in SQLite's busy wait ends with its
+            # thread, not with the task, and the process is ending anyway.
+            await asyncio.wait({self.task}, timeout=CANCEL_WAIT_SECONDS)
 
 
 def start_import_worker(app: Any, settings: Settings) -> InProcessImports | None:
