@@ -82,17 +82,23 @@ class CsvFile:
     text: str = ""
     delimiter: str = ","
     unknown_columns: list[str] = field(default_factory=list)
-    rows: list[tuple[int, list[str]]] = field(default_factory=list)  # unless read `counted`
     total: int = 0  # data rows
 
+    def rows(self) -> list[tuple[int, list[str]]]:
+        """Every data row (a file small enough to hold whole)."""
+        return list(self._data_rows(0))
+
     def chunks(self, start: int, size: int) -> Iterator[list[tuple[int, list[str]]]]:
-        """The data rows from the `start`-th, `size` at a time, read from the text again as
-        they are wanted: a background import holds one chunk's cells, not the file's."""
-        reader = csv.reader(io.StringIO(self.text, newline=""), delimiter=self.delimiter)
-        next(reader)  # the header
-        rows = itertools.islice(_data_rows(reader), start, None)
+        """The data rows from the `start`-th, `size` at a time, read from the text as they are
+        wanted: a background import holds one chunk's cells, not the file's."""
+        rows = self._data_rows(start)
         while batch := list(itertools.islice(rows, size)):
             yield batch
+
+    def _data_rows(self, start: int) -> Iterator[tuple[int, list[str]]]:
+        reader = csv.reader(io.StringIO(self.text, newline=""), delimiter=self.delimiter)
+        next(reader)  # the header
+        return itertools.islice(_data_rows(reader), start, None)
 
     def values(self, cells: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
         """One row as lead fields (empty cells left out), and the column each came from."""
@@ -184,11 +190,10 @@ def read_csv(
     delimiter: str | None = None,
     mapping: Mapping[str, str] | None = None,
     max_rows: int,
-    counted: bool = False,
 ) -> CsvFile:
     """The file, or ValidationException naming `file` (or `mapping`) for one that cannot be
-    read as leads at all: not UTF-8, no header, no column of a name, too many rows. `counted`:
-    the rows are counted and checked as CSV, not kept (`chunks` reads them)."""
+    read as leads at all: not UTF-8, no header, no column of a name, too many rows. The rows
+    are counted and checked as CSV here, and read again when wanted (`rows`, `chunks`)."""
     text = decode(content)
     delimiter = delimiter or sniff_delimiter(text)
     rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
@@ -209,12 +214,10 @@ def read_csv(
             FILE, "needs a first name and a last name column (e.g. 'First Name', 'Last Name')"
         )
     try:
-        for number, cells in _data_rows(rows):
+        for _ in _data_rows(rows):
             if parsed.total >= max_rows:
                 raise ValidationException.at(FILE, f"has more than {max_rows} rows")
             parsed.total += 1
-            if not counted:
-                parsed.rows.append((number, cells))
     except csv.Error as exc:
         raise ValidationException.at(FILE, f"is not CSV: {exc}") from None
     return parsed

@@ -86,14 +86,8 @@ class ImportOptions:
     delimiter: str | None = None
     mapping: dict[str, str] | None = None
 
-    def read(self, content: bytes, max_rows: int, *, counted: bool = False) -> CsvFile:
-        return read_csv(
-            content,
-            delimiter=self.delimiter,
-            mapping=self.mapping,
-            max_rows=max_rows,
-            counted=counted,
-        )
+    def read(self, content: bytes, max_rows: int) -> CsvFile:
+        return read_csv(content, delimiter=self.delimiter, mapping=self.mapping, max_rows=max_rows)
 
     @classmethod
     def of(cls, job: LeadImport) -> ImportOptions:
@@ -188,16 +182,15 @@ class LeadImports:
         options = options or ImportOptions()
         user = await get_acting_user(db, user_id)
         settings = get_settings()
-        parsed = options.read(content, settings.import_max_rows, counted=True)
+        parsed = options.read(content, settings.import_max_rows)
         if queue or parsed.total > settings.import_sync_max_rows:
             job = _new_job(user, options, parsed, ImportStatus.QUEUED)
             job.content = content
             db.add(job)
             await db.flush()
             return ImportAnswer(True, status_of(job, []))
-        parsed = options.read(content, settings.import_max_rows)  # small: its rows kept
         write = not options.dry_run
-        outcome = await _rows(db, parsed, parsed.rows, user, options, {}, write=write)
+        outcome = await _rows(db, parsed, parsed.rows(), user, options, {}, write=write)
         aborted = bool(outcome.errors) and options.on_error is OnError.ABORT
         if options.dry_run or aborted:
             db.expunge_all()  # nothing of what was checked is written

@@ -89,7 +89,7 @@ class ImportWorker:
     async def _run(self, claim: Claim, on_progress: Progress) -> ImportStatus:
         async with self.sessions() as db:
             content = await ImportJobs.content(db, claim)
-        parsed = claim.options.read(content, max_rows=max(claim.total_rows, 1), counted=True)
+        parsed = claim.options.read(content, max_rows=max(claim.total_rows, 1))
         del content
         seen: dict[str, int] = {}
         start = 0 if claim.status is ImportStatus.QUEUED else claim.processed_rows
