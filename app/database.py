@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import StaticPool
 
 from app.config import Settings, get_settings, normalize_database_url
+from app.models.name_likeness import ALIKE_THRESHOLD, SQLITE_FUNCTIONS, THRESHOLD_SETTING
 from app.services.faults import FaultKind, fault_kind
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,9 @@ def _configure_sqlite(engine: AsyncEngine, settings: Settings, *, memory: bool) 
         # SQLite's own lower() folds only A-Z, so case-insensitive search would miss "Émile"
         # for "émile"; Python's folds every script, like PostgreSQL's.
         dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
+        # What PostgreSQL's migrations define in SQL (app/models/name_likeness.py).
+        for name, arity, function in SQLITE_FUNCTIONS:
+            dbapi_connection.create_function(name, arity, function, deterministic=True)
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(settings.sqlite_busy_timeout_ms)}")
@@ -325,7 +329,8 @@ def asyncpg_connect_options(settings: Settings) -> dict[str, Any]:
     - `server_settings`: the statement timeout, and custom plans: asyncpg prepares every
       statement, and after five runs PostgreSQL may switch to a generic plan made without the
       parameter values, which for skewed filters (one agent, a score range) was 5x slower than
-      planning afresh.
+      planning afresh. And the likeness from which pg_trgm's `%` holds, ours rather than its
+      default (set here, so no transaction has to set it: GET requests run in autocommit).
     - `command_timeout`: the client's limit on every statement (`client_timeout_seconds`);
       asyncpg raises TimeoutError when it runs out.
     - `timeout`: the limit on opening a connection (DB_CONNECT_TIMEOUT_SECONDS), the TCP
@@ -335,6 +340,8 @@ def asyncpg_connect_options(settings: Settings) -> dict[str, Any]:
         "server_settings": {
             "statement_timeout": str(settings.db_statement_timeout_ms),
             "plan_cache_mode": "force_custom_plan",
+            # pg_trgm's `%` (duplicate candidates: app/models/name_likeness.py)
+            THRESHOLD_SETTING: str(ALIKE_THRESHOLD),
         },
         "command_timeout": client_timeout_seconds(settings),
         "timeout": settings.db_connect_timeout_seconds,

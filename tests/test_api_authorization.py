@@ -47,6 +47,7 @@ from app.models import (
     WebhookDelivery,
 )
 from app.services import LeadService
+from app.services.lead_merges import LeadMerges
 from app.services.security import JWT_ALGORITHM, key_id
 from tests import helpers
 from tests.helpers import (
@@ -450,6 +451,7 @@ ENDPOINTS: dict[str, Callable[[World], Call]] = {
     ),
     "GET /leads/{id}": lambda w: Call("GET", f"/leads/{w.own}"),
     "GET /leads/{id}/history": lambda w: Call("GET", f"/leads/{w.own}/history"),
+    "GET /leads/{id}/duplicates": lambda w: Call("GET", f"/leads/{w.own}/duplicates"),
     "GET /leads/{id}/history/status": lambda w: Call("GET", f"/leads/{w.own}/history/status"),
     "PATCH /leads/{id}": lambda w: Call("PATCH", f"/leads/{w.own}", {"status": "QUALIFIED"}),
     "DELETE /leads/{id}": lambda w: Call("DELETE", f"/leads/{w.own}"),
@@ -457,6 +459,10 @@ ENDPOINTS: dict[str, Callable[[World], Call]] = {
         "DELETE", f"/leads/{w.own}", params={"hard_delete": "true"}
     ),
     "POST /leads/{id}/restore": lambda w: Call("POST", f"/leads/{w.own_archived}/restore"),
+    "POST /leads/{id}/merge": lambda w: Call(
+        "POST", f"/leads/{w.own}/merge", {"merge_ids": [w.own2]}
+    ),
+    "POST /leads/{id}/unmerge": lambda w: Call("POST", f"/leads/{w.own}/unmerge"),
     "POST /leads/{id}/notes": lambda w: Call("POST", f"/leads/{w.own}/notes", {"text": "Hi."}),
     "POST /leads/{id}/calls": lambda w: Call("POST", f"/leads/{w.own}/calls", {"note": "Busy."}),
     **WEBHOOK_ENDPOINTS,
@@ -511,6 +517,9 @@ async def test_rejected_credentials_get_401_and_change_nothing(
 Check = Callable[[AsyncSession, World, httpx.Response], Awaitable[None]]
 
 
+Setup = Callable[[AsyncSession, World], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class Case:
     endpoint: str
@@ -520,6 +529,7 @@ class Case:
     status: int
     check: Check | None = None
     code: str | None = None  # the error's code, where it is not ERROR_CODES's for the status
+    setup: Setup | None = None  # what the world needs besides (run before the snapshot)
 
     @property
     def id(self) -> str:
@@ -735,6 +745,43 @@ def history_of(attr: str) -> Check:
             assert items[-1]["left_at"] is None
 
     return check
+
+
+def candidates(*attrs: str) -> Check:
+    """Exactly these leads as duplicate candidates (the world's leads are named FirstN LastN,
+    alike each other, except `other`, whose company makes it less so)."""
+
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        found = {item["lead"]["id"] for item in r.json()["items"]}
+        assert found == {getattr(w, attr) for attr in attrs}, r.text
+
+    return check
+
+
+def merged_into(survivor: str, owner: str) -> Setup:
+    """A lead of `owner`'s merged into `survivor` (by the superuser), for an unmerge."""
+
+    async def setup(db: AsyncSession, w: World) -> None:
+        fields = {"first_name": "Dup", "last_name": "Licate", "email": "dup@x.io"}
+        fields["assigned_to"] = getattr(w, owner)
+        extra_id = (await LeadService.create_lead(db, fields, user_id=w.superuser)).id
+        await LeadMerges.merge(db, getattr(w, survivor), [extra_id], user_id=w.superuser)
+
+    return setup
+
+
+def merged(survivor: str, *attrs: str) -> Check:
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        assert r.json()["lead"]["id"] == getattr(w, survivor)
+        for attr in attrs:
+            assert (await lead_row(db, getattr(w, attr)))["merged_into_id"] == getattr(w, survivor)
+
+    return check
+
+
+async def unmerged(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    [back] = r.json()["merged"]
+    assert back["merged_into_id"] is None and back["archived_at"] is None
 
 
 def qualified(attr: str) -> Check:
@@ -1574,6 +1621,78 @@ CASES = [
         history_of("other"),
     ),
     Case(
+        "POST /leads/{id}/merge",
+        "agent",
+        "agent",
+        lambda w: Call("POST", f"/leads/{w.own}/merge", {"merge_ids": [w.own2]}),
+        200,
+        merged("own", "own2"),
+    ),
+    Case(
+        "POST /leads/{id}/merge",
+        "other_agent",
+        "agent",
+        lambda w: Call("POST", f"/leads/{w.own}/merge", {"merge_ids": [w.other]}),
+        404,
+    ),
+    Case(
+        "POST /leads/{id}/merge",
+        "superuser",
+        "superuser",
+        lambda w: Call("POST", f"/leads/{w.other}/merge", {"merge_ids": [w.own, w.unassigned]}),
+        200,
+        merged("other", "own", "unassigned"),
+    ),
+    Case(
+        "POST /leads/{id}/unmerge",
+        "agent",
+        "agent",
+        lambda w: Call("POST", f"/leads/{w.own}/unmerge"),
+        200,
+        unmerged,
+        setup=merged_into("own", "agent"),
+    ),
+    Case(
+        "POST /leads/{id}/unmerge",
+        "other_agent",
+        "agent",
+        lambda w: Call("POST", f"/leads/{w.other}/unmerge"),
+        404,
+        setup=merged_into("other", "other_agent"),
+    ),
+    Case(
+        "POST /leads/{id}/unmerge",
+        "superuser",
+        "superuser",
+        lambda w: Call("POST", f"/leads/{w.other}/unmerge"),
+        200,
+        unmerged,
+        setup=merged_into("other", "other_agent"),
+    ),
+    Case(
+        "GET /leads/{id}/duplicates",
+        "agent",
+        "agent",
+        lambda w: Call("GET", f"/leads/{w.own}/duplicates"),
+        200,
+        candidates("own2"),  # not the unassigned lead the superuser is shown
+    ),
+    Case(
+        "GET /leads/{id}/duplicates",
+        "other_agent",
+        "agent",
+        lambda w: Call("GET", f"/leads/{w.other}/duplicates"),
+        404,
+    ),
+    Case(
+        "GET /leads/{id}/duplicates",
+        "superuser",
+        "superuser",
+        lambda w: Call("GET", f"/leads/{w.own}/duplicates"),
+        200,
+        candidates("own2", "unassigned"),
+    ),
+    Case(
         "GET /leads/{id}/history/status",
         "agent",
         "agent",
@@ -1666,6 +1785,8 @@ async def test_authenticated_callers(
     client: httpx.AsyncClient, db: AsyncSession, world: World, settings: Settings, case: Case
 ) -> None:
     headers = bearer(token_for(getattr(world, case.acting), settings))
+    if case.setup is not None:
+        await case.setup(db, world)
     before = await snapshot(db)
 
     response = await send(client, case.call(world), headers)
@@ -1720,6 +1841,8 @@ async def test_api_key_callers(
     client: httpx.AsyncClient, db: AsyncSession, world: World, case: Case, scope: str
 ) -> None:
     key = world.agent_read_key if scope == "read" else world.agent_write_key
+    if case.setup is not None:
+        await case.setup(db, world)
     before = await snapshot(db)
 
     response = await send(client, case.call(world), bearer(key))

@@ -491,6 +491,7 @@ async def test_read_answers_every_field_of_the_lead(
         "status_changed_at": body["created_at"],
         "archived_at": None,
         "status_before_archive": None,
+        "merged_into_id": None,
         "version": 1,
         "days_since_created": 0,
         "days_since_last_contact": None,

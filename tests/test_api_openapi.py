@@ -237,7 +237,14 @@ async def test_the_security_scheme_is_the_oauth2_password_flow_of_the_login_rout
 async def test_the_error_schema_is_the_one_error_shape(spec: dict[str, Any]) -> None:
     schemas = spec["components"]["schemas"]
     error = schemas["ErrorResponse"]
-    assert set(error["properties"]) == {"detail", "code", "errors", "request_id", "current_version"}
+    assert set(error["properties"]) == {
+        "detail",
+        "code",
+        "errors",
+        "request_id",
+        "current_version",
+        "duplicates",
+    }
     assert sorted(error["required"]) == ["code", "detail"]
     item = schemas["ErrorItem"]
     assert set(item["properties"]) == {"loc", "msg"}

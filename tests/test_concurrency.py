@@ -44,6 +44,7 @@ from app.main import create_app
 from app.models import Lead, LeadEvent, LeadStatus, User
 from app.services import LeadService
 from app.services.exceptions import ConflictException
+from app.services.lead_merges import LeadMerges
 from tests.helpers import (
     ON_POSTGRES,
     PASSWORD,
@@ -997,3 +998,48 @@ async def test_sqlite_server_takes_twenty_concurrent_writes(
     counts = Counter(history(notes))
     lost = [t for t in texts if counts[t] != 1]
     assert not lost, f"lost or doubled: {lost}\n{notes}"
+
+
+# --- merges racing for the same lead ------------------------------------------------------------
+
+
+def merging(survivor: int, merged: list[int], admin_id: int) -> Callable[[AsyncSession], Any]:
+    return lambda session: LeadMerges.merge(session, survivor, merged, user_id=admin_id)
+
+
+@postgres_only
+async def test_concurrent_merges_of_one_lead_let_exactly_one_take_it(
+    pg: ThrowAwayDatabase,
+) -> None:
+    shared = (await new_lead(pg, email="shared@merge.example.com")).id
+    survivors = [(await new_lead(pg, email=f"s{n}@merge.example.com")).id for n in range(8)]
+
+    calls = [merging(survivor, [shared], pg.admin_id) for survivor in survivors]
+    results = await run_together(pg.url, calls, seconds=CALLS_SECONDS)
+
+    won = [s for s, r in zip(survivors, results, strict=True) if not isinstance(r, BaseException)]
+    assert len(won) == 1, results
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert all(isinstance(r, ConflictException) for r in refused), refused
+    assert (await read_lead(pg, shared)).merged_into_id == won[0]
+    for survivor in survivors:
+        if survivor not in won:
+            assert (await read_lead(pg, survivor)).version == 1
+
+
+@postgres_only
+async def test_two_leads_merged_into_each_other_at_once_end_as_one_merge(
+    pg: ThrowAwayDatabase,
+) -> None:
+    """Both calls lock the two leads in id order, so they queue instead of deadlocking, and
+    the second finds its other lead archived by the first."""
+    a = (await new_lead(pg, email="a@cross.example.com")).id
+    b = (await new_lead(pg, email="b@cross.example.com")).id
+
+    calls = [merging(a, [b], pg.admin_id), merging(b, [a], pg.admin_id)]
+    results = await run_together(pg.url, calls, seconds=CALLS_SECONDS)
+
+    assert sum(not isinstance(r, BaseException) for r in results) == 1, results
+    assert sum(isinstance(r, ConflictException) for r in results) == 1, results
+    merged_into = {(await read_lead(pg, i)).merged_into_id for i in (a, b)}
+    assert merged_into in ({None, a}, {None, b})

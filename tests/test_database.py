@@ -125,7 +125,11 @@ def test_asyncpg_connections_get_the_statement_timeout_plus_margin_as_client_lim
     )
 
     assert asyncpg_connect_options(settings) == {
-        "server_settings": {"statement_timeout": "1200", "plan_cache_mode": "force_custom_plan"},
+        "server_settings": {
+            "statement_timeout": "1200",
+            "plan_cache_mode": "force_custom_plan",
+            "pg_trgm.similarity_threshold": "0.5",
+        },
         "command_timeout": 1.5,
         "timeout": 2.5,
     }

@@ -49,8 +49,9 @@ async def test_a_create_is_one_statement_that_checks_the_account_and_records_the
     headers = claims_bearer(settings, uid(caller), superuser=role == "superuser")
     # The first statement with a tag array on a connection has asyncpg look the type up, once.
     assert (await client.post(LEADS, json=body, headers=headers)).status_code == 201
+    another = {**body, "email": "another@example.com"}
     async with sql_statements(db) as statements:
-        response = await client.post(LEADS, json=body, headers=headers)
+        response = await client.post(LEADS, json=another, headers=headers)
     assert response.status_code == 201, response.text
     sent = [s for s in statements if s.lstrip().upper().startswith(("SELECT", "WITH", "INSERT"))]
     if db.bind.dialect.name == "postgresql":  # the lead and its event: one statement
@@ -61,6 +62,7 @@ async def test_a_create_is_one_statement_that_checks_the_account_and_records_the
         assert sent[0].lstrip().startswith("INSERT INTO leads")
         assert sent[1].lstrip().startswith("INSERT INTO lead_events")
     assert "users" in sent[0]
+    assert "NOT (EXISTS" in sent[0]  # and the duplicate test
 
 
 # --- the account is refused: 401, nothing stored ------------------------------------------------
@@ -216,6 +218,7 @@ async def test_a_token_without_the_hint_creates_as_its_account_allows(
         LEADS, json=body, headers=claims_bearer(settings, uid(superuser))
     )
     assert as_superuser.status_code == 201, as_superuser.text
+    body["email"] = "second@example.com"  # not a duplicate of the first
     as_agent = await client.post(LEADS, json=body, headers=claims_bearer(settings, uid(agent)))
     assert as_agent.status_code == 201, as_agent.text
     refused = await client.post(

@@ -21,6 +21,8 @@ from app.services import idempotency
 from tests.helpers import LeadFactory, change_user, claims_bearer, sql_statements, uid
 
 LEADS = "/api/v1/leads"
+# These tests send one lead again on purpose: it is not refused as a duplicate of itself.
+CREATE = f"{LEADS}?on_duplicate=allow"
 NEW = {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com"}
 
 
@@ -35,7 +37,7 @@ def keyed(headers: dict[str, str], key: str = "key-1") -> dict[str, str]:
 # Each write that takes a key, as (path, body) for a lead id and a second id.
 def writes(lead_id: int, other_id: int, agent_id: int) -> dict[str, tuple[str, dict[str, Any]]]:
     return {
-        "create": (LEADS, NEW),
+        "create": (CREATE, NEW),
         "note": (f"{LEADS}/{lead_id}/notes", {"text": "Called"}),
         "call": (f"{LEADS}/{lead_id}/calls", {"note": "Voicemail"}),
         "bulk_status": (f"{LEADS}/bulk/status", {"lead_ids": [lead_id, other_id], "status": "WON"}),
@@ -79,7 +81,7 @@ async def test_without_a_key_each_request_runs(
     client: httpx.AsyncClient, db: AsyncSession, h: dict[str, str]
 ) -> None:
     for _ in range(2):
-        assert (await client.post(LEADS, json=NEW, headers=h)).status_code == 201
+        assert (await client.post(CREATE, json=NEW, headers=h)).status_code == 201
     assert await count(db, Lead) == 2
     assert await count(db, IdempotencyKey) == 0
 
@@ -87,9 +89,9 @@ async def test_without_a_key_each_request_runs(
 async def test_the_same_key_with_another_body_gets_422_and_changes_nothing(
     client: httpx.AsyncClient, db: AsyncSession, h: dict[str, str]
 ) -> None:
-    assert (await client.post(LEADS, json=NEW, headers=keyed(h))).status_code == 201
+    assert (await client.post(CREATE, json=NEW, headers=keyed(h))).status_code == 201
     other = {**NEW, "first_name": "Grace"}
-    response = await client.post(LEADS, json=other, headers=keyed(h))
+    response = await client.post(CREATE, json=other, headers=keyed(h))
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "idempotency_key_reused"
     assert await count(db, Lead) == 1
@@ -149,7 +151,7 @@ async def test_a_caller_refused_inside_the_write_leaves_no_answer(
     account check refuses it (401). That is no answer of the key's."""
     headers = keyed(claims_bearer(settings, uid(agent)))
     await change_user(db, uid(agent), is_active=False)
-    response = await client.post(LEADS, json=NEW, headers=headers)
+    response = await client.post(CREATE, json=NEW, headers=headers)
     assert response.status_code == 401, response.text
     assert await count(db, IdempotencyKey) == 0
 
@@ -157,20 +159,20 @@ async def test_a_caller_refused_inside_the_write_leaves_no_answer(
 async def test_a_reused_key_keeps_its_first_answer(
     client: httpx.AsyncClient, db: AsyncSession, h: dict[str, str]
 ) -> None:
-    first = await client.post(LEADS, json=NEW, headers=keyed(h))
-    reused = await client.post(LEADS, json={**NEW, "first_name": "B"}, headers=keyed(h))
+    first = await client.post(CREATE, json=NEW, headers=keyed(h))
+    reused = await client.post(CREATE, json={**NEW, "first_name": "B"}, headers=keyed(h))
     assert reused.status_code == 422, reused.text
-    again = await client.post(LEADS, json=NEW, headers=keyed(h))
+    again = await client.post(CREATE, json=NEW, headers=keyed(h))
     assert (again.status_code, again.content) == (201, first.content)
 
 
 async def test_an_expired_key_runs_again(
     client: httpx.AsyncClient, db: AsyncSession, h: dict[str, str]
 ) -> None:
-    assert (await client.post(LEADS, json=NEW, headers=keyed(h))).status_code == 201
+    assert (await client.post(CREATE, json=NEW, headers=keyed(h))).status_code == 201
     await db.execute(update(IdempotencyKey).values(expires_at=utcnow() - timedelta(seconds=1)))
     await db.commit()
-    again = await client.post(LEADS, json=NEW, headers=keyed(h))
+    again = await client.post(CREATE, json=NEW, headers=keyed(h))
     assert again.status_code == 201, again.text
     assert "Idempotent-Replayed" not in again.headers
     assert await count(db, Lead) == 2
@@ -180,7 +182,7 @@ async def test_an_expired_key_runs_again(
 async def test_a_key_is_kept_for_the_configured_time(
     client: httpx.AsyncClient, db: AsyncSession, h: dict[str, str], settings: Settings
 ) -> None:
-    assert (await client.post(LEADS, json=NEW, headers=keyed(h))).status_code == 201
+    assert (await client.post(CREATE, json=NEW, headers=keyed(h))).status_code == 201
     row = await db.scalar(select(IdempotencyKey))
     assert row is not None
     kept = (row.expires_at - row.created_at).total_seconds()
@@ -192,7 +194,7 @@ async def test_a_malformed_key_gets_400_naming_the_header(
     client: httpx.AsyncClient, db: AsyncSession, h: dict[str, str], key: bytes
 ) -> None:
     headers: dict[str, Any] = {**h, "Idempotency-Key": key}
-    response = await client.post(LEADS, json=NEW, headers=headers)
+    response = await client.post(CREATE, json=NEW, headers=headers)
     assert response.status_code == 400, response.text
     assert response.json()["errors"][0]["loc"] == ["header", "Idempotency-Key"]
     assert await count(db, Lead) == 0
@@ -202,7 +204,7 @@ async def test_a_key_of_255_printable_characters_is_accepted(
     client: httpx.AsyncClient, h: dict[str, str]
 ) -> None:
     key = ("~ !" * 100)[:255]
-    assert (await client.post(LEADS, json=NEW, headers=keyed(h, key))).status_code == 201
+    assert (await client.post(CREATE, json=NEW, headers=keyed(h, key))).status_code == 201
 
 
 async def test_expired_keys_are_purged_a_bounded_batch_at_a_time(
@@ -224,7 +226,7 @@ async def test_expired_keys_are_purged_a_bounded_batch_at_a_time(
     )
     await db.commit()
     async with sql_statements(db) as statements:
-        assert (await client.post(LEADS, json=NEW, headers=keyed(h))).status_code == 201
+        assert (await client.post(CREATE, json=NEW, headers=keyed(h))).status_code == 201
     # 30 expired left, and the new one.
     assert await count(db, IdempotencyKey) == 31
     purges = [s for s in statements if s.lstrip().startswith("DELETE FROM idempotency_keys")]

@@ -29,6 +29,7 @@ from app.services.exceptions import (
     DatabaseException,
     DeliveryNotFoundException,
     DuplicateException,
+    DuplicateLeadException,
     IdempotencyInProgressException,
     IdempotencyKeyReusedException,
     ImportNotFoundException,
@@ -182,6 +183,8 @@ async def _crm_exception(request: Request, exc: Exception) -> JSONResponse:
         errors = exc.errors
     elif isinstance(exc, PreconditionFailedException):
         headers, extra = {"ETag": exc.tag}, {"current_version": exc.current_version}
+    elif isinstance(exc, DuplicateLeadException):
+        extra = {"duplicates": exc.duplicates}
     response = error_response(status_code, exc.message, exc.code, errors, headers, **extra)
     call = getattr(request.state, IDEMPOTENT_CALL, None)
     if call is not None and is_kept(exc, status_code):

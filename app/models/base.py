@@ -20,6 +20,9 @@ class Base(DeclarativeBase):
 # PostgreSQL-only indexes (trigram search, GIN over the tag array, the covering statistics
 # index, the partial indexes of the WON leads' durations) exist in the migrations but not on
 # the models: SQLite has no such index types, and autogenerate cannot compare them.
+# PostgreSQL's distinct name keys (app/models/name_likeness.py): made and kept by the
+# migration's trigger, not by the models.
+MIGRATION_ONLY_TABLES = frozenset({"lead_name_keys"})
 MIGRATION_ONLY_INDEXES = frozenset(
     {
         "ix_leads_search_trgm",
@@ -27,14 +30,21 @@ MIGRATION_ONLY_INDEXES = frozenset(
         "ix_leads_statistics",
         "ix_leads_won_duration",
         "ix_leads_won_duration_by_assignee",
+        "ix_leads_email_lower",
+        "ix_leads_name_key",
+        "ix_leads_owner_name_key",
     }
 )
 
 
-# A trigger only the migrations make: on a SQLite database migrated from before the column, it
-# stands in for the default `status_changed_at` could not be given there (ALTER TABLE takes only
-# constant defaults); a database built from the models has the default itself.
-MIGRATION_ONLY_TRIGGERS = frozenset({"leads_status_changed_at_default"})
+# Triggers only the migrations make. On a SQLite database migrated from before the column,
+# `leads_status_changed_at_default` stands in for the default `status_changed_at` could not be
+# given there (ALTER TABLE takes only constant defaults); a database built from the models has
+# the default itself. On PostgreSQL the `leads_name_keys_*` pair keeps `lead_name_keys`, itself
+# migration-only.
+MIGRATION_ONLY_TRIGGERS = frozenset(
+    {"leads_status_changed_at_default", "leads_name_keys_insert", "leads_name_keys_update"}
+)
 
 
 # SQLite's search index (app/models/lead_search.py) is an FTS5 virtual table, which SQLite lists
@@ -55,5 +65,5 @@ def include_in_autogenerate(
     """Alembic's `include_object` hook: leave the migration-only indexes and SQLite's search
     index tables out of comparisons."""
     if type_ == "table":
-        return not is_search_index_table(name)
+        return not is_search_index_table(name) and name not in MIGRATION_ONLY_TABLES
     return not (type_ == "index" and name in MIGRATION_ONLY_INDEXES)

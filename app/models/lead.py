@@ -21,6 +21,7 @@ from sqlalchemy import (
     and_,
     event,
     func,
+    text,
 )
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, Mapper, mapped_column, relationship, validates
@@ -133,6 +134,11 @@ class Lead(Base):
     status_before_archive: Mapped[LeadStatus | None] = mapped_column(
         _enum_column(LeadStatus, "lead_status_before_archive")
     )
+    # The lead this one was merged into (POST /leads/{id}/merge): archived since, until an
+    # unmerge brings it back. Null for every other lead. No foreign key: SQLite cannot drop a
+    # column a constraint names without rebuilding the table (and losing its triggers), so the
+    # migration could not be undone; a hard delete of the survivor clears it instead.
+    merged_into_id: Mapped[int | None] = mapped_column(Integer)
     # Whether archiving added the `archived` tag (null while the lead is live): restoring takes
     # the tag away only then, so a lead tagged `archived` by hand keeps its tags. Not shown.
     archive_added_tag: Mapped[bool | None] = mapped_column(Boolean)
@@ -166,6 +172,13 @@ class Lead(Base):
         Index(None, "phone"),
         Index(None, "created_at"),
         Index(None, "last_contact_date"),
+        # The leads merged into one: a handful, however many leads there are.
+        Index(
+            None,
+            "merged_into_id",
+            postgresql_where=text("merged_into_id IS NOT NULL"),
+            sqlite_where=text("merged_into_id IS NOT NULL"),
+        ),
         # SQLite would otherwise reuse the id of a hard-deleted newest row.
         {"sqlite_autoincrement": True},
     )

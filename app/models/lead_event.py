@@ -33,6 +33,8 @@ class LeadEventType(StrEnum):
     DELETED = "lead.deleted"
     ASSIGNED = "lead.assigned"
     STATUS_CHANGED = "lead.status_changed"
+    MERGED = "lead.merged"
+    UNMERGED = "lead.unmerged"
 
 
 class LeadEvent(Base):

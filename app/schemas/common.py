@@ -263,6 +263,13 @@ def _error_codes() -> tuple[str, ...]:
 ErrorCode = Literal[_error_codes()]  # type: ignore[valid-type]
 
 
+class DuplicateOf(BaseModel):
+    """A lead that a new one repeats."""
+
+    id: int = Field(description="The lead's id.")
+    matched_on: list[Literal["email", "phone"]] = Field(description="What the two share.")
+
+
 class ErrorResponse(BaseModel):
     """The one shape of every error the API returns."""
 
@@ -278,6 +285,11 @@ class ErrorResponse(BaseModel):
     request_id: str | MISSING = Field(
         MISSING,
         description="The request's X-Request-ID (500 only): quote it to find the logged error.",
+    )
+    duplicates: list[DuplicateOf] | MISSING = Field(
+        MISSING,
+        description="409 `duplicate` of a new lead only: the live leads you may see with its "
+        "email or phone.",
     )
 
 

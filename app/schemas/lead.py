@@ -212,6 +212,9 @@ class LeadRead(BaseModel):
     status_before_archive: LeadStatus | None = Field(
         description="The status it had when archived; restoring gives it back."
     )
+    merged_into_id: int | None = Field(
+        description="The lead it was merged into (then it is archived); null otherwise."
+    )
     version: int = Field(description="1 when created, one more on every change to the lead.")
     days_since_created: int = Field(description="Whole days since `created_at`.")
     days_since_last_contact: int | None = Field(

@@ -134,6 +134,19 @@ class DuplicateException(CRMException):
     code = "duplicate"
 
 
+class DuplicateLeadException(DuplicateException):
+    """A new lead has the email or phone of live leads the caller may see."""
+
+    def __init__(self, duplicates: list[dict[str, Any]]) -> None:
+        self.duplicates = duplicates
+        ids = ", ".join(str(d["id"]) for d in duplicates)
+        fields = sorted({name for d in duplicates for name in d["matched_on"]})
+        super().__init__(
+            f"A lead with this {' and '.join(fields)} exists already (lead {ids}); send "
+            "?on_duplicate=allow to create it anyway."
+        )
+
+
 class ConflictException(CRMException):
     """The request is well-formed but clashes with the current state (e.g. an archived lead, or
     a concurrent change that could not be retried)."""

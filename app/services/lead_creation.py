@@ -2,13 +2,14 @@
 
 `LeadService.create_lead` stores the lead through the ORM in a session's transaction (scripts,
 imports, the reference examples). The API's `POST /leads` stores it with `LeadCreation.create`:
-one `INSERT ... SELECT` that checks the caller's account (active, token version, the role the
-token claims) and, for a superuser naming an assignee, that the assignee is active, in the same
-round trip as the insert, and commits by being one statement. On PostgreSQL that statement runs
-on a raw asyncpg connection (app/services/reader.py): a session's own begin, user look-up,
-unit of work and commit were most of a create's CPU (issue 12). Only when the insert stores
-nothing do further statements run, to tell why (the same answers, in the same order, as
-`LeadService.create_lead` gives).
+one `INSERT ... SELECT` that checks, in the same round trip as the insert, the caller's account
+(active, token version, the role the token claims), for a superuser naming an assignee that the
+assignee is active, and unless duplicates are allowed that no live lead the caller may see has
+its email or phone (app/services/lead_duplicates.py); it commits by being one statement. On
+PostgreSQL that statement runs on a raw asyncpg connection (app/services/reader.py): a
+session's own begin, user look-up, unit of work and commit were most of a create's CPU (issue
+12). Only when the insert stores nothing do further statements run, to tell why (the same
+answers, in the same order, as `LeadService.create_lead` gives).
 
 Both build the lead with `prepare_new_lead`, `assignee_of_new_lead` and `build_new_lead`, so
 the two cannot differ in what they accept, how they score it or what its notes say.
@@ -34,6 +35,14 @@ from app.services.exceptions import (
     PermissionDeniedException,
     UserNotFoundException,
     ValidationException,
+)
+from app.services.lead_duplicates import (
+    SHAPES,
+    OnDuplicate,
+    Shape,
+    contact_check,
+    no_duplicate,
+    refuse_duplicates,
 )
 from app.services.lead_events import (
     INSERT_EVENT,
@@ -185,14 +194,17 @@ _INSERTED = tuple(column for column in _leads.c if not column.primary_key)
 ASSIGNEE_ID = bindparam("assignee_id")
 
 
-def _insert_for_caller(superuser: bool, named_assignee: bool) -> Insert:
+def _insert_for_caller(superuser: bool, named_assignee: bool, unique: Shape | None) -> Insert:
     """The new lead's row, from typed parameters, selected from the caller's account row (and
-    the assignee's): nothing is inserted unless the account passes and the assignee is active."""
+    the assignee's): nothing is inserted unless the account passes, the assignee is active and
+    (`unique`: compared by email, phone or both) no live lead the caller may see repeats it."""
     source: Any = CALLER
     conditions = [*CALLER_OK, CLAIMED_ROLE]
     if named_assignee:
         source = CALLER.join(_assignee, _assignee.c.id == ASSIGNEE_ID)
         conditions.append(_assignee.c.is_active.is_(True))
+    if unique is not None:
+        conditions.append(no_duplicate(unique, scoped=not superuser))
     row = select(*(bindparam(c.key, type_=c.type) for c in _INSERTED))
     row = row.select_from(source).where(*conditions)
     return insert(_leads).from_select([c.key for c in _INSERTED], row).returning(*LEAD_COLUMNS)
@@ -209,11 +221,14 @@ def _with_event(insert_lead: Insert) -> Select[Any]:
     return select(*new.c).add_cte(insert_event)
 
 
-# The shapes hold no values of their own: built once (and so compiled once).
-INSERT_FOR_CALLER = {
-    (superuser, named): _insert_for_caller(superuser, named)
+# (superuser, named assignee, compared by): the shapes hold no values of their own, so they
+# are built once (and so compiled once).
+InsertShape = tuple[bool, bool, Shape | None]
+INSERT_FOR_CALLER: dict[InsertShape, Insert] = {
+    (superuser, named, unique): _insert_for_caller(superuser, named, unique)
     for superuser in (False, True)
     for named in (False, True)
+    for unique in (None, *SHAPES)
     if superuser or not named
 }
 INSERT_WITH_EVENT = {
@@ -238,11 +253,17 @@ def row_values(lead: Lead) -> dict[str, Any]:
 class LeadCreation:
     @staticmethod
     async def create(
-        writer: Writer, lead_data: Mapping[str, Any] | Any, caller: AccessClaims
+        writer: Writer,
+        lead_data: Mapping[str, Any] | Any,
+        caller: AccessClaims,
+        *,
+        on_duplicate: OnDuplicate = OnDuplicate.ALLOW,
     ) -> LeadRow:
         """What `LeadService.create_lead` does for the caller, in one statement when it
         succeeds. A request refused before the statement still hears 401 first if the
-        account may not act; a token whose role hint went stale is served as the role stored."""
+        account may not act; a token whose role hint went stale is served as the role stored.
+        `on_duplicate=REJECT`: DuplicateLeadException for a lead whose email or phone a live
+        lead the caller may see has (app/services/lead_duplicates.py)."""
         superuser = caller.superuser
         if superuser is None:
             superuser = await account_role(writer, caller)
@@ -267,14 +288,19 @@ class LeadCreation:
                 if named:  # as in LeadService: the assignee is checked before the fields
                     await check_assignee(writer, assignee_id)
                 raise
+            check = None
+            if on_duplicate is OnDuplicate.REJECT:
+                check = contact_check(lead, None if superuser else caller.user_id)
             params = {
                 **row_values(lead),
                 **account_params(caller),
                 "caller_superuser": superuser,
                 "assignee_id": assignee_id,
+                **(check.params if check else {}),
             }
             event = bound(created_event(lead, new.note))
-            rows = await _store(writer, (superuser, named), params, event)
+            shape = (superuser, named, check.shape if check else None)
+            rows = await _store(writer, shape, params, event)
             if rows:
                 return LeadRow._make(rows[0])
             stored = await account_role(writer, caller)
@@ -283,12 +309,13 @@ class LeadCreation:
                 continue
             if named:
                 await check_assignee(writer, assignee_id)
-            # Both pass now: one of them changed between the two statements. Try again.
+            await refuse_duplicates(writer.rows, check)
+            # All pass now: one of them changed between the statements. Try again.
         raise AuthenticationException(INVALID_TOKEN)
 
 
 async def _store(
-    writer: Writer, shape: tuple[bool, bool], params: dict[str, Any], event: dict[str, Any]
+    writer: Writer, shape: InsertShape, params: dict[str, Any], event: dict[str, Any]
 ) -> list[tuple]:
     """The new lead's row (none if the checks failed), its event written with it. Sent with
     an Idempotency-Key, the same statements run in a transaction that claims the key first and
@@ -305,7 +332,7 @@ async def _store(
 async def _insert(
     on: Reader,
     dialect: str,
-    shape: tuple[bool, bool],
+    shape: InsertShape,
     params: dict[str, Any],
     event: dict[str, Any],
 ) -> list[tuple]:
@@ -322,7 +349,7 @@ async def _insert(
 async def _store_once(
     writer: Writer,
     call: idempotency.IdempotentCall,
-    shape: tuple[bool, bool],
+    shape: InsertShape,
     params: dict[str, Any],
     event: dict[str, Any],
 ) -> list[tuple]:

@@ -76,6 +76,7 @@ from app.services.lead_creation import (
     note_text,
     prepare_new_lead,
 )
+from app.services.lead_duplicates import OnDuplicate, contact_check, refuse_duplicates
 from app.services.lead_events import changes_between, erase_event_values, event_values, record
 from app.services.lead_queries import (
     LeadPageResult,
@@ -197,11 +198,17 @@ class LeadService:
     @staticmethod
     @transactional
     async def create_lead(
-        db: AsyncSession, lead_data: Mapping[str, Any] | Any, user_id: int
+        db: AsyncSession,
+        lead_data: Mapping[str, Any] | Any,
+        user_id: int,
+        *,
+        on_duplicate: OnDuplicate = OnDuplicate.ALLOW,
     ) -> Lead:
         """A new lead, scored automatically unless `lead_score` is given (then it is manual).
 
         An agent's lead is assigned to that agent; only a superuser may assign it elsewhere.
+        `on_duplicate=REJECT`: DuplicateLeadException when a live lead the user may see has
+        its email or phone.
         """
         data = as_data(lead_data)
         reject_unknown_fields(data, CREATE_FIELDS)
@@ -212,6 +219,9 @@ class LeadService:
         if assignee_id is not None and assignee is None:
             assignee = await _active_user(db, assignee_id, role=NEW_LEAD_ROLE)
         lead = build_new_lead(new, user.id, assignee_id)
+        if on_duplicate is OnDuplicate.REJECT:
+            owner = None if user.is_superuser else user.id
+            await refuse_duplicates(_rows_of(db), contact_check(lead, owner))
         db.add(lead)
         await db.flush()
         record(db, created_event(lead, new.note))
@@ -278,6 +288,10 @@ class LeadService:
                 )
             await db.delete(lead)
             await erase_event_values(db, lead.id)
+            # Leads merged into it stay archived, as leads of their own (no foreign key).
+            await db.execute(
+                update(Lead).where(Lead.merged_into_id == lead.id).values(merged_into_id=None)
+            )
             record(
                 db,
                 event_values(
@@ -316,6 +330,11 @@ class LeadService:
         Restoring a lead that is not archived changes nothing."""
         user = await get_acting_user(db, user_id)
         lead = await _lead_to_change(db, lead_id, user, if_match)
+        if lead.merged_into_id is not None:
+            raise ConflictException(
+                f"Lead {lead.id} was merged into lead {lead.merged_into_id}: "
+                f"POST /leads/{lead.merged_into_id}/unmerge brings it back."
+            )
         if lead.archived_at is not None:
             now = utcnow()
             before = _archive_fields(lead)
@@ -565,6 +584,13 @@ def _record_change(
     record_change(db, lead, type_, actor_id, changes, note, at)
 
 
+def _rows_of(db: AsyncSession) -> Any:
+    async def rows(statement: Any, params: dict[str, Any]) -> list[Any]:
+        return list(await db.execute(statement, params))
+
+    return rows
+
+
 async def _with_assignee(db: AsyncSession, lead: Lead) -> Lead:
     """Load `lead.assignee` (the model's relationships never load implicitly)."""
     await db.flush()
@@ -572,10 +598,13 @@ async def _with_assignee(db: AsyncSession, lead: Lead) -> Lead:
     return lead
 
 
-async def visible_lead(db: AsyncSession, lead_id: int, user: User) -> Lead:
-    """The lead, if `user` may see it (a superuser: any; an agent: their own); otherwise
-    LeadNotFoundException, the same answer as for a lead that does not exist."""
-    lead = await _load_lead(db, lead_id)
+async def visible_lead(
+    db: AsyncSession, lead_id: int, user: User, *, for_update: bool = False
+) -> Lead:
+    """The lead (locked, `for_update`), if `user` may see it (a superuser: any; an agent:
+    their own); otherwise LeadNotFoundException, the same answer as for a lead that does not
+    exist."""
+    lead = await _load_lead(db, lead_id, for_update=for_update)
     _ensure_may_touch(user, lead)
     return lead
 

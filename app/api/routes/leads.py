@@ -28,6 +28,7 @@ from app.api.render import (
 )
 from app.api.uploads import uploaded_file
 from app.schemas.common import MAX_ID, given
+from app.schemas.duplicates import DuplicateCandidates, LeadMerge, LeadMergeResult
 from app.schemas.filters import LeadExportQuery, LeadListQuery
 from app.schemas.history import LeadHistoryPage, LeadHistoryQuery, LeadStatusHistory
 from app.schemas.lead import (
@@ -44,11 +45,14 @@ from app.schemas.lead import (
 )
 from app.schemas.lead_import import ImportJob, ImportQuery, ImportReport
 from app.services import LeadService
+from app.services.duplicate_candidates import DuplicateCandidates as Candidates
 from app.services.lead_changes import LeadChanges
 from app.services.lead_creation import LeadCreation
+from app.services.lead_duplicates import OnDuplicate
 from app.services.lead_export import LeadExport, csv_chunks, jsonl_chunks, lead_batches
 from app.services.lead_history import LeadHistory
 from app.services.lead_imports import ImportOptions, LeadImports
+from app.services.lead_merges import LeadMerges
 from app.services.lead_reads import LeadReads
 
 router = APIRouter(prefix="/leads", tags=["leads"])
@@ -105,7 +109,18 @@ async def list_leads(access: ReadAccess, query: Annotated[LeadListQuery, Query()
     },
 )
 async def create_lead(
-    body: LeadCreate, access: WriteAccess, request: Request, once: OnceDep
+    body: LeadCreate,
+    access: WriteAccess,
+    request: Request,
+    once: OnceDep,
+    on_duplicate: Annotated[
+        OnDuplicate,
+        Query(
+            description="reject (default): 409 `duplicate` when a live lead you may see has "
+            "this email (in any case) or phone, naming them in `duplicates`; allow: create "
+            "it anyway."
+        ),
+    ] = OnDuplicate.REJECT,
 ) -> Response:
     """Scored automatically unless `lead_score` is given. An agent's lead is assigned to the
     agent; a superuser may name any active user in `assigned_to`.
@@ -113,6 +128,9 @@ async def create_lead(
     Refused with 422 although the schema alone allows them: an email whose syntax is invalid
     (the check is stricter than JSON Schema's `format: email`), and a lead with neither an
     email nor a phone number (a blank one counts as none).
+
+    An agent is only told of their own leads: another agent's lead with the same email is not
+    revealed, and the lead is created.
 
     With an `Idempotency-Key`, a retry of the same request gets the first answer again and
     creates nothing: 422 if the key was first used with another body, 409 while the first
@@ -126,7 +144,9 @@ async def create_lead(
         return lead_response(lead, status_code=status.HTTP_201_CREATED, headers=location)
 
     async with once.run(access.claims.user_id, render) as outcome:
-        lead = await LeadCreation.create(access.writer, body, access.claims)
+        lead = await LeadCreation.create(
+            access.writer, body, access.claims, on_duplicate=on_duplicate
+        )
     return outcome.or_render(render, lead)
 
 
@@ -342,6 +362,25 @@ async def get_lead_history(
 
 
 @router.get(
+    "/{lead_id:int}/duplicates",
+    summary="A lead's likely duplicates",
+    response_model=DuplicateCandidates,
+    status_code=status.HTTP_200_OK,
+    responses=LEAD_ERRORS,
+)
+async def get_lead_duplicates(
+    lead_id: LeadId, db: SessionDep, user: CurrentUser
+) -> DuplicateCandidates:
+    """Live leads that may be the same person: the same email (case aside) or phone, or a
+    first name, last name and company alike this lead's (case and accents aside), each with a
+    `score` and what matched. An agent is shown only their own leads. Merge the ones that are
+    with `POST /leads/{id}/merge`. An archived lead's candidates stay readable, as the lead
+    does."""
+    found = await Candidates.of_lead(db, lead_id, user.id)
+    return DuplicateCandidates.model_validate({"items": found})
+
+
+@router.get(
     "/{lead_id:int}/history/status",
     summary="Time in each status",
     response_model=LeadStatusHistory,
@@ -406,13 +445,56 @@ async def delete_lead(
     summary="Restore an archived lead",
     response_model=LeadRead,
     status_code=status.HTTP_200_OK,
-    responses={**lead_answer(), **LEAD_ERRORS, **CONDITIONAL_ERRORS},
+    responses={**lead_answer(), **LEAD_ERRORS, **error_responses(409), **CONDITIONAL_ERRORS},
 )
 async def restore_lead(
     lead_id: LeadId, db: SessionDep, user: CurrentUser, if_match: IfMatch
 ) -> Response:
+    """409 for a lead that was merged into another: unmerge that one instead."""
     lead = await LeadService.restore_lead(db, lead_id, user_id=user.id, if_match=if_match)
     return lead_response(lead)
+
+
+@router.post(
+    "/{lead_id:int}/merge",
+    summary="Merge duplicates into a lead",
+    response_model=LeadMergeResult,
+    status_code=status.HTTP_200_OK,
+    responses=WRITE_ERRORS,
+)
+async def merge_leads(
+    lead_id: LeadId, body: LeadMerge, db: SessionDep, user: CurrentUser
+) -> LeadMergeResult:
+    """Folds the leads in `merge_ids` into this one, in one transaction: fields as `fields`
+    says (else this lead's own value, else the first one found), tags united, call attempts
+    added, the latest contact date kept, notes interleaved in time order with a line naming
+    the merged leads, and the score computed again unless it is manual. The merged leads are
+    archived with `merged_into_id`. Each lead gets a `lead.merged` event. A superuser may merge
+    any leads, an agent only their own: another's, like a lead that does not exist, is 404,
+    whether in the path or in `merge_ids`. 409 if one of them is archived.
+    Refused with 422 although the schema allows it: a `fields` value that is neither this
+    lead's id nor one of `merge_ids`, `merge_ids` naming this lead or one lead twice, and
+    fields that would leave the lead with neither email nor phone."""
+    lead, merged = await LeadMerges.merge(
+        db, lead_id, body.merge_ids, user_id=user.id, fields=body.fields
+    )
+    return LeadMergeResult.model_validate({"lead": lead, "merged": merged})
+
+
+@router.post(
+    "/{lead_id:int}/unmerge",
+    summary="Undo the last merge into a lead",
+    response_model=LeadMergeResult,
+    status_code=status.HTTP_200_OK,
+    responses=WRITE_ERRORS,
+)
+async def unmerge_leads(lead_id: LeadId, db: SessionDep, user: CurrentUser) -> LeadMergeResult:
+    """Brings back the leads of this lead's last merge and gives every field of every one of
+    them the value it had before (from the `lead.merged` events); each gets a `lead.unmerged`
+    event. 409 if nothing was merged into it, or if any of them changed since the merge (the
+    answer names the change): undoing it would undo that change too."""
+    lead, restored = await LeadMerges.unmerge(db, lead_id, user_id=user.id)
+    return LeadMergeResult.model_validate({"lead": lead, "merged": restored})
 
 
 @router.post(

@@ -362,6 +362,9 @@ export interface paths {
          *     (the check is stricter than JSON Schema's `format: email`), and a lead with neither an
          *     email nor a phone number (a blank one counts as none).
          *
+         *     An agent is only told of their own leads: another agent's lead with the same email is not
+         *     revealed, and the lead is created.
+         *
          *     With an `Idempotency-Key`, a retry of the same request gets the first answer again and
          *     creates nothing: 422 if the key was first used with another body, 409 while the first
          *     request still runs.
@@ -550,6 +553,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/leads/{lead_id}/duplicates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A lead's likely duplicates
+         * @description Live leads that may be the same person: the same email (case aside) or phone, or a
+         *     first name, last name and company alike this lead's (case and accents aside), each with a
+         *     `score` and what matched. An agent is shown only their own leads. Merge the ones that are
+         *     with `POST /leads/{id}/merge`. An archived lead's candidates stay readable, as the lead
+         *     does.
+         */
+        get: operations["getLeadDuplicates"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/leads/{lead_id}/history/status": {
         parameters: {
             query?: never;
@@ -580,8 +607,63 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Restore an archived lead */
+        /**
+         * Restore an archived lead
+         * @description 409 for a lead that was merged into another: unmerge that one instead.
+         */
         post: operations["restoreLead"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/leads/{lead_id}/merge": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Merge duplicates into a lead
+         * @description Folds the leads in `merge_ids` into this one, in one transaction: fields as `fields`
+         *     says (else this lead's own value, else the first one found), tags united, call attempts
+         *     added, the latest contact date kept, notes interleaved in time order with a line naming
+         *     the merged leads, and the score computed again unless it is manual. The merged leads are
+         *     archived with `merged_into_id`. Each lead gets a `lead.merged` event. A superuser may merge
+         *     any leads, an agent only their own: another's, like a lead that does not exist, is 404,
+         *     whether in the path or in `merge_ids`. 409 if one of them is archived.
+         *     Refused with 422 although the schema allows it: a `fields` value that is neither this
+         *     lead's id nor one of `merge_ids`, `merge_ids` naming this lead or one lead twice, and
+         *     fields that would leave the lead with neither email nor phone.
+         */
+        post: operations["mergeLeads"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/leads/{lead_id}/unmerge": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Undo the last merge into a lead
+         * @description Brings back the leads of this lead's last merge and gives every field of every one of
+         *     them the value it had before (from the `lead.merged` events); each gets a `lead.unmerged`
+         *     event. 409 if nothing was merged into it, or if any of them changed since the merge (the
+         *     answer names the change): undoing it would undo that change too.
+         */
+        post: operations["unmergeLeads"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1141,6 +1223,51 @@ export interface components {
          * @enum {string}
          */
         DeliveryStatus: "pending" | "delivered" | "failed";
+        /**
+         * DuplicateCandidate
+         * @description A live lead that may be the same person as the one asked about.
+         */
+        DuplicateCandidate: {
+            /** @description The candidate. */
+            lead: components["schemas"]["LeadRead"];
+            /**
+             * Score
+             * @description How likely the two are one person, 0-1: 1 - (1 - 0.9 if the email is shared) x (1 - 0.8 if the phone is) x (1 - the names' similarity).
+             */
+            score: number;
+            /**
+             * Matched On
+             * @description What the two share: the email (case aside), the phone, or first name, last name and company alike (pg_trgm similarity of 0.3 or more, case and accents aside).
+             */
+            matched_on: ("email" | "phone" | "name+company")[];
+        };
+        /**
+         * DuplicateCandidates
+         * @description A lead's likely duplicates, best first.
+         */
+        DuplicateCandidates: {
+            /**
+             * Items
+             * @description At most 20, highest score first (ties: lowest id first).
+             */
+            items: components["schemas"]["DuplicateCandidate"][];
+        };
+        /**
+         * DuplicateOf
+         * @description A lead that a new one repeats.
+         */
+        DuplicateOf: {
+            /**
+             * Id
+             * @description The lead's id.
+             */
+            id: number;
+            /**
+             * Matched On
+             * @description What the two share.
+             */
+            matched_on: ("email" | "phone")[];
+        };
         /** ErrorItem */
         ErrorItem: {
             /**
@@ -1185,6 +1312,11 @@ export interface components {
              * @description The request's X-Request-ID (500 only): quote it to find the logged error.
              */
             request_id?: string;
+            /**
+             * Duplicates
+             * @description 409 `duplicate` of a new lead only: the live leads you may see with its email or phone.
+             */
+            duplicates?: components["schemas"]["DuplicateOf"][];
         };
         /** EventActor */
         EventActor: {
@@ -1495,7 +1627,7 @@ export interface components {
          * LeadEventType
          * @enum {string}
          */
-        LeadEventType: "lead.created" | "lead.updated" | "lead.note_added" | "lead.call_recorded" | "lead.archived" | "lead.restored" | "lead.deleted" | "lead.assigned" | "lead.status_changed";
+        LeadEventType: "lead.created" | "lead.updated" | "lead.note_added" | "lead.call_recorded" | "lead.archived" | "lead.restored" | "lead.deleted" | "lead.assigned" | "lead.status_changed" | "lead.merged" | "lead.unmerged";
         /**
          * LeadFilters
          * @description Which leads: every filter given must match (archived leads only with
@@ -1572,6 +1704,46 @@ export interface components {
              * @description Pass as `cursor` for the next page; null at the end.
              */
             next_cursor: string | null;
+        };
+        /**
+         * LeadMerge
+         * @description Which leads go into this one, and where fields come from.
+         * @example {
+         *       "fields": {
+         *         "email": 103
+         *       },
+         *       "merge_ids": [
+         *         102,
+         *         103
+         *       ]
+         *     }
+         */
+        LeadMerge: {
+            /**
+             * Merge Ids
+             * @description The leads to fold into this one (not this one, none twice): archived afterwards, with `merged_into_id` set.
+             */
+            merge_ids: number[];
+            /**
+             * Fields
+             * @description Field -> the id (this lead's or one of `merge_ids`) whose value this lead takes. A field not named keeps this lead's value, or if it has none takes the first one found in `merge_ids`' order. Tags are always united, call attempts added, the latest contact date kept and the notes interleaved in time order.
+             */
+            fields?: {
+                [key: string]: number;
+            };
+        };
+        /**
+         * LeadMergeResult
+         * @description The lead that remains, and the leads merged into it (or brought back by an unmerge).
+         */
+        LeadMergeResult: {
+            /** @description The lead merged into, as it is now. */
+            lead: components["schemas"]["LeadRead"];
+            /**
+             * Merged
+             * @description The merged leads as they are now: archived with `merged_into_id` after a merge, live again after an unmerge.
+             */
+            merged: components["schemas"]["LeadRead"][];
         };
         /**
          * LeadPage
@@ -1733,6 +1905,11 @@ export interface components {
             archived_at: string | null;
             /** @description The status it had when archived; restoring gives it back. */
             status_before_archive: components["schemas"]["LeadStatus"] | null;
+            /**
+             * Merged Into Id
+             * @description The lead it was merged into (then it is archived); null otherwise.
+             */
+            merged_into_id: number | null;
             /**
              * Version
              * @description 1 when created, one more on every change to the lead.
@@ -1992,6 +2169,11 @@ export interface components {
              */
             text: string;
         };
+        /**
+         * OnDuplicate
+         * @enum {string}
+         */
+        OnDuplicate: "allow" | "reject";
         /**
          * OnError
          * @enum {string}
@@ -2340,7 +2522,7 @@ export interface components {
              * Event Types
              * @description The event types to deliver, or `["*"]` for all of them.
              */
-            event_types: (("lead.created" | "lead.updated" | "lead.note_added" | "lead.call_recorded" | "lead.archived" | "lead.restored" | "lead.deleted" | "lead.assigned" | "lead.status_changed") | "*")[];
+            event_types: (("lead.created" | "lead.updated" | "lead.note_added" | "lead.call_recorded" | "lead.archived" | "lead.restored" | "lead.deleted" | "lead.assigned" | "lead.status_changed" | "lead.merged" | "lead.unmerged") | "*")[];
             /**
              * Description
              * @description What it is for.
@@ -2527,7 +2709,7 @@ export interface components {
              * Event Types
              * @description The event types, or `["*"]`.
              */
-            event_types?: (("lead.created" | "lead.updated" | "lead.note_added" | "lead.call_recorded" | "lead.archived" | "lead.restored" | "lead.deleted" | "lead.assigned" | "lead.status_changed") | "*")[];
+            event_types?: (("lead.created" | "lead.updated" | "lead.note_added" | "lead.call_recorded" | "lead.archived" | "lead.restored" | "lead.deleted" | "lead.assigned" | "lead.status_changed" | "lead.merged" | "lead.unmerged") | "*")[];
             /**
              * Description
              * @description What it is for.
@@ -3774,7 +3956,10 @@ export interface operations {
     };
     createLead: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description reject (default): 409 `duplicate` when a live lead you may see has this email (in any case) or phone, naming them in `duplicates`; allow: create it anyway. */
+                on_duplicate?: components["schemas"]["OnDuplicate"];
+            };
             header?: {
                 /** @description 1-255 printable ASCII characters (spaces inside only) naming this request, new for each new request: a retry with the same key and the same body gets the first answer again (with `Idempotent-Replayed: true`) and changes nothing. Kept per user for IDEMPOTENCY_TTL_SECONDS (a day). */
                 "Idempotency-Key"?: string;
@@ -4542,7 +4727,7 @@ export interface operations {
                 /** @description Only events of these types; repeat the parameter for several. */
                 type?: components["schemas"]["LeadEventType"][] | null;
                 /** @description Only events that changed this field. */
-                field?: ("id" | "first_name" | "last_name" | "email" | "phone" | "company" | "job_title" | "source" | "status" | "assigned_to" | "lead_score" | "score_is_manual" | "probability" | "estimated_value" | "tags" | "notes" | "call_attempts" | "last_contact_date" | "next_follow_up_date" | "created_by" | "created_at" | "updated_at" | "status_changed_at" | "archived_at" | "status_before_archive" | "version") | null;
+                field?: ("id" | "first_name" | "last_name" | "email" | "phone" | "company" | "job_title" | "source" | "status" | "assigned_to" | "lead_score" | "score_is_manual" | "probability" | "estimated_value" | "tags" | "notes" | "call_attempts" | "last_contact_date" | "next_follow_up_date" | "created_by" | "created_at" | "updated_at" | "status_changed_at" | "archived_at" | "status_before_archive" | "merged_into_id" | "version") | null;
             };
             header?: never;
             path: {
@@ -4560,6 +4745,65 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LeadHistoryPage"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    getLeadDuplicates: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The lead's id. */
+                lead_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DuplicateCandidates"];
                 };
             };
             /** @description not_authenticated */
@@ -4721,6 +4965,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description precondition_failed */
             412: {
                 headers: {
@@ -4741,6 +4994,182 @@ export interface operations {
             };
             /** @description precondition_required */
             428: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    mergeLeads: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The lead's id. */
+                lead_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LeadMerge"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LeadMergeResult"];
+                };
+            };
+            /** @description bad_request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description request_too_large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    unmergeLeads: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The lead's id. */
+                lead_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LeadMergeResult"];
+                };
+            };
+            /** @description bad_request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description request_too_large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
