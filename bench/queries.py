@@ -51,6 +51,7 @@ LEAD_COLUMNS = (
     "status_changed_at",
     "archived_at",
     "status_before_archive",
+    "merged_into_id",
     "version",
 )
 SELECT_COLUMNS = ", ".join(f"leads.{name}" for name in LEAD_COLUMNS)
