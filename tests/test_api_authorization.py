@@ -452,6 +452,7 @@ ENDPOINTS: dict[str, Callable[[World], Call]] = {
     "GET /leads/{id}": lambda w: Call("GET", f"/leads/{w.own}"),
     "GET /leads/{id}/history": lambda w: Call("GET", f"/leads/{w.own}/history"),
     "GET /leads/{id}/duplicates": lambda w: Call("GET", f"/leads/{w.own}/duplicates"),
+    "GET /leads/{id}/score": lambda w: Call("GET", f"/leads/{w.own}/score"),
     "GET /leads/{id}/history/status": lambda w: Call("GET", f"/leads/{w.own}/history/status"),
     "PATCH /leads/{id}": lambda w: Call("PATCH", f"/leads/{w.own}", {"status": "QUALIFIED"}),
     "DELETE /leads/{id}": lambda w: Call("DELETE", f"/leads/{w.own}"),
@@ -782,6 +783,15 @@ def merged(survivor: str, *attrs: str) -> Check:
 async def unmerged(db: AsyncSession, w: World, r: httpx.Response) -> None:
     [back] = r.json()["merged"]
     assert back["merged_into_id"] is None and back["archived_at"] is None
+
+
+def explains_score(attr: str) -> Check:
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        body = r.json()
+        assert body["score"] == (await lead_row(db, getattr(w, attr)))["lead_score"]
+        assert body["base"] + sum(f["points"] for f in body["factors"]) >= body["score"]
+
+    return check
 
 
 def qualified(attr: str) -> Check:
@@ -1668,6 +1678,29 @@ CASES = [
         200,
         unmerged,
         setup=merged_into("other", "other_agent"),
+    ),
+    Case(
+        "GET /leads/{id}/score",
+        "agent",
+        "agent",
+        lambda w: Call("GET", f"/leads/{w.own}/score"),
+        200,
+        explains_score("own"),
+    ),
+    Case(
+        "GET /leads/{id}/score",
+        "other_agent",
+        "agent",
+        lambda w: Call("GET", f"/leads/{w.other}/score"),
+        404,
+    ),
+    Case(
+        "GET /leads/{id}/score",
+        "superuser",
+        "superuser",
+        lambda w: Call("GET", f"/leads/{w.other}/score"),
+        200,
+        explains_score("other"),
     ),
     Case(
         "GET /leads/{id}/duplicates",

@@ -44,6 +44,7 @@ from app.schemas.lead import (
     NoteCreate,
 )
 from app.schemas.lead_import import ImportJob, ImportQuery, ImportReport
+from app.schemas.scores import LeadScore
 from app.services import LeadService
 from app.services.duplicate_candidates import DuplicateCandidates as Candidates
 from app.services.lead_changes import LeadChanges
@@ -54,6 +55,7 @@ from app.services.lead_history import LeadHistory
 from app.services.lead_imports import ImportOptions, LeadImports
 from app.services.lead_merges import LeadMerges
 from app.services.lead_reads import LeadReads
+from app.services.lead_scores import LeadScores
 
 router = APIRouter(prefix="/leads", tags=["leads"])
 
@@ -378,6 +380,21 @@ async def get_lead_duplicates(
     does."""
     found = await Candidates.of_lead(db, lead_id, user.id)
     return DuplicateCandidates.model_validate({"items": found})
+
+
+@router.get(
+    "/{lead_id:int}/score",
+    summary="Why a lead has its score",
+    response_model=LeadScore,
+    status_code=status.HTTP_200_OK,
+    responses=LEAD_ERRORS,
+)
+async def get_lead_score(lead_id: LeadId, db: SessionDep, user: CurrentUser) -> LeadScore:
+    """The points table's lines that apply to the lead (`factors`), which with `base` add up
+    to the automatic score before the cap of 100, and `version`, naming the rules in force. A
+    manual score is shown as stored, its automatic one beside it. An archived lead's stays
+    readable, as the lead does."""
+    return LeadScore.model_validate(await LeadScores.explain(db, lead_id, user.id))
 
 
 @router.get(

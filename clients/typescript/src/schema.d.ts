@@ -577,6 +577,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/leads/{lead_id}/score": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Why a lead has its score
+         * @description The points table's lines that apply to the lead (`factors`), which with `base` add up
+         *     to the automatic score before the cap of 100, and `version`, naming the rules in force. A
+         *     manual score is shown as stored, its automatic one beside it. An archived lead's stays
+         *     readable, as the lead does.
+         */
+        get: operations["getLeadScore"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/leads/{lead_id}/history/status": {
         parameters: {
             query?: never;
@@ -1932,6 +1955,47 @@ export interface components {
             is_hot_lead: boolean;
         };
         /**
+         * LeadScore
+         * @description Why a lead has its score.
+         */
+        LeadScore: {
+            /**
+             * Score
+             * @description The lead's score as stored (0-100).
+             */
+            score: number;
+            /**
+             * Is Manual
+             * @description Set by hand: then `factors` explain the automatic score it replaces.
+             */
+            is_manual: boolean;
+            /**
+             * Automatic Score
+             * @description The score the rules give: `base` plus every factor's points, at most 100. Equal to `score` unless the score is manual.
+             */
+            automatic_score: number;
+            /**
+             * Version
+             * @description Names the rules in force: a hash of the points table and the settings it reads (FREE_EMAIL_DOMAINS, HIGH_VALUE_TAGS).
+             */
+            version: string;
+            /**
+             * Base
+             * @description The points every lead starts with.
+             */
+            base: number;
+            /**
+             * Factors
+             * @description The rules that apply, in the table's order; the source always.
+             */
+            factors: components["schemas"]["ScoreFactorRead"][];
+            /**
+             * Capped
+             * @description Whether base and factors add up to more than 100.
+             */
+            capped: boolean;
+        };
+        /**
          * LeadSource
          * @enum {string}
          */
@@ -2209,6 +2273,28 @@ export interface components {
              * @description The refresh token, as it was handed out.
              */
             refresh_token: string;
+        };
+        /**
+         * ScoreFactorRead
+         * @description One line of the points table that applies to the lead.
+         */
+        ScoreFactorRead: {
+            /**
+             * Factor
+             * @description Which rule.
+             * @enum {string}
+             */
+            factor: "source" | "company" | "business_email" | "high_value_tag";
+            /**
+             * Value
+             * @description What it applied to: the source, the email's domain or the tag; null for the company.
+             */
+            value: string | null;
+            /**
+             * Points
+             * @description The points it adds.
+             */
+            points: number;
         };
         /**
          * SessionPage
@@ -4804,6 +4890,65 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DuplicateCandidates"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    getLeadScore: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The lead's id. */
+                lead_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LeadScore"];
                 };
             };
             /** @description not_authenticated */
