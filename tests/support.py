@@ -569,8 +569,9 @@ class Received:
 class Receiver:
     """A real HTTP server on 127.0.0.1 that records every request it is sent, for the webhook
     tests: `status` is what it answers (and `answer` the body); `hold` makes it wait before
-    answering (a receiver that hangs). `stop()` and `start()` again take it down and bring it
-    back on the same port. HTTP/1.1 with `Connection: close`: one request per connection."""
+    answering (a receiver that hangs), `delay` takes that many seconds over each answer.
+    `stop()` and `start()` again take it down and bring it back on the same port. HTTP/1.1
+    with `Connection: close`: one request per connection."""
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -580,6 +581,7 @@ class Receiver:
         self.answer = b""
         self.extra_headers: dict[str, str] = {}
         self.hold: asyncio.Event | None = None
+        self.delay = 0.0
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -604,6 +606,7 @@ class Receiver:
             self.received.append(Received(headers, body))
             if self.hold is not None:
                 await self.hold.wait()
+            await asyncio.sleep(self.delay)
             extra = "".join(f"{k}: {v}\r\n" for k, v in self.extra_headers.items())
             writer.write(
                 f"HTTP/1.1 {self.status} X\r\nContent-Length: {len(self.answer)}\r\n"

@@ -171,6 +171,47 @@ async def test_two_workers_deliver_each_of_2000_events_exactly_once(
     assert [int(i) for i in hook.ids()] == sorted(int(i) for i in hook.ids())
 
 
+@postgres_only
+async def test_a_batch_slower_than_its_lease_is_not_taken_over_and_sent_twice(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """With WEBHOOK_TIMEOUT_SECONDS=1 a claim leases its batch for 2 x 1 + 5 = 7 s; 30 answers
+    of 0.4 s each take 12. The sending worker renews the lease as it goes, so the second
+    worker, polling all along, never finds the rest of the batch free."""
+    async with world(tmp_path, settings) as (url, engine, headers, client), receiver() as hook:
+        await subscribe(client, headers, hook)
+        hook.delay = 0.4
+        async with AsyncSession(engine) as session:
+            await seed_demo(session, 30, agents=1)
+            lead_ids = list(await session.scalars(select(Lead.id).order_by(Lead.id)))
+        moved = await client.post(  # 30 events, one subscription: one batch
+            f"{API}/leads/bulk/status",
+            json={"lead_ids": lead_ids, "status": "QUALIFIED"},
+            headers=headers,
+        )
+        assert moved.status_code == 200, moved.text
+        workers = [
+            start_worker(
+                url,
+                tmp_path,
+                WEBHOOK_ALLOW_PRIVATE_NETWORKS="true",
+                WEBHOOK_TIMEOUT_SECONDS="1",
+                WEBHOOK_POLL_SECONDS="0.05",
+            )
+            for _ in range(2)
+        ]
+        try:
+            await until(delivered(engine, 30), "all 30 are recorded delivered")
+            await asyncio.sleep(1)  # time for a duplicate to show up, if one were coming
+        finally:
+            for worker in workers:
+                stop(worker)
+
+    counts = Counter(hook.ids())
+    assert len(counts) == 30
+    assert max(counts.values()) == 1, counts
+
+
 async def test_a_worker_stopped_with_sigterm_finishes_what_it_was_sending(
     tmp_path: Path, settings: Settings
 ) -> None:

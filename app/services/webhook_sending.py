@@ -7,7 +7,9 @@
   the head held and leaves the subscription alone. So a subscription's events go out one at a
   time, in event order, and a retry in backoff holds back the ones behind it. A worker that
   dies holding a batch lets it go when the lease ends, and another sends it again (at least
-  once).
+  once). The lease is sized for one request; a worker whose batch is still going when less
+  than that is left renews the lease of the rest (`renew`), and stops if it no longer held
+  them, so a batch of slow answers is not taken over and sent twice while it is being sent.
 - **Sending** happens outside any transaction: the URL is checked again (DNS may have changed,
   app/services/webhook_urls.py), the body is signed per Standard Webhooks with the
   `standardwebhooks` package (with the previous secret too, for 24 hours after a rotation),
@@ -340,6 +342,25 @@ async def record_failure(
     )
     if failing is not None:
         await deactivate_for_failures(db, [failing], settings.webhook_disable_after_hours)
+
+
+@transactional
+async def renew(db: AsyncSession, delivery_ids: list[int], lease: timedelta) -> bool:
+    """Extend the lease of a batch's unsent deliveries, while it still holds (a batch of slow
+    answers can outlast one lease): whether every one of them was still held, and so is now
+    for another `lease`. False: a lease ran out first, and another worker may have them."""
+    now = utcnow()
+    result = await db.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id.in_(delivery_ids),
+            WebhookDelivery.status == PENDING,
+            WebhookDelivery.lease_until > now,
+        )
+        .values(lease_until=now + lease)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == len(delivery_ids)  # type: ignore[attr-defined]
 
 
 @transactional

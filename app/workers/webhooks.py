@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -81,18 +82,17 @@ class WebhookWorker:
     async def send_due(self) -> int:
         """Send what is due: for each of up to WEBHOOK_CONCURRENCY subscriptions at once, its
         batch, one delivery after the other; how many were attempted."""
+        lease = webhook_sending.lease_for(self.settings)
         async with self.sessions() as db:
             batches = await webhook_sending.claim_due(
-                db,
-                subscriptions=self.settings.webhook_concurrency,
-                batch=BATCH,
-                lease=webhook_sending.lease_for(self.settings),
+                db, subscriptions=self.settings.webhook_concurrency, batch=BATCH, lease=lease
             )
+        held_until = time.monotonic() + lease.total_seconds()
         if not batches:
             return 0
         self.sending = True
         try:
-            counts = await asyncio.gather(*(self._deliver(batch) for batch in batches))
+            counts = await asyncio.gather(*(self._deliver(batch, held_until) for batch in batches))
         finally:
             self.sending = False
         return sum(counts)
@@ -113,16 +113,30 @@ class WebhookWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.settings.webhook_poll_seconds)
 
-    async def _deliver(self, batch: Batch) -> int:
+    async def _deliver(self, batch: Batch, held_until: float) -> int:
         """Send the batch in order until one fails: its failure is recorded, the rest given
         back (they wait behind its retry). Successes are recorded every RECORD_EVERY and at the
         end; cancelled (a stop past the grace), the worker records what it sent and gives
-        back what it had not."""
+        back what it had not. Before a send that might outlast the lease (`held_until`, on
+        the monotonic clock), the lease of the rest is renewed; if it had run out, the worker
+        stops there and leaves the rest to whoever holds them now."""
         assert self._client is not None, "use the worker as `async with`"
+        lease = webhook_sending.lease_for(self.settings)
+        one_send = 2 * self.settings.webhook_timeout_seconds  # a send and its recording
         delivered: list[tuple[Claimed, int]] = []
         done = 0  # deliveries of the batch sent and answered
         try:
             for claimed in batch.items:
+                if time.monotonic() + one_send >= held_until:
+                    # what was sent is recorded first: unrecorded, it would still be pending,
+                    # the subscription's head, and free for another worker once its lease ends
+                    await self._record(delivered)
+                    rest = [item.id for item in batch.items[done:]]
+                    async with self.sessions() as db:
+                        renewed = await webhook_sending.renew(db, rest, lease)
+                    if not renewed:
+                        return done
+                    held_until = time.monotonic() + lease.total_seconds()
                 outcome = await webhook_sending.send(
                     self._client, claimed, self.settings, resolve=self.resolve
                 )
