@@ -354,3 +354,23 @@ async def test_a_superuser_may_merge_leads_of_different_agents(
     merged = await client.post(merge(survivor), json={"merge_ids": [theirs]}, headers=h)
     assert merged.status_code == 200, merged.text
     assert merged.json()["merged"][0]["assigned_to"] == other_agent.id
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"merge_ids": [2], "fields": {"\\udaed\\udf73": 2}}',
+        '{"merge_ids": [2], "fields": {"email\\u0000": 2}}',
+        '{"merge_ids": [-1], "fields": {"": [{"N": "\\udaed"}, true], "\\u00a7": {}}}',
+    ],
+    ids=["lone_surrogate_key", "nul_key", "nested_junk"],
+)
+async def test_a_hostile_fields_object_is_422_not_500(
+    client: httpx.AsyncClient, h: dict[str, str], make_lead: LeadFactory, body: str
+) -> None:
+    lead = (await make_lead()).id
+    sent = await client.post(
+        merge(lead), content=body, headers={**h, "Content-Type": "application/json"}
+    )
+    assert sent.status_code == 422, sent.text
+    assert sent.json()["errors"], sent.text

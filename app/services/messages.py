@@ -30,7 +30,8 @@ Loc = Sequence[str | int]
 
 def label(loc: Loc) -> str:
     """The field a location names, in words: `["body", "lead_ids", 2]` -> "Item 3 of lead ids"."""
-    names = [part for part in loc if isinstance(part, str) and part not in LOCATIONS]
+    # (an empty name is a dict's empty key, as in `{"fields": {"": ...}}`: no name to show)
+    names = [part for part in loc if isinstance(part, str) and part and part not in LOCATIONS]
     if not names:
         where = next((part for part in loc if part in LOCATIONS), "body")
         return {"query": "The query", "path": "The path"}.get(str(where), "The request body")
