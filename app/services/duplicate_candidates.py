@@ -50,7 +50,7 @@ from app.models.name_likeness import (
     name_key_of,
 )
 from app.services.base import get_acting_user, transactional
-from app.services.lead_duplicates import MAX_SHOWN
+from app.services.lead_duplicates import MAX_SHOWN, SAME_EMAIL, SAME_PHONE
 from app.services.lead_service import visible_lead
 
 EMAIL_WEIGHT = 0.9
@@ -66,9 +66,8 @@ _lead_key = name_key_of(_leads)
 TARGET = select(func.lower(_leads.c.email), _leads.c.phone, _lead_key).where(
     _leads.c.id == _TARGET_ID
 )
-_EMAIL, _PHONE, _NAME_KEY = bindparam("email"), bindparam("phone"), bindparam("name_key")
-_BY_EMAIL = func.lower(_leads.c.email) == _EMAIL
-_BY_PHONE = _leads.c.phone == _PHONE
+_NAME_KEY = bindparam("name_key")
+_BY_EMAIL, _BY_PHONE = SAME_EMAIL, SAME_PHONE
 
 
 def _absent(test: Any, weight: Any) -> Any:
@@ -171,7 +170,7 @@ class DuplicateCandidates:
         user = await get_acting_user(db, user_id)
         await visible_lead(db, lead_id, user)
         email, phone, key = (await db.execute(TARGET, {"lead_id": lead_id})).one()
-        params = {"lead_id": lead_id, "owner_id": user.id, "email": email, "phone": phone}
+        params = {"lead_id": lead_id, "owner_id": user.id, "dup_email": email, "dup_phone": phone}
         params["name_key"] = key
         dialect = db.get_bind().dialect.name
         rows = await db.execute(CANDIDATES[dialect, not user.is_superuser], params)

@@ -40,8 +40,10 @@ class OnDuplicate(StrEnum):
 
 
 _leads = Lead.__table__
-_BY_EMAIL = func.lower(_leads.c.email) == bindparam("dup_email")
-_BY_PHONE = _leads.c.phone == bindparam("dup_phone")
+# The one definition of "the same contact" (the candidates' search uses them too), against
+# values bound as `dup_email` (lowercased) and `dup_phone` (as stored).
+SAME_EMAIL = func.lower(_leads.c.email) == bindparam("dup_email")
+SAME_PHONE = _leads.c.phone == bindparam("dup_phone")
 
 # What a lead is compared by: (has an email, has a phone).
 Shape = tuple[bool, bool]
@@ -70,7 +72,7 @@ def contact_check(lead: Lead, owner_id: int | None) -> ContactCheck | None:
 
 
 def _tests(shape: Shape) -> list[ColumnElement[bool]]:
-    return [test for test, used in zip((_BY_EMAIL, _BY_PHONE), shape, strict=True) if used]
+    return [test for test, used in zip((SAME_EMAIL, SAME_PHONE), shape, strict=True) if used]
 
 
 def _candidates(shape: Shape, scoped: bool) -> list[ColumnElement[bool]]:
