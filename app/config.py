@@ -196,6 +196,10 @@ class Settings(BaseSettings):
     # huge match costs a scan of all of it. `exact_total=true` asks for the exact figure.
     total_count_cap: int = Field(default=10_000, ge=1)
 
+    # Capture forms (issue 17): at most this many submissions per client address, per form,
+    # per minute; the count is kept in the database, so it holds across app processes.
+    capture_rate_per_minute: int = Field(default=10, ge=1, le=100_000)
+
     # Webhooks (app/services/webhooks.py, app/workers/webhooks.py). `python -m app` runs a
     # delivery worker in each app process unless RUN_WEBHOOK_WORKER is false (then run
     # `python -m app worker`). Plain http:// URLs are refused in production unless

@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from importlib.resources import files
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import (
     get_redoc_html,
     get_swagger_ui_html,
@@ -25,6 +24,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.api.cors import ApiCors, CaptureCors
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
 from app.api.observability import RequestObserver, page_csp
@@ -115,9 +115,10 @@ def create_app(*, engine: AsyncEngine | None = None) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         larger={IMPORT_PATH: settings.import_max_bytes},
     )
+    app.add_middleware(CaptureCors)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            ApiCors,
             allow_origins=list(settings.cors_origins),
             allow_credentials=True,
             allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from pydantic import SecretStr
 from sqlalchemy import event, inspect, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from app.api.deps import get_session, get_session_opener
+from app.api.deps import get_session, get_session_opener, get_write_session_opener
 from app.config import Settings, normalize_database_url
 from app.main import create_app
 from app.models import ApiKey, AuthSession, Lead, User
@@ -186,6 +187,7 @@ def app_in_session(engine: AsyncEngine, db: AsyncSession) -> FastAPI:
 
     application.dependency_overrides[get_session] = test_session
     application.dependency_overrides[get_session_opener] = test_sessions
+    application.dependency_overrides[get_write_session_opener] = test_sessions
     # On PostgreSQL still the compiled asyncpg road (app/services/reader.py).
     application.state.reader = session_reader(db)
     application.state.writer = session_writer(db)
@@ -270,3 +272,11 @@ def leads_csv(count: int, *, bad_rows: frozenset[int] = frozenset(), prefix: str
         email = "not-an-email" if n + 2 in bad_rows else f"{prefix}{n}@firm{n % 97}.example"
         lines.append(f"Ada{n},Lovelace,{email},Firm {n % 97},website,imported;csv")
     return ("\n".join(lines) + "\n").encode()
+
+
+def wait_for_a_fresh_minute(margin_seconds: int = 10) -> None:
+    """Sleep into the next minute if this one has less than `margin_seconds` left: for a test
+    of a per-minute count (capture forms' rate limit), which a new minute would reset."""
+    second = datetime.now(UTC).second
+    if second >= 60 - margin_seconds:
+        time.sleep(61 - second)

@@ -38,7 +38,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.models import (
     ApiKey,
+    AssignmentRule,
     AuthSession,
+    CaptureForm,
     Lead,
     LeadImport,
     LeadStatus,
@@ -66,6 +68,8 @@ USERS = User.__table__
 SESSIONS = AuthSession.__table__
 WEBHOOKS = Webhook.__table__
 DELIVERIES = WebhookDelivery.__table__
+RULES = AssignmentRule.__table__
+FORMS = CaptureForm.__table__
 OTHER_SECRET = "an-entirely-different-secret-key-of-decent-length"
 WEBHOOK_URL = "https://93.184.215.14/hook"
 NEW_WEBHOOK = {"url": WEBHOOK_URL, "event_types": ["lead.created"]}
@@ -103,6 +107,9 @@ class World:
     delivery: int
     agent_import: int  # a CSV import each agent sent
     other_import: int
+    rule: int  # an assignment rule the capture form uses, and one nothing uses
+    spare_rule: int
+    form: int  # a capture form
 
 
 @pytest.fixture
@@ -142,6 +149,7 @@ async def world(
         **(await add_webhook(db, boss)),
         agent_import=await add_import(db, agent.id),
         other_import=await add_import(db, other_agent.id),
+        **(await add_capture_form(db, boss, agent.id)),
     )
     await LeadService.delete_lead(db, w.own_archived, user_id=boss)
     await LeadService.delete_lead(db, w.other_archived, user_id=boss)
@@ -165,6 +173,34 @@ async def add_import(db: AsyncSession, owner: int) -> int:
     db.add(job)
     await db.flush()
     return job.id
+
+
+async def add_capture_form(db: AsyncSession, owner: int, agent: int) -> dict[str, int]:
+    """Two assignment rules (one used by a capture form) and the form; their ids."""
+    now = datetime.now(UTC)
+    rules = [
+        AssignmentRule(
+            name=name, strategy="fixed", agent_ids=[agent], created_at=now, updated_at=now
+        )
+        for name in ("Web", "Spare")
+    ]
+    db.add_all(rules)
+    await db.flush()
+    form = CaptureForm(
+        name="Contact",
+        key_digest="0" * 64,
+        key_hint="cf_0000",
+        allowed_origins=[],
+        source="WEBSITE",
+        tags=[],
+        assignment_rule_id=rules[0].id,
+        created_by=owner,
+        created_at=now,
+        updated_at=now,
+    )
+    db.add(form)
+    await db.commit()
+    return {"rule": rules[0].id, "spare_rule": rules[1].id, "form": form.id}
 
 
 async def add_webhook(db: AsyncSession, owner: int) -> dict[str, int]:
@@ -201,9 +237,10 @@ async def add_webhook(db: AsyncSession, owner: int) -> dict[str, int]:
 
 
 async def snapshot(db: AsyncSession) -> tuple[list[tuple[Any, ...]], ...]:
-    """Every column of every lead, user and session, read from the database now."""
+    """Every column of every lead, user, session, webhook, delivery, assignment rule and
+    capture form, read from the database now."""
     tables = []
-    for table in (LEADS, USERS, SESSIONS, WEBHOOKS, DELIVERIES):
+    for table in (LEADS, USERS, SESSIONS, WEBHOOKS, DELIVERIES, RULES, FORMS):
         rows = (await db.execute(select(table).order_by(*table.primary_key))).all()
         tables.append([tuple(row) for row in rows])
     return tuple(tables)
@@ -417,6 +454,29 @@ WEBHOOK_ENDPOINTS: dict[str, Callable[[World], Call]] = {
     ),
 }
 
+# Superusers only too.
+CAPTURE_ENDPOINTS: dict[str, Callable[[World], Call]] = {
+    "POST /assignment-rules": lambda w: Call(
+        "POST", "/assignment-rules", {"name": "New", "strategy": "fixed", "agent_ids": [w.agent]}
+    ),
+    "GET /assignment-rules": lambda w: Call("GET", "/assignment-rules"),
+    "GET /assignment-rules/{id}": lambda w: Call("GET", f"/assignment-rules/{w.rule}"),
+    "PATCH /assignment-rules/{id}": lambda w: Call(
+        "PATCH", f"/assignment-rules/{w.rule}", {"name": "Renamed"}
+    ),
+    "DELETE /assignment-rules/{id}": lambda w: Call("DELETE", f"/assignment-rules/{w.spare_rule}"),
+    "POST /capture-forms": lambda w: Call("POST", "/capture-forms", {"name": "Landing page"}),
+    "GET /capture-forms": lambda w: Call("GET", "/capture-forms"),
+    "GET /capture-forms/{id}": lambda w: Call("GET", f"/capture-forms/{w.form}"),
+    "PATCH /capture-forms/{id}": lambda w: Call(
+        "PATCH", f"/capture-forms/{w.form}", {"name": "Renamed"}
+    ),
+    "DELETE /capture-forms/{id}": lambda w: Call("DELETE", f"/capture-forms/{w.form}"),
+    "POST /capture-forms/{id}/rotate-key": lambda w: Call(
+        "POST", f"/capture-forms/{w.form}/rotate-key"
+    ),
+}
+
 # Each endpoint, called the way the agent could call it successfully (own lead, own account),
 # so a caller whose credentials are ignored would get a 2xx instead of 401.
 ENDPOINTS: dict[str, Callable[[World], Call]] = {
@@ -467,6 +527,7 @@ ENDPOINTS: dict[str, Callable[[World], Call]] = {
     "POST /leads/{id}/notes": lambda w: Call("POST", f"/leads/{w.own}/notes", {"text": "Hi."}),
     "POST /leads/{id}/calls": lambda w: Call("POST", f"/leads/{w.own}/calls", {"note": "Busy."}),
     **WEBHOOK_ENDPOINTS,
+    **CAPTURE_ENDPOINTS,
     # The stream's catching-up form, which ends (ASGITransport answers only once a body has);
     # the open stream, and what each caller's shows, are in tests/test_event_stream.py.
     "GET /events/stream?follow=false": lambda w: Call(
@@ -892,6 +953,23 @@ async def reads_webhook(db: AsyncSession, w: World, r: httpx.Response) -> None:
 
 async def lists_delivery(db: AsyncSession, w: World, r: httpx.Response) -> None:
     assert [item["id"] for item in r.json()["items"]] == [w.delivery]
+
+
+LEAD_BY_RULE = lambda w: Call("POST", "/leads", {**NEW_LEAD, "assignment_rule_id": w.rule})  # noqa: E731
+
+
+async def assigned_by_rule(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert (await lead_row(db, r.json()["id"]))["assigned_to"] == w.agent
+
+
+async def rule_gone(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert (
+        await db.scalar(select(AssignmentRule.id).where(AssignmentRule.id == w.spare_rule)) is None
+    )
+
+
+async def form_gone(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert await db.scalar(select(CaptureForm.id).where(CaptureForm.id == w.form)) is None
 
 
 QUALIFY = {"status": "QUALIFIED"}
@@ -1777,6 +1855,26 @@ CASES = [
         Case("GET /events/stream?follow=false", caller, caller, STREAM_CALL, 200, streams)
         for caller in ("agent", "superuser")
     ],
+    # Assignment rules and capture forms: superusers only
+    *[Case(endpoint, "agent", "agent", call, 403) for endpoint, call in CAPTURE_ENDPOINTS.items()],
+    *[
+        Case(endpoint, "superuser", "superuser", call, status)
+        for endpoint, call, status in (
+            (endpoint, call, 201 if endpoint.startswith("POST /") and "{" not in endpoint else 200)
+            for endpoint, call in CAPTURE_ENDPOINTS.items()
+        )
+        if not endpoint.startswith("DELETE")
+    ],
+    *[
+        Case(endpoint, "superuser", "superuser", CAPTURE_ENDPOINTS[endpoint], 204, check)
+        for endpoint, check in (
+            ("DELETE /assignment-rules/{id}", rule_gone),
+            ("DELETE /capture-forms/{id}", form_gone),
+        )
+    ],
+    # A lead assigned by a rule: superusers only
+    Case("POST /leads", "agent", "agent", LEAD_BY_RULE, 403),
+    Case("POST /leads", "superuser", "superuser", LEAD_BY_RULE, 201, assigned_by_rule),
     # Webhooks: superusers only
     *[Case(endpoint, "agent", "agent", call, 403) for endpoint, call in WEBHOOK_ENDPOINTS.items()],
     *[
@@ -1898,7 +1996,8 @@ def test_every_endpoint_is_in_both_tables(app: Any) -> None:
         if path.startswith(API)
         for method in operations
     }
-    public = {"POST /auth/token", "POST /auth/refresh"}  # tests/test_sessions.py
+    # tests/test_sessions.py; the capture endpoint takes no login: tests/test_lead_capture.py
+    public = {"POST /auth/token", "POST /auth/refresh", "POST /capture/{id}"}
     tabled = {name.split("?")[0] for name in ENDPOINTS} | public
     assert served == tabled
     with_agent_rows = {c.endpoint for c in CASES if c.acting == "agent"}

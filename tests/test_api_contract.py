@@ -368,7 +368,7 @@ async def test_every_201_documents_its_location_header(spec: dict[str, Any]) -> 
         for method, path, operation in operations(spec)
         if "201" in operation["responses"]
     ]
-    assert len(created) == 4  # users, leads, API keys, webhooks
+    assert len(created) == 6  # users, leads, API keys, webhooks, assignment rules, capture forms
     for method, path, response in created:
         assert "Location" in response.get("headers", {}), (method, path)
 
@@ -473,8 +473,10 @@ def text_fields(spec: dict[str, Any], schema: dict[str, Any]) -> list[dict[str, 
 
 async def test_every_text_field_of_a_body_refuses_nul_in_its_schema(spec: dict[str, Any]) -> None:
     from app.models.validation import NO_NUL_PATTERN, NOT_BLANK_PATTERN, PHONE_PATTERN
+    from app.schemas.capture import ORIGIN_PATTERN
 
-    patterns = {NO_NUL_PATTERN, NOT_BLANK_PATTERN, PHONE_PATTERN}
+    # An origin's pattern lists the characters it allows, NUL not among them.
+    patterns = {NO_NUL_PATTERN, NOT_BLANK_PATTERN, PHONE_PATTERN, ORIGIN_PATTERN}
     bodies = [
         content["schema"]
         for _, _, operation in operations(spec)

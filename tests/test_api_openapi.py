@@ -214,12 +214,14 @@ async def test_every_operation_documents_its_errors(spec: dict[str, Any]) -> Non
 async def test_every_api_operation_except_login_needs_the_bearer_token(
     spec: dict[str, Any],
 ) -> None:
-    """A refresh is a login too: the refresh token in its body is its credential."""
+    """A refresh is a login too: the refresh token in its body is its credential. A capture
+    form's page posts with no login: the form's public key in the path is all it has."""
+    public = ("/api/v1/auth/token", "/api/v1/auth/refresh", "/api/v1/capture/{public_key}")
     offenders = [
         (method, path)
         for method, path, operation in operations(spec)
         if path.startswith("/api/v1/")
-        and path not in ("/api/v1/auth/token", "/api/v1/auth/refresh")
+        and path not in public
         and operation.get("security") != [{"OAuth2PasswordBearer": []}]
     ]
     assert offenders == []
@@ -374,7 +376,7 @@ async def test_the_document_lists_paths_in_the_order_they_were_added(
 ) -> None:
     """/leads routes are matched first (app/api/routes/__init__.py `match_leads_first`), but
     the document keeps its order: health, then login, users, API keys, leads, imports,
-    webhooks and the event stream."""
+    webhooks, the event stream, assignment rules and capture forms."""
     groups = [
         path.split("/")[3] if path.startswith("/api/") else "health" for path in spec["paths"]
     ]
@@ -387,6 +389,9 @@ async def test_the_document_lists_paths_in_the_order_they_were_added(
         "imports",
         "webhooks",
         "events",
+        "assignment-rules",
+        "capture-forms",
+        "capture",
     ]
 
 

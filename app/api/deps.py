@@ -216,6 +216,15 @@ async def get_session_opener(request: Request) -> SessionOpener:
 Sessions = Annotated[SessionOpener, Depends(get_session_opener)]
 
 
+async def get_write_session_opener(request: Request) -> SessionOpener:
+    """Sessions that may write, opened only when needed: for a route whose usual road needs no
+    session (`POST /leads`, one statement) but whose rarer one does."""
+    return request.app.state.session_factory  # type: ignore[no-any-return]
+
+
+WriteSessions = Annotated[SessionOpener, Depends(get_write_session_opener)]
+
+
 @dataclass(frozen=True, slots=True)
 class StreamStart:
     """The caller of the live stream, where their stream begins, and its sessions."""

@@ -23,7 +23,9 @@ from app.api.idempotency import IDEMPOTENT_CALL, replayed
 from app.schemas.common import CODE_BY_STATUS, DATABASE_UNAVAILABLE, ErrorResponse
 from app.services.exceptions import (
     ApiKeyNotFoundException,
+    AssignmentRuleNotFoundException,
     AuthenticationException,
+    CaptureFormNotFoundException,
     ConflictException,
     CRMException,
     DatabaseException,
@@ -42,6 +44,7 @@ from app.services.exceptions import (
     PreconditionRequiredException,
     SessionNotFoundException,
     TooManyAttemptsException,
+    TooManySubmissionsException,
     UserNotFoundException,
     ValidationException,
     WebhookNotFoundException,
@@ -61,6 +64,8 @@ STATUS_BY_EXCEPTION: dict[type[CRMException], int] = {
     WebhookNotFoundException: status.HTTP_404_NOT_FOUND,
     DeliveryNotFoundException: status.HTTP_404_NOT_FOUND,
     ImportNotFoundException: status.HTTP_404_NOT_FOUND,
+    AssignmentRuleNotFoundException: status.HTTP_404_NOT_FOUND,
+    CaptureFormNotFoundException: status.HTTP_404_NOT_FOUND,
     PermissionDeniedException: status.HTTP_403_FORBIDDEN,
     ValidationException: status.HTTP_422_UNPROCESSABLE_CONTENT,
     DuplicateException: status.HTTP_409_CONFLICT,
@@ -73,6 +78,7 @@ STATUS_BY_EXCEPTION: dict[type[CRMException], int] = {
     InvalidHeaderException: status.HTTP_400_BAD_REQUEST,
     AuthenticationException: status.HTTP_401_UNAUTHORIZED,
     TooManyAttemptsException: status.HTTP_429_TOO_MANY_REQUESTS,
+    TooManySubmissionsException: status.HTTP_429_TOO_MANY_REQUESTS,
     LoginBusyException: status.HTTP_503_SERVICE_UNAVAILABLE,
     DatabaseException: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
@@ -174,7 +180,7 @@ async def _crm_exception(request: Request, exc: Exception) -> JSONResponse:
         status.HTTP_400_BAD_REQUEST,
     )
     headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
-    if isinstance(exc, TooManyAttemptsException | LoginBusyException):
+    if isinstance(exc, TooManyAttemptsException | TooManySubmissionsException | LoginBusyException):
         headers = {"Retry-After": str(exc.retry_after)}
     errors, extra = None, {}
     if isinstance(exc, ValidationException):

@@ -1,8 +1,10 @@
 """ORM models. Importing this package registers every table on `Base.metadata`."""
 
 from app.models.api_key import ApiKey, ApiKeyScope
+from app.models.assignment_rule import AssignmentRule, AssignmentStrategy
 from app.models.auth_session import AuthSession, RefreshToken
 from app.models.base import Base
+from app.models.capture_form import CaptureForm, CaptureRateCount
 from app.models.idempotency_key import IdempotencyKey
 from app.models.lead import (
     ARCHIVED_TAG,
@@ -37,8 +39,12 @@ __all__ = [
     "UNASSIGNED",
     "ApiKey",
     "ApiKeyScope",
+    "AssignmentRule",
+    "AssignmentStrategy",
     "AuthSession",
     "Base",
+    "CaptureForm",
+    "CaptureRateCount",
     "DeliveryStatus",
     "FieldValidationError",
     "IdempotencyKey",

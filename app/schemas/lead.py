@@ -160,6 +160,15 @@ class LeadCreate(LeadFields):
 
     first_name: Name = Field(description="Trimmed; not blank.")
     last_name: Name = Field(description="Trimmed; not blank.")
+    assignment_rule_id: BodyId | MISSING = Field(
+        MISSING,
+        description="Superusers: the assignment rule that picks the assignee (instead of "
+        "`assigned_to`); unassigned if none of its agents is active.",
+    )
+
+    def lead_data(self) -> dict[str, Any]:
+        """The lead's own fields as sent, without `assignment_rule_id`."""
+        return self.model_dump(exclude={"assignment_rule_id"}, exclude_unset=True)
 
 
 class LeadUpdate(LeadFields):

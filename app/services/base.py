@@ -41,6 +41,7 @@ from app.services.exceptions import (
     ConflictException,
     CRMException,
     InactiveUserException,
+    PermissionDeniedException,
     UserNotFoundException,
     ValidationException,
 )
@@ -207,6 +208,14 @@ async def get_acting_user(db: AsyncSession, user_id: int) -> User:
         raise UserNotFoundException(user_id)
     if not user.is_active:
         raise InactiveUserException(user_id)
+    return user
+
+
+async def require_superuser(db: AsyncSession, user_id: int, what: str) -> User:
+    """The acting user, who must be a superuser to manage `what` (e.g. "webhooks")."""
+    user = await get_acting_user(db, user_id)
+    if not user.is_superuser:
+        raise PermissionDeniedException(f"Only a superuser may manage {what}.")
     return user
 
 

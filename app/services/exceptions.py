@@ -89,6 +89,27 @@ class ImportNotFoundException(CRMException):
         super().__init__(f"Import {import_id} was not found.")
 
 
+class AssignmentRuleNotFoundException(CRMException):
+    code = "assignment_rule_not_found"
+
+    def __init__(self, rule_id: int) -> None:
+        self.rule_id = rule_id
+        super().__init__(f"Assignment rule {rule_id} was not found.")
+
+
+class CaptureFormNotFoundException(CRMException):
+    """No such form: never there, deleted, or its key was rotated (the old key is dead)."""
+
+    code = "capture_form_not_found"
+
+    def __init__(self, form_id: int | None = None) -> None:
+        self.form_id = form_id
+        if form_id is None:
+            super().__init__("No capture form has this key (it may have been rotated).")
+        else:
+            super().__init__(f"Capture form {form_id} was not found.")
+
+
 class PermissionDeniedException(CRMException):
     code = "permission_denied"
 
@@ -239,6 +260,17 @@ class TooManyAttemptsException(CRMException):
     def __init__(self, retry_after: int) -> None:
         self.retry_after = retry_after
         super().__init__(f"Too many failed login attempts; try again in {retry_after} seconds.")
+
+
+class TooManySubmissionsException(CRMException):
+    """A client address sent a form more than CAPTURE_RATE_PER_MINUTE times this minute;
+    `retry_after` is how many seconds are left of the minute."""
+
+    code = "too_many_submissions"
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"Too many submissions of this form; try again in {retry_after} seconds.")
 
 
 class LoginBusyException(CRMException):

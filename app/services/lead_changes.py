@@ -160,7 +160,7 @@ def record_change(
     db: AsyncSession,
     lead: Lead,
     type_: LeadEventType,
-    actor_id: int,
+    actor_id: int | None,
     changes: dict[str, Any],
     note: str | None,
     at: datetime,

@@ -133,9 +133,10 @@ def assignee_of_new_lead(user_id: int, superuser: bool, assigned_to: Any) -> int
     return assigned_to
 
 
-def build_new_lead(new: NewLeadData, author_id: int, assignee_id: int | None) -> Lead:
+def build_new_lead(new: NewLeadData, author_id: int | None, assignee_id: int | None) -> Lead:
     """The lead, validated field by field (every bad field named at once), scored unless a
-    score is given, with its "Created" note line: not yet added to any session."""
+    score is given, with its "Created" note line: not yet added to any session. No author:
+    the system made it (a capture form's submission)."""
     lead = Lead()
     errors = [
         FieldValidationError(name, "is required")

@@ -114,3 +114,13 @@ async def refuse_duplicates(rows: Rows, check: ContactCheck | None) -> None:
     ]
     if duplicates:
         raise DuplicateLeadException(duplicates)
+
+
+async def first_duplicate(db: Any, check: ContactCheck | None) -> int | None:
+    """The first (lowest id) live lead `check` finds, or None: the lead a capture form's
+    re-submission goes to."""
+    if check is None:
+        return None
+    found = await db.execute(SAME_CONTACT[check.shape, check.scoped], check.params)
+    row = found.first()
+    return None if row is None else int(row[0])

@@ -44,6 +44,7 @@ from app.models.validation import (
 )
 from app.schemas.filters import LeadFilters, LeadPaging
 from app.services import lead_bulk
+from app.services.assignment_rules import assign_by_rule
 from app.services.base import (
     as_data,
     get_acting_user,
@@ -70,6 +71,7 @@ from app.services.lead_changes import (
 from app.services.lead_creation import (
     CREATE_FIELDS,
     NEW_LEAD_ROLE,
+    NewLeadData,
     assignee_of_new_lead,
     build_new_lead,
     created_event,
@@ -203,10 +205,12 @@ class LeadService:
         user_id: int,
         *,
         on_duplicate: OnDuplicate = OnDuplicate.ALLOW,
+        assignment_rule_id: int | None = None,
     ) -> Lead:
         """A new lead, scored automatically unless `lead_score` is given (then it is manual).
 
-        An agent's lead is assigned to that agent; only a superuser may assign it elsewhere.
+        An agent's lead is assigned to that agent; only a superuser may assign it elsewhere,
+        naming the assignee or (`assignment_rule_id`) a rule that picks one.
         `on_duplicate=REJECT`: DuplicateLeadException when a live lead the user may see has
         its email or phone.
         """
@@ -214,6 +218,8 @@ class LeadService:
         reject_unknown_fields(data, CREATE_FIELDS)
         user = await get_acting_user(db, user_id)
         new = prepare_new_lead(data)
+        if assignment_rule_id is not None:
+            _check_rule_use(user, new)
         assignee_id = assignee_of_new_lead(user.id, user.is_superuser, new.assigned_to)
         assignee = user if assignee_id == user.id else None
         if assignee_id is not None and assignee is None:
@@ -222,6 +228,9 @@ class LeadService:
         if on_duplicate is OnDuplicate.REJECT:
             owner = None if user.is_superuser else user.id
             await refuse_duplicates(_rows_of(db), contact_check(lead, owner))
+        if assignment_rule_id is not None:
+            await assign_by_rule(db, lead, assignment_rule_id)
+            assignee = await db.get(User, lead.assigned_to) if lead.assigned_to else None
         db.add(lead)
         await db.flush()
         record(db, created_event(lead, new.note))
@@ -624,6 +633,15 @@ def _ensure_may_touch(user: User, lead: Lead) -> None:
     like one that does not exist, so no call tells an agent which other ids are taken."""
     if not user.is_superuser and lead.assigned_to != user.id:
         raise LeadNotFoundException(lead.id)
+
+
+def _check_rule_use(user: User, new: NewLeadData) -> None:
+    if not user.is_superuser:
+        raise PermissionDeniedException("Only a superuser may assign a lead by a rule.")
+    if new.assigned_to is not None:
+        raise ValidationException.at(
+            "assignment_rule_id", "must not be given with assigned_to: one decides the assignee"
+        )
 
 
 async def _active_user(

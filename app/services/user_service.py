@@ -21,7 +21,13 @@ from app.models import FieldValidationError, User
 from app.models.types import utcnow
 from app.models.validation import email_address, flag
 from app.services import login_throttle
-from app.services.base import as_data, get_acting_user, reject_unknown_fields, transactional
+from app.services.base import (
+    as_data,
+    get_acting_user,
+    reject_unknown_fields,
+    require_superuser,
+    transactional,
+)
 from app.services.exceptions import (
     AuthenticationException,
     ConflictException,
@@ -232,10 +238,7 @@ async def _load_user(db: AsyncSession, user_id: int) -> User:
 
 
 async def _require_superuser(db: AsyncSession, user_id: int) -> User:
-    user = await get_acting_user(db, user_id)
-    if not user.is_superuser:
-        raise PermissionDeniedException("Only a superuser may manage user accounts.")
-    return user
+    return await require_superuser(db, user_id, "user accounts")
 
 
 def _new_hash(password: Any) -> str:

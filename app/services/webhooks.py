@@ -27,10 +27,9 @@ from app.models.types import utcnow
 from app.models.webhook import DeliveryStatus, Webhook, WebhookDelivery
 from app.schemas.filters import LeadFilters
 from app.schemas.webhook import TEST_EVENT, DeliveryQuery
-from app.services.base import get_acting_user, transactional
+from app.services.base import require_superuser, transactional
 from app.services.exceptions import (
     DeliveryNotFoundException,
-    PermissionDeniedException,
     ValidationException,
     WebhookNotFoundException,
 )
@@ -230,10 +229,7 @@ async def _superuser(db: AsyncSession, acting_user_id: int) -> User:
 
 
 async def _require_superuser(db: AsyncSession, acting_user_id: int) -> User:
-    user = await get_acting_user(db, acting_user_id)
-    if not user.is_superuser:
-        raise PermissionDeniedException("Only a superuser may manage webhooks.")
-    return user
+    return await require_superuser(db, acting_user_id, "webhooks")
 
 
 async def _load(db: AsyncSession, webhook_id: int, *, for_update: bool = False) -> Webhook:

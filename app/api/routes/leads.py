@@ -6,8 +6,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
+from pydantic import MISSING
 
-from app.api.deps import CurrentUser, ReadAccess, SessionDep, Sessions, WriteAccess
+from app.api.deps import (
+    CurrentUser,
+    ReadAccess,
+    SessionDep,
+    Sessions,
+    WriteAccess,
+    WriteSessions,
+)
 from app.api.errors import (
     ETAG_HEADER,
     NOT_MODIFIED,
@@ -115,6 +123,7 @@ async def create_lead(
     access: WriteAccess,
     request: Request,
     once: OnceDep,
+    sessions: WriteSessions,
     on_duplicate: Annotated[
         OnDuplicate,
         Query(
@@ -125,7 +134,8 @@ async def create_lead(
     ] = OnDuplicate.REJECT,
 ) -> Response:
     """Scored automatically unless `lead_score` is given. An agent's lead is assigned to the
-    agent; a superuser may name any active user in `assigned_to`.
+    agent; a superuser may name any active user in `assigned_to`, or have an assignment rule
+    pick one (`assignment_rule_id`; 404 for a rule that does not exist).
 
     Refused with 422 although the schema alone allows them: an email whose syntax is invalid
     (the check is stricter than JSON Schema's `format: email`), and a lead with neither an
@@ -146,9 +156,19 @@ async def create_lead(
         return lead_response(lead, status_code=status.HTTP_201_CREATED, headers=location)
 
     async with once.run(access.claims.user_id, render) as outcome:
-        lead = await LeadCreation.create(
-            access.writer, body, access.claims, on_duplicate=on_duplicate
-        )
+        if body.assignment_rule_id is MISSING:
+            lead: Any = await LeadCreation.create(
+                access.writer, body, access.claims, on_duplicate=on_duplicate
+            )
+        else:
+            async with sessions() as db:
+                lead = await LeadService.create_lead(
+                    db,
+                    body.lead_data(),
+                    access.claims.user_id,
+                    on_duplicate=on_duplicate,
+                    assignment_rule_id=body.assignment_rule_id,
+                )
     return outcome.or_render(render, lead)
 
 

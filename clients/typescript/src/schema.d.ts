@@ -356,7 +356,8 @@ export interface paths {
         /**
          * Create a lead
          * @description Scored automatically unless `lead_score` is given. An agent's lead is assigned to the
-         *     agent; a superuser may name any active user in `assigned_to`.
+         *     agent; a superuser may name any active user in `assigned_to`, or have an assignment rule
+         *     pick one (`assignment_rule_id`; 404 for a rule that does not exist).
          *
          *     Refused with 422 although the schema alone allows them: an email whose syntax is invalid
          *     (the check is stricter than JSON Schema's `format: email`), and a lead with neither an
@@ -922,6 +923,153 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/assignment-rules": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List assignment rules */
+        get: operations["listAssignmentRules"];
+        put?: never;
+        /**
+         * Make an assignment rule
+         * @description Used by capture forms that name it, and by `POST /leads` with `assignment_rule_id`.
+         *     422 naming `agent_ids` for a user that does not exist; 409 for a name in use.
+         */
+        post: operations["createAssignmentRule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/assignment-rules/{rule_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read an assignment rule
+         * @description With `status` no_active_agent when none of its users is active (its leads then stay
+         *     unassigned).
+         */
+        get: operations["getAssignmentRule"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete an assignment rule
+         * @description 409 while a capture form uses it.
+         */
+        delete: operations["deleteAssignmentRule"];
+        options?: never;
+        head?: never;
+        /**
+         * Change an assignment rule
+         * @description A new `agent_ids` or `strategy` starts round robin again from the first agent.
+         */
+        patch: operations["updateAssignmentRule"];
+        trace?: never;
+    };
+    "/api/v1/capture-forms": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List capture forms
+         * @description The forms, by id, never their keys.
+         */
+        get: operations["listCaptureForms"];
+        put?: never;
+        /**
+         * Make a capture form
+         * @description Its `public_key` is in the answer, this once: the page posts to
+         *     `/api/v1/capture/{public_key}`. 422 naming `assignment_rule_id` for a rule that does not
+         *     exist.
+         */
+        post: operations["createCaptureForm"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/capture-forms/{form_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Read a capture form */
+        get: operations["getCaptureForm"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a capture form
+         * @description Its key stops working at once; the leads it brought in stay.
+         */
+        delete: operations["deleteCaptureForm"];
+        options?: never;
+        head?: never;
+        /**
+         * Change a capture form
+         * @description `assignment_rule_id: null`: its new leads stay unassigned.
+         */
+        patch: operations["updateCaptureForm"];
+        trace?: never;
+    };
+    "/api/v1/capture-forms/{form_id}/rotate-key": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Rotate a capture form's key
+         * @description A new `public_key`, shown this once; the old one stops working at once (put the new one
+         *     in the page first).
+         */
+        post: operations["rotateCaptureFormKey"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/capture/{public_key}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Submit a capture form
+         * @description No login: the key names the form. The answer is always the same 202, whether a lead was
+         *     made, the person's lead on file got a note, or the honeypot caught a bot; an invalid
+         *     submission gets 422 naming the field, without the values sent. At most
+         *     CAPTURE_RATE_PER_MINUTE submissions per client address and form each minute (429 with
+         *     Retry-After). 404 for a key no form has (a rotated one among them).
+         */
+        post: operations["submitCaptureForm"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1087,6 +1235,129 @@ export interface components {
             expires_at: string | null;
         };
         /**
+         * AssignmentRuleCreate
+         * @example {
+         *       "agent_ids": [
+         *         2,
+         *         3,
+         *         4
+         *       ],
+         *       "name": "Inbound",
+         *       "strategy": "round_robin"
+         *     }
+         */
+        AssignmentRuleCreate: {
+            /**
+             * Name
+             * @description Unique among the rules.
+             */
+            name: string;
+            /** @description round_robin: the listed agents in turn, skipping inactive ones; least_open: the listed active agent with the fewest open leads (not WON or LOST, not archived), ties to the lowest id; fixed: always the one listed agent. */
+            strategy: components["schemas"]["AssignmentStrategy"];
+            /**
+             * Agent Ids
+             * @description Existing users, distinct, in the order round robin visits them; fixed takes exactly one.
+             */
+            agent_ids: number[];
+        };
+        /** AssignmentRulePage */
+        AssignmentRulePage: {
+            /**
+             * Items
+             * @description The rules of this page, by id.
+             */
+            items: components["schemas"]["AssignmentRuleRead"][];
+            /**
+             * Total
+             * @description How many there are.
+             */
+            total: number;
+            /**
+             * Skip
+             * @description The `skip` asked for.
+             */
+            skip: number;
+            /**
+             * Limit
+             * @description The `limit` asked for.
+             */
+            limit: number;
+        };
+        /** AssignmentRuleRead */
+        AssignmentRuleRead: {
+            /**
+             * Id
+             * @description The rule's id.
+             */
+            id: number;
+            /**
+             * Name
+             * @description Its name.
+             */
+            name: string;
+            /** @description round_robin: the listed agents in turn, skipping inactive ones; least_open: the listed active agent with the fewest open leads (not WON or LOST, not archived), ties to the lowest id; fixed: always the one listed agent. */
+            strategy: components["schemas"]["AssignmentStrategy"];
+            /**
+             * Agent Ids
+             * @description The listed users, in round robin's order.
+             */
+            agent_ids: number[];
+            /**
+             * Active Agent Ids
+             * @description Those of them active now: who can get leads.
+             */
+            active_agent_ids: number[];
+            /**
+             * Status
+             * @description active; or no_active_agent: none of the listed users is active, so new leads it assigns stay unassigned.
+             * @enum {string}
+             */
+            status: "active" | "no_active_agent";
+            /**
+             * Created At
+             * Format: date-time
+             * @description When it was made.
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * Format: date-time
+             * @description When it last changed.
+             */
+            updated_at: string;
+        };
+        /**
+         * AssignmentRuleUpdate
+         * @description The fields to change. A new `agent_ids` starts round robin again from its first agent.
+         * @example {
+         *       "agent_ids": [
+         *         2,
+         *         3,
+         *         4,
+         *         5
+         *       ]
+         *     }
+         */
+        AssignmentRuleUpdate: {
+            /**
+             * Name
+             * @description Unique among the rules.
+             */
+            name?: string;
+            /** @description round_robin: the listed agents in turn, skipping inactive ones; least_open: the listed active agent with the fewest open leads (not WON or LOST, not archived), ties to the lowest id; fixed: always the one listed agent. */
+            strategy?: components["schemas"]["AssignmentStrategy"];
+            /**
+             * Agent Ids
+             * @description Existing users, distinct, in the order round robin visits them; fixed takes exactly one.
+             */
+            agent_ids?: number[];
+        };
+        /**
+         * AssignmentStrategy
+         * @enum {string}
+         */
+        AssignmentStrategy: "round_robin" | "least_open" | "fixed";
+        /**
          * BulkAssign
          * @example {
          *       "agent_user_id": 7,
@@ -1158,6 +1429,212 @@ export interface components {
              * @description What happened on the call.
              */
             note?: string | null;
+        };
+        /**
+         * CaptureFormCreate
+         * @example {
+         *       "allowed_origins": [
+         *         "https://www.example.com"
+         *       ],
+         *       "assignment_rule_id": 1,
+         *       "name": "Contact us",
+         *       "source": "WEBSITE",
+         *       "tags": [
+         *         "inbound"
+         *       ]
+         *     }
+         */
+        CaptureFormCreate: {
+            /**
+             * Name
+             * @description Named in the note of a re-submission.
+             */
+            name: string;
+            /**
+             * Allowed Origins
+             * @description Pages of these origins (`https://www.example.com`: scheme, host, optional port) may post with fetch/XMLHttpRequest; CORS answers name exactly these (hosts compared lowercased). A plain HTML form needs none: its post is a navigation, not a CORS request.
+             */
+            allowed_origins?: string[];
+            /**
+             * @description The source of its leads.
+             * @default WEBSITE
+             */
+            source?: components["schemas"]["LeadSource"];
+            /**
+             * Tags
+             * @description Tags every lead from this form gets (trimmed, lowercased).
+             */
+            tags?: string[];
+            /**
+             * Assignment Rule Id
+             * @description The assignment rule its new leads are assigned by; none: they stay unassigned.
+             */
+            assignment_rule_id?: number | null;
+        };
+        /**
+         * CaptureFormCreated
+         * @description The form with its public key, shown this once.
+         */
+        CaptureFormCreated: {
+            /**
+             * Id
+             * @description The form's id.
+             */
+            id: number;
+            /**
+             * Name
+             * @description Its name.
+             */
+            name: string;
+            /**
+             * Key Hint
+             * @description The first characters of its public key.
+             */
+            key_hint: string;
+            /**
+             * Allowed Origins
+             * @description Pages of these origins (`https://www.example.com`: scheme, host, optional port) may post with fetch/XMLHttpRequest; CORS answers name exactly these (hosts compared lowercased). A plain HTML form needs none: its post is a navigation, not a CORS request.
+             */
+            allowed_origins: string[];
+            /** @description The source of its leads. */
+            source: components["schemas"]["LeadSource"];
+            /**
+             * Tags
+             * @description Tags every lead from this form gets (trimmed, lowercased).
+             */
+            tags: string[];
+            /**
+             * Assignment Rule Id
+             * @description The assignment rule its new leads are assigned by; none: they stay unassigned.
+             */
+            assignment_rule_id: number | null;
+            /**
+             * Created At
+             * Format: date-time
+             * @description When it was made.
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * Format: date-time
+             * @description When it last changed.
+             */
+            updated_at: string;
+            /**
+             * Public Key
+             * @description Goes in the page: POST submissions to /api/v1/capture/{public_key}. Only a digest of it is stored; rotate it if it is abused.
+             */
+            public_key: string;
+        };
+        /** CaptureFormPage */
+        CaptureFormPage: {
+            /**
+             * Items
+             * @description The forms of this page, by id.
+             */
+            items: components["schemas"]["CaptureFormRead"][];
+            /**
+             * Total
+             * @description How many there are.
+             */
+            total: number;
+            /**
+             * Skip
+             * @description The `skip` asked for.
+             */
+            skip: number;
+            /**
+             * Limit
+             * @description The `limit` asked for.
+             */
+            limit: number;
+        };
+        /**
+         * CaptureFormRead
+         * @description A form, without its public key.
+         */
+        CaptureFormRead: {
+            /**
+             * Id
+             * @description The form's id.
+             */
+            id: number;
+            /**
+             * Name
+             * @description Its name.
+             */
+            name: string;
+            /**
+             * Key Hint
+             * @description The first characters of its public key.
+             */
+            key_hint: string;
+            /**
+             * Allowed Origins
+             * @description Pages of these origins (`https://www.example.com`: scheme, host, optional port) may post with fetch/XMLHttpRequest; CORS answers name exactly these (hosts compared lowercased). A plain HTML form needs none: its post is a navigation, not a CORS request.
+             */
+            allowed_origins: string[];
+            /** @description The source of its leads. */
+            source: components["schemas"]["LeadSource"];
+            /**
+             * Tags
+             * @description Tags every lead from this form gets (trimmed, lowercased).
+             */
+            tags: string[];
+            /**
+             * Assignment Rule Id
+             * @description The assignment rule its new leads are assigned by; none: they stay unassigned.
+             */
+            assignment_rule_id: number | null;
+            /**
+             * Created At
+             * Format: date-time
+             * @description When it was made.
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * Format: date-time
+             * @description When it last changed.
+             */
+            updated_at: string;
+        };
+        /**
+         * CaptureFormUpdate
+         * @example {}
+         */
+        CaptureFormUpdate: {
+            /**
+             * Name
+             * @description Its name.
+             */
+            name?: string;
+            /**
+             * Allowed Origins
+             * @description Pages of these origins (`https://www.example.com`: scheme, host, optional port) may post with fetch/XMLHttpRequest; CORS answers name exactly these (hosts compared lowercased). A plain HTML form needs none: its post is a navigation, not a CORS request.
+             */
+            allowed_origins?: string[];
+            /** @description The source of its leads. */
+            source?: components["schemas"]["LeadSource"];
+            /**
+             * Tags
+             * @description Tags every lead from this form gets (trimmed, lowercased).
+             */
+            tags?: string[];
+            /**
+             * Assignment Rule Id
+             * @description The assignment rule its new leads are assigned by; none: they stay unassigned.
+             */
+            assignment_rule_id?: number | null;
+        };
+        /** CaptureReceived */
+        CaptureReceived: {
+            /**
+             * Status
+             * @description Always `received`: nothing more is said.
+             * @default received
+             */
+            status?: string;
         };
         /** DeliveryPage */
         DeliveryPage: {
@@ -1319,7 +1796,7 @@ export interface components {
              * @description A stable snake_case code for programs.
              * @enum {string}
              */
-            code: "api_key_not_found" | "bad_request" | "conflict" | "database_error" | "database_unavailable" | "delivery_not_found" | "duplicate" | "idempotency_in_progress" | "idempotency_key_reused" | "import_not_found" | "import_taken_over" | "inactive_user" | "internal_error" | "invalid_header" | "lead_not_found" | "login_busy" | "method_not_allowed" | "not_acceptable" | "not_authenticated" | "not_found" | "permission_denied" | "precondition_failed" | "precondition_required" | "request_timeout" | "request_too_large" | "service_unavailable" | "session_not_found" | "too_many_attempts" | "too_many_requests" | "unsupported_media_type" | "user_not_found" | "validation_error" | "webhook_not_found";
+            code: "api_key_not_found" | "assignment_rule_not_found" | "bad_request" | "capture_form_not_found" | "conflict" | "database_error" | "database_unavailable" | "delivery_not_found" | "duplicate" | "idempotency_in_progress" | "idempotency_key_reused" | "import_not_found" | "import_taken_over" | "inactive_user" | "internal_error" | "invalid_header" | "lead_not_found" | "login_busy" | "method_not_allowed" | "not_acceptable" | "not_authenticated" | "not_found" | "permission_denied" | "precondition_failed" | "precondition_required" | "request_timeout" | "request_too_large" | "service_unavailable" | "session_not_found" | "too_many_attempts" | "too_many_requests" | "too_many_submissions" | "unsupported_media_type" | "user_not_found" | "validation_error" | "webhook_not_found";
             /**
              * Errors
              * @description Each invalid field or header (422, and 400 for a header).
@@ -1610,6 +2087,11 @@ export interface components {
              * @description When to follow up (ISO 8601, naive means UTC).
              */
             next_follow_up_date?: string | null;
+            /**
+             * Assignment Rule Id
+             * @description Superusers: the assignment rule that picks the assignee (instead of `assigned_to`); unassigned if none of its agents is active.
+             */
+            assignment_rule_id?: number;
         };
         /** LeadEventRead */
         LeadEventRead: {
@@ -2808,6 +3290,64 @@ export interface components {
              * @description Whether events are delivered to it.
              */
             is_active?: boolean;
+        };
+        /**
+         * CaptureSubmission
+         * @description What a page posts: JSON, or a form's `application/x-www-form-urlencoded`. The lead needs
+         *     an email or a phone (a blank one counts as none: a 422 naming `email` otherwise, which the
+         *     schema cannot say). Other fields are ignored. Leave `website` empty: it is a honeypot,
+         *     hidden from people, that bots fill in.
+         * @example {
+         *       "company": "Acme",
+         *       "email": "jane@acme.com",
+         *       "first_name": "Jane",
+         *       "last_name": "Smith",
+         *       "message": "Please call me about pricing."
+         *     }
+         */
+        CaptureSubmission: {
+            /**
+             * First Name
+             * @description Trimmed; not blank.
+             */
+            first_name: string;
+            /**
+             * Last Name
+             * @description Trimmed; not blank.
+             */
+            last_name: string;
+            /**
+             * Email
+             * @description An email address (its syntax is checked, stricter than `format: email`; no DNS lookup). Blank or null means none.
+             * @example jane@acme.com
+             */
+            email?: string;
+            /**
+             * Phone
+             * @description 7 to 15 digits, an optional leading +, spaces, dots, dashes and brackets anywhere; stored without the separators. Blank or null means none.
+             * @example +1 (555) 010-2030
+             */
+            phone?: string;
+            /**
+             * Company
+             * @description Blank: none.
+             */
+            company?: string;
+            /**
+             * Job Title
+             * @description Blank: none.
+             */
+            job_title?: string;
+            /**
+             * Message
+             * @description Kept as a note on the lead; blank: none.
+             */
+            message?: string;
+            /**
+             * Website
+             * @description The honeypot: leave it out or empty.
+             */
+            website?: string;
         };
     };
     responses: never;
@@ -6227,6 +6767,807 @@ export interface operations {
             /** @description validation_error */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    listAssignmentRules: {
+        parameters: {
+            query?: {
+                /** @description Rules to skip. */
+                skip?: number;
+                /** @description Rules per page. */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AssignmentRulePage"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    createAssignmentRule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AssignmentRuleCreate"];
+            };
+        };
+        responses: {
+            /** @description The assignment rule was created. */
+            201: {
+                headers: {
+                    /** @description The new assignment rule's URL. */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AssignmentRuleRead"];
+                };
+            };
+            /** @description bad_request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description request_too_large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    getAssignmentRule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The rule's id. */
+                rule_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AssignmentRuleRead"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    deleteAssignmentRule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The rule's id. */
+                rule_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    updateAssignmentRule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The rule's id. */
+                rule_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AssignmentRuleUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AssignmentRuleRead"];
+                };
+            };
+            /** @description bad_request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description request_too_large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    listCaptureForms: {
+        parameters: {
+            query?: {
+                /** @description Forms to skip. */
+                skip?: number;
+                /** @description Forms per page. */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CaptureFormPage"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    createCaptureForm: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CaptureFormCreate"];
+            };
+        };
+        responses: {
+            /** @description The capture form was created. */
+            201: {
+                headers: {
+                    /** @description The new capture form's URL. */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CaptureFormCreated"];
+                };
+            };
+            /** @description bad_request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description request_too_large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    getCaptureForm: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The form's id. */
+                form_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CaptureFormRead"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    deleteCaptureForm: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The form's id. */
+                form_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    updateCaptureForm: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The form's id. */
+                form_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CaptureFormUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CaptureFormRead"];
+                };
+            };
+            /** @description bad_request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description request_too_large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    rotateCaptureFormKey: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The form's id. */
+                form_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CaptureFormCreated"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    submitCaptureForm: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The form's public key (`public_key` of POST /capture-forms). */
+                public_key: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CaptureSubmission"];
+                "application/x-www-form-urlencoded": components["schemas"]["CaptureSubmission"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CaptureReceived"];
+                };
+            };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description request_too_large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description unsupported_media_type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description too_many_requests */
+            429: {
+                headers: {
+                    /** @description Seconds until this address may post to the form again. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
