@@ -36,11 +36,11 @@ from app.models.types import utcnow
 from app.schemas.lead import LeadRead
 from app.services import messages
 from app.services.base import get_acting_user, transactional
-from app.services.exceptions import ConflictException, ValidationException
+from app.services.exceptions import ConflictException, LeadNotFoundException, ValidationException
 from app.services.lead_changes import ensure_not_archived, record_change
 from app.services.lead_creation import TRACKED_FIELDS, auto_score
 from app.services.lead_events import changes_between
-from app.services.lead_service import visible_lead
+from app.services.lead_service import ensure_may_touch, visible_lead
 
 MAX_MERGED = 20  # leads folded into one in one call
 # The fields `fields` may name, and that are otherwise taken from the first lead that has one:
@@ -173,11 +173,20 @@ def _invalid(loc: list[str], predicate: str) -> ValidationException:
 
 
 async def _locked(db: AsyncSession, ids: list[int], user: User) -> dict[int, Lead]:
-    """The leads, locked in id order (so two merges cannot deadlock), each one the user may
-    change (else 404, as for a lead that does not exist)."""
-    leads = {}
-    for lead_id in sorted(ids):
-        leads[lead_id] = await visible_lead(db, lead_id, user, for_update=True)
+    """The leads, locked in id order by one statement (so two merges cannot deadlock), each
+    one the user may change (else 404, as for a lead that does not exist)."""
+    rows = await db.scalars(
+        select(Lead)
+        .where(Lead.id.in_(ids))
+        .order_by(Lead.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    leads = {lead.id: lead for lead in rows}
+    for lead_id in sorted(ids):  # the lowest missing or invisible id is named, as before
+        if lead_id not in leads:
+            raise LeadNotFoundException(lead_id)
+        ensure_may_touch(user, leads[lead_id])
     return leads
 
 

@@ -172,7 +172,7 @@ class LeadService:
         user = await get_acting_user(db, user_id) if user_id is not None else None
         lead = await _load_lead(db, lead_id)
         if check_assignment and user is not None:
-            _ensure_may_touch(user, lead)
+            ensure_may_touch(user, lead)
         return lead
 
     @staticmethod
@@ -614,7 +614,7 @@ async def visible_lead(
     their own); otherwise LeadNotFoundException, the same answer as for a lead that does not
     exist."""
     lead = await _load_lead(db, lead_id, for_update=for_update)
-    _ensure_may_touch(user, lead)
+    ensure_may_touch(user, lead)
     return lead
 
 
@@ -623,12 +623,12 @@ async def _lead_to_change(
 ) -> Lead:
     """The lead, locked, once the user may change it and it satisfies the write's If-Match."""
     lead = await _load_lead(db, lead_id, for_update=True)
-    _ensure_may_touch(user, lead)
+    ensure_may_touch(user, lead)
     ensure_precondition(if_match, lead.id, lead.version)
     return lead
 
 
-def _ensure_may_touch(user: User, lead: Lead) -> None:
+def ensure_may_touch(user: User, lead: Lead) -> None:
     """An agent's view of the leads is their own: a lead they may not see is answered exactly
     like one that does not exist, so no call tells an agent which other ids are taken."""
     if not user.is_superuser and lead.assigned_to != user.id:
