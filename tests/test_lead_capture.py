@@ -262,6 +262,19 @@ async def test_a_form_with_too_many_fields_is_refused_with_422(
     assert await leads_of(db) == []
 
 
+async def test_a_body_over_the_limit_is_refused_with_413(
+    client: httpx.AsyncClient, h: dict[str, str], db: AsyncSession, settings: Settings
+) -> None:
+    form = await make_form(client, h)
+
+    response = await submit(
+        client, form, data={**PERSON, "message": "x" * (settings.max_body_bytes + 1)}
+    )
+
+    assert response.status_code == 413
+    assert await leads_of(db) == []
+
+
 async def test_another_media_type_is_refused_with_415(
     client: httpx.AsyncClient, h: dict[str, str]
 ) -> None:
