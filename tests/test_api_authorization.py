@@ -436,6 +436,7 @@ async def send(client: httpx.AsyncClient, call: Call, headers: dict[str, str]) -
 NEW_USER = {"email": "new.hire@crm.example.com", "full_name": "New Hire", "password": "long pw 123"}
 NEW_LEAD = {"first_name": "Ann", "last_name": "Lee", "email": "ann.lee@acme.com"}
 IMPORTED_CSV = b"first_name,last_name,email\nAnn,Lee,ann.lee@acme.com\n"
+BY_FILTER = {"filter": {}}  # every live lead the caller may change
 
 # Superusers only: an agent gets 403 on every one.
 WEBHOOK_ENDPOINTS: dict[str, Callable[[World], Call]] = {
@@ -509,6 +510,19 @@ ENDPOINTS: dict[str, Callable[[World], Call]] = {
     "POST /leads/bulk/assign": lambda w: Call(
         "POST", "/leads/bulk/assign", {"lead_ids": [w.own], "agent_user_id": w.other_agent}
     ),
+    # the by-filter forms (issue 17): the agent's filter matches own and own2
+    "POST /leads/bulk/status?filter": lambda w: Call(
+        "POST", "/leads/bulk/status", BY_FILTER | {"status": "QUALIFIED", "expected_count": 2}
+    ),
+    "POST /leads/bulk/status?dry_run": lambda w: Call(
+        "POST", "/leads/bulk/status", BY_FILTER | {"status": "QUALIFIED", "dry_run": True}
+    ),
+    "POST /leads/bulk/assign?filter": lambda w: Call(
+        "POST",
+        "/leads/bulk/assign",
+        BY_FILTER | {"agent_user_id": w.other_agent, "expected_count": 2},
+    ),
+    "POST /leads/rescore": lambda w: Call("POST", "/leads/rescore", {}),
     "GET /leads/{id}": lambda w: Call("GET", f"/leads/{w.own}"),
     "GET /leads/{id}/history": lambda w: Call("GET", f"/leads/{w.own}/history"),
     "GET /leads/{id}/duplicates": lambda w: Call("GET", f"/leads/{w.own}/duplicates"),
@@ -781,6 +795,30 @@ def bulk_set_status(*attrs: str) -> Check:
             assert (await lead_row(db, lead_id))["status"] == LeadStatus.QUALIFIED
 
     return check
+
+
+def previews(count: int) -> Check:
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        assert r.json() == {"matched": count}
+
+    return check
+
+
+def rescored(matched: int) -> Check:
+    async def check(db: AsyncSession, w: World, r: httpx.Response) -> None:
+        assert r.json() == {"matched": matched, "changed": 0}  # all scored by today's rules
+
+    return check
+
+
+async def bulk_assigned_own_to_other_agent(db: AsyncSession, w: World, r: httpx.Response) -> None:
+    assert r.json() == {"updated_count": 2, "lead_ids": sorted([w.own, w.own2])}
+    assert await lead_ids_of(db, assigned_to=w.other_agent) == {
+        w.own,
+        w.own2,
+        w.other,
+        w.other_archived,
+    }
 
 
 async def bulk_assigned_to_other_agent(db: AsyncSession, w: World, r: httpx.Response) -> None:
@@ -1476,6 +1514,130 @@ CASES = [
         ),
         200,
         bulk_assigned_to_other_agent,
+    ),
+    # bulk changes by filter: an agent's filter matches their own live leads only
+    Case(
+        "POST /leads/bulk/status?filter",
+        "agent",
+        "agent",
+        lambda w: Call(
+            "POST", "/leads/bulk/status", BY_FILTER | {"status": "QUALIFIED", "expected_count": 2}
+        ),
+        200,
+        bulk_set_status("own", "own2"),
+    ),
+    Case(
+        "POST /leads/bulk/status?filter",
+        "other_agent",  # the count a superuser sees for the other agent's leads: 1
+        "agent",
+        lambda w: Call(
+            "POST",
+            "/leads/bulk/status",
+            {"filter": {"assigned_to": w.other_agent}, "status": "QUALIFIED", "expected_count": 1},
+        ),
+        409,
+        code="match_count_changed",
+    ),
+    Case(
+        "POST /leads/bulk/status?filter",
+        "superuser",
+        "superuser",
+        lambda w: Call(
+            "POST", "/leads/bulk/status", BY_FILTER | {"status": "QUALIFIED", "expected_count": 4}
+        ),
+        200,
+        bulk_set_status("own", "own2", "other", "unassigned"),
+    ),
+    Case(
+        "POST /leads/bulk/status?dry_run",
+        "agent",
+        "agent",
+        lambda w: Call(
+            "POST", "/leads/bulk/status", BY_FILTER | {"status": "QUALIFIED", "dry_run": True}
+        ),
+        200,
+        previews(2),
+    ),
+    Case(
+        "POST /leads/bulk/status?dry_run",
+        "other_agent",
+        "agent",
+        lambda w: Call(
+            "POST",
+            "/leads/bulk/status",
+            {"filter": {"assigned_to": w.other_agent}, "status": "QUALIFIED", "dry_run": True},
+        ),
+        200,
+        previews(0),
+    ),
+    Case(
+        "POST /leads/bulk/status?dry_run",
+        "superuser",
+        "superuser",
+        lambda w: Call(
+            "POST", "/leads/bulk/status", BY_FILTER | {"status": "QUALIFIED", "dry_run": True}
+        ),
+        200,
+        previews(4),
+    ),
+    Case(
+        "POST /leads/bulk/assign?filter",
+        "agent",
+        "agent",
+        lambda w: Call(
+            "POST",
+            "/leads/bulk/assign",
+            BY_FILTER | {"agent_user_id": w.other_agent, "expected_count": 2},
+        ),
+        403,
+    ),
+    Case(
+        "POST /leads/bulk/assign?filter",
+        "other_agent",  # taking another agent's leads, even only counting them
+        "agent",
+        lambda w: Call(
+            "POST",
+            "/leads/bulk/assign",
+            {"filter": {"assigned_to": w.other_agent}, "agent_user_id": w.agent, "dry_run": True},
+        ),
+        403,
+    ),
+    Case(
+        "POST /leads/bulk/assign?filter",
+        "superuser",
+        "superuser",
+        lambda w: Call(
+            "POST",
+            "/leads/bulk/assign",
+            {
+                "filter": {"assigned_to": w.agent},
+                "agent_user_id": w.other_agent,
+                "expected_count": 2,
+            },
+        ),
+        200,
+        bulk_assigned_own_to_other_agent,
+    ),
+    # rescoring: superusers only
+    Case(
+        "POST /leads/rescore", "agent", "agent", lambda w: Call("POST", "/leads/rescore", {}), 403
+    ),
+    Case(
+        "POST /leads/rescore",
+        "other_agent",
+        "agent",
+        lambda w: Call(
+            "POST", "/leads/rescore", {"filter": {"assigned_to": w.other_agent}, "dry_run": True}
+        ),
+        403,
+    ),
+    Case(
+        "POST /leads/rescore",
+        "superuser",
+        "superuser",
+        lambda w: Call("POST", "/leads/rescore", {}),
+        200,
+        rescored(4),
     ),
     # one lead
     Case(

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Lead, LeadSource, LeadStatus, User
+from app.models import Lead, LeadStatus, User
 from app.services import LeadService
 from app.services.exceptions import (
     ConflictException,
@@ -21,7 +21,7 @@ from app.services.exceptions import (
     UserNotFoundException,
     ValidationException,
 )
-from tests.helpers import LeadFactory, sql_statements, stamp
+from tests.helpers import LeadFactory, insert_leads, sql_statements, stamp
 
 # ------------------------------------------------------------------------------------ helpers
 
@@ -48,42 +48,6 @@ async def stored(db: AsyncSession, lead_id: int) -> Any:
         select(Lead.status, Lead.assigned_to, Lead.notes, Lead.updated_at).where(Lead.id == lead_id)
     )
     return row.one()
-
-
-async def insert_leads(
-    db: AsyncSession, count: int, *, prefix: str, owner_id: int | None = None
-) -> list[int]:
-    """`count` leads in one INSERT (the factory is too slow for thousands); their ids."""
-    now = datetime.now(UTC)
-    await db.execute(
-        insert(Lead),
-        [
-            {
-                "first_name": f"{prefix}{n}",
-                "last_name": "Bulk",
-                "email": f"{prefix}{n}@example.com",
-                "source": LeadSource.OTHER,
-                "status": LeadStatus.NEW,
-                "lead_score": 50,
-                "score_is_manual": True,
-                "tags": [],
-                "call_attempts": 0,
-                "assigned_to": owner_id,
-                "notes": f"seed {n}",
-                "created_at": now,
-                "updated_at": now,
-            }
-            for n in range(count)
-        ],
-    )
-    await db.commit()
-    ids = sorted(
-        await db.scalars(
-            select(Lead.id).where(Lead.last_name == "Bulk", Lead.first_name.like(f"{prefix}%"))
-        )
-    )
-    await db.commit()  # leave no transaction open, as a caller between requests would
-    return ids
 
 
 def mentions(message: str, lead_id: int) -> bool:

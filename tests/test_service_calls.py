@@ -25,6 +25,9 @@ def public_methods(service: type) -> set[str]:
     return {name for name in vars(service) if not name.startswith("_")}
 
 
+NEW_ONE = LeadFilters(search="kw@acme.com")  # the lead create_lead makes in the table
+
+
 def keyword_calls(
     agent: User, superuser: User, lead: Lead, other: Lead
 ) -> dict[tuple[type, str], dict[str, Any]]:
@@ -54,6 +57,19 @@ def keyword_calls(
             "lead_ids": [other.id],
             "agent_user_id": agent.id,
             "assigned_by_user_id": superuser.id,
+        },
+        (LeadService, "count_bulk_matches"): {"filters": LeadFilters(), "user_id": agent.id},
+        (LeadService, "bulk_update_status_by_filter"): {
+            "filters": NEW_ONE,
+            "new_status": "WON",
+            "user_id": agent.id,
+            "expected_count": 1,
+        },
+        (LeadService, "assign_leads_by_filter"): {
+            "filters": NEW_ONE,
+            "agent_user_id": agent.id,
+            "assigned_by_user_id": superuser.id,
+            "expected_count": 1,
         },
         (LeadService, "delete_lead"): {"lead_id": other.id, "user_id": superuser.id},
         (LeadService, "restore_lead"): {"lead_id": other.id, "user_id": superuser.id},

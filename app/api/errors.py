@@ -39,6 +39,7 @@ from app.services.exceptions import (
     InvalidHeaderException,
     LeadNotFoundException,
     LoginBusyException,
+    MatchCountChangedException,
     PermissionDeniedException,
     PreconditionFailedException,
     PreconditionRequiredException,
@@ -191,6 +192,8 @@ async def _crm_exception(request: Request, exc: Exception) -> JSONResponse:
         headers, extra = {"ETag": exc.tag}, {"current_version": exc.current_version}
     elif isinstance(exc, DuplicateLeadException):
         extra = {"duplicates": exc.duplicates}
+    elif isinstance(exc, MatchCountChangedException):
+        extra = {"matched": exc.matched}
     response = error_response(status_code, exc.message, exc.code, errors, headers, **extra)
     call = getattr(request.state, IDEMPOTENT_CALL, None)
     if call is not None and is_kept(exc, status_code):

@@ -53,6 +53,14 @@ def bulk_response(lead_ids: Sequence[int]) -> Response:
     return JSONBytes(_dumps({"updated_count": len(lead_ids), "lead_ids": list(lead_ids)}))
 
 
+def bulk_or_preview_response(result: Sequence[int] | int) -> Response:
+    """What a bulk call answers: `BulkResult` for the leads changed, or `BulkPreview` for a
+    dry run's count."""
+    if isinstance(result, int):
+        return JSONBytes(_dumps({"matched": result}))
+    return bulk_response(result)
+
+
 def page_response(
     leads: Sequence[Any],
     *,

@@ -291,6 +291,11 @@ class ErrorResponse(BaseModel):
         description="409 `duplicate` of a new lead only: the live leads you may see with its "
         "email or phone.",
     )
+    matched: int | MISSING = Field(
+        MISSING,
+        description="409 `match_count_changed` of a bulk change by filter only: how many leads "
+        "the filter matches now (nothing was changed).",
+    )
 
 
 class Health(BaseModel):

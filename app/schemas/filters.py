@@ -215,6 +215,15 @@ class LeadExportQuery(LeadFilters):
     bom: bool = Field(False, description="CSV only: start with a UTF-8 byte order mark, for Excel.")
 
 
+def json_filter(value: Any) -> Any:
+    """`LeadFilters` validated as the JSON it came in as, strictly: its types are made for
+    query strings, where `"1"` is a number and `0` a flag, which a JSON body must not be. The
+    `mode="before"` validator of a body's filter field (webhooks, bulk changes, rescoring)."""
+    if isinstance(value, dict):
+        return LeadFilters.model_validate_json(orjson.dumps(value), strict=True)
+    return value
+
+
 def _refuse(field: str, predicate: str, value: Any) -> None:
     """A cross-field error reported at one field, as a field's own error would be."""
     error = InitErrorDetails(

@@ -13,7 +13,7 @@ for it. `| None` appears only where null means something: clear this value (`com
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import (
     MISSING,
@@ -23,21 +23,35 @@ from pydantic import (
     Field,
     StrictBool,
     StrictFloat,
+    ValidationError,
     create_model,
+    field_validator,
+    model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from app.models import LeadSource, LeadStatus
 from app.models.lead import COMPANY_MAX_LENGTH, JOB_TITLE_MAX_LENGTH, is_hot
 from app.models.types import TAG_MAX_LENGTH
 from app.models.validation import (
     EMAIL_MAX_LENGTH,
+    MAX_INT32,
     NAME_MAX_LENGTH,
     NO_NUL_PATTERN,
     NOT_BLANK_PATTERN,
     PHONE_MAX_LENGTH,
     PHONE_PATTERN,
 )
-from app.schemas.common import BodyId, Money, RequestBody, SettingLimit, UtcDateTime, json_int
+from app.schemas.common import (
+    BodyId,
+    Money,
+    RequestBody,
+    SettingLimit,
+    UtcDateTime,
+    given,
+    json_int,
+)
+from app.schemas.filters import LeadFilters, json_filter
 
 # Far beyond any real lead, and far enough below the 32-bit column limit that recording calls
 # one by one can never overflow it.
@@ -68,6 +82,7 @@ PHONE_DESCRIPTION = (
 Score = json_int(Field(ge=0, le=100))
 Probability = Annotated[StrictFloat, Field(ge=0.0, le=1.0)]
 CallAttempts = json_int(Field(ge=0, le=CALL_ATTEMPTS_MAX))
+Count = json_int(Field(ge=0, le=MAX_INT32))
 Tags = Annotated[list[Tag], SettingLimit("tags_max_per_lead")]
 
 
@@ -268,30 +283,185 @@ class CallCreate(RequestBody):
     note: NoteText | MISSING | None = Field(MISSING, description="What happened on the call.")
 
 
-class BulkStatusUpdate(RequestBody):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"lead_ids": [101, 102], "status": "CONTACTED", "note": "Campaign"}]
-        },
+BULK_SELECTION = (
+    "Which leads: `lead_ids`, or `filter` (the list filters of `GET /leads`), exactly one of "
+    "the two. With `filter`, `dry_run: true` answers how many leads it matches "
+    '(`{"matched"}`) and changes nothing; a real call must send that count as '
+    "`expected_count` (409 `match_count_changed` with the count now if the filter matches "
+    "another number of leads by then). An agent's filter matches only their own leads; "
+    "archived leads are never changed, so `filter.include_archived` must be false. More "
+    "matches than BULK_MAX_IDS: 422, narrow the filter."
+)
+
+
+def _refuse_at(loc: tuple[str, ...], predicate: str, value: Any) -> None:
+    """A rule between fields, reported at the field it is about."""
+    error = InitErrorDetails(
+        type=PydanticCustomError("value_error", predicate), loc=loc, input=value
+    )
+    raise ValidationError.from_exception_data("BulkSelection", [error])
+
+
+class BulkSelection(RequestBody):
+    """Which leads a bulk change is for: `lead_ids`, or `filter` with a preview (`dry_run`)
+    and then the count it showed (`expected_count`)."""
+
+    lead_ids: LeadIds | MISSING = Field(MISSING, description="Distinct lead ids (not with filter).")
+    filter: LeadFilters | MISSING = Field(
+        MISSING,
+        description="The leads matching these list filters (not with lead_ids); "
+        "`include_archived` must be false.",
+    )
+    dry_run: StrictBool = Field(
+        False, description="With filter: answer `{matched}` and change nothing."
+    )
+    expected_count: Count | MISSING = Field(
+        MISSING,
+        description="With filter, required unless dry_run: the `matched` of the preview; the "
+        "call changes nothing (409) if the filter matches another number of leads now.",
     )
 
-    lead_ids: LeadIds
+    _strict_filter = field_validator("filter", mode="before")(json_filter)
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> Self:
+        by_ids, by_filter = self.lead_ids is not MISSING, self.filter is not MISSING
+        if by_ids == by_filter:
+            predicate = "must not be given with filter" if by_ids else "or filter is required"
+            _refuse_at(("lead_ids",), predicate, given(self.lead_ids))
+        if by_ids and self.dry_run:
+            _refuse_at(("dry_run",), "is only for filter (a list of ids needs no preview)", True)
+        if by_ids and self.expected_count is not MISSING:
+            _refuse_at(("expected_count",), "is only for filter", self.expected_count)
+        if by_filter and self.filter.include_archived:  # type: ignore[union-attr]
+            _refuse_at(
+                ("filter", "include_archived"),
+                "must be false: archived leads cannot be changed in bulk (restore them first)",
+                True,
+            )
+        if by_filter and not self.dry_run and self.expected_count is MISSING:
+            _refuse_at(
+                ("expected_count",),
+                "is required with filter: send the `matched` of a dry_run",
+                None,
+            )
+        return self
+
+    @property
+    def filters(self) -> LeadFilters | None:
+        return given(self.filter)
+
+
+# The selection's rules as JSON Schema: exactly one of lead_ids and filter; with lead_ids no
+# preview and no expected_count; with filter, expected_count unless dry_run.
+SELECTION_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {
+            "required": ["lead_ids"],
+            "not": {"anyOf": [{"required": ["filter"]}, {"required": ["expected_count"]}]},
+            "properties": {"dry_run": {"const": False}},
+        },
+        {
+            "required": ["filter"],
+            "not": {"required": ["lead_ids"]},
+            "anyOf": [
+                {"required": ["expected_count"]},
+                {"required": ["dry_run"], "properties": {"dry_run": {"const": True}}},
+            ],
+        },
+    ]
+}
+
+
+def _selection_schema(examples: list[dict[str, Any]]) -> dict[str, Any]:
+    return {**SELECTION_SCHEMA, "examples": examples}
+
+
+class BulkStatusUpdate(BulkSelection):
+    model_config = ConfigDict(
+        json_schema_extra=_selection_schema(
+            [
+                {"lead_ids": [101, 102], "status": "CONTACTED", "note": "Campaign"},
+                {
+                    "filter": {"status": ["NEW"], "tags": ["webinar"]},
+                    "status": "CONTACTED",
+                    "dry_run": True,
+                },
+                {
+                    "filter": {"status": ["NEW"], "tags": ["webinar"]},
+                    "status": "CONTACTED",
+                    "expected_count": 42,
+                },
+            ]
+        ),
+    )
+
     status: LeadStatus = Field(description="The status every lead gets.")
     note: NoteText | MISSING | None = Field(MISSING, description="A note added to every lead.")
 
 
-class BulkAssign(RequestBody):
+class BulkAssign(BulkSelection):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"lead_ids": [101, 102], "agent_user_id": 7}]},
+        json_schema_extra=_selection_schema(
+            [
+                {"lead_ids": [101, 102], "agent_user_id": 7},
+                {
+                    "filter": {"assigned_to": 3, "status": ["NEW"]},
+                    "agent_user_id": 7,
+                    "dry_run": True,
+                },
+                {
+                    "filter": {"assigned_to": 3, "status": ["NEW"]},
+                    "agent_user_id": 7,
+                    "expected_count": 12,
+                },
+            ]
+        ),
     )
 
-    lead_ids: LeadIds
     agent_user_id: BodyId = Field(description="The active user who gets the leads.")
 
 
 class BulkResult(BaseModel):
+    """What a bulk change did."""
+
     updated_count: int = Field(description="How many leads changed.")
     lead_ids: list[int] = Field(description="Their ids, ascending.")
+
+
+class BulkPreview(BaseModel):
+    """What a bulk change by filter would change (`dry_run`): nothing was changed."""
+
+    matched: int = Field(
+        description="How many leads the filter matches now: send it as `expected_count`."
+    )
+
+
+class RescoreRequest(RequestBody):
+    """Which leads to rescore, and whether only to count."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"filter": {"source": ["WEBSITE"]}, "dry_run": True}]},
+    )
+
+    filter: LeadFilters | MISSING = Field(
+        MISSING,
+        description="The leads matching these list filters (`GET /leads`'s); left out: every "
+        "live lead. `include_archived` must be false: archived leads are not rescored.",
+    )
+    dry_run: StrictBool = Field(False, description="Count what would change; change nothing.")
+
+    _strict_filter = field_validator("filter", mode="before")(json_filter)
+
+
+class RescoreResult(BaseModel):
+    """What a rescore changed (or, with dry_run, would change)."""
+
+    matched: int = Field(description="How many leads the filter selects.")
+    changed: int = Field(
+        description="How many of them had an automatic score the rules now put otherwise, and "
+        "got the new one (with dry_run: would get it). Manual scores are never changed."
+    )
 
 
 def _counts_by(enum_cls: Any, what: str) -> type[BaseModel]:

@@ -6,14 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import MISSING, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from app.models.lead_event import LeadEventType
 from app.models.validation import NO_NUL_PATTERN, NOT_BLANK_PATTERN
 from app.models.webhook import DESCRIPTION_MAX_LENGTH, URL_MAX_LENGTH, DeliveryStatus
 from app.schemas.common import RequestBody
-from app.schemas.filters import LeadFilters
+from app.schemas.filters import LeadFilters, json_filter
 
 ALL_EVENTS = "*"
 TEST_EVENT = "webhook.test"
@@ -33,14 +32,6 @@ URL_RULE = (
 
 def _distinct(value: list[str]) -> list[str]:
     return list(dict.fromkeys(value))
-
-
-def _json_filter(value: Any) -> Any:
-    """`LeadFilters` validated as the JSON it came in as, strictly: its types are made for
-    query strings, where `"1"` is a number and `0` a flag, which a JSON body must not be."""
-    if isinstance(value, dict):
-        return LeadFilters.model_validate_json(orjson.dumps(value), strict=True)
-    return value
 
 
 class WebhookCreate(RequestBody):
@@ -71,7 +62,7 @@ class WebhookCreate(RequestBody):
     )
 
     _distinct_types = field_validator("event_types")(_distinct)
-    _strict_filter = field_validator("filter", mode="before")(_json_filter)
+    _strict_filter = field_validator("filter", mode="before")(json_filter)
 
 
 class WebhookUpdate(RequestBody):
@@ -91,7 +82,7 @@ class WebhookUpdate(RequestBody):
     )
 
     _distinct_types = field_validator("event_types")(_distinct)
-    _strict_filter = field_validator("filter", mode="before")(_json_filter)
+    _strict_filter = field_validator("filter", mode="before")(json_filter)
 
 
 class WebhookRead(BaseModel):

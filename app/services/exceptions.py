@@ -140,6 +140,11 @@ class ValidationException(CRMException):
         return cls([(loc, messages.sentence(loc, predicate))])
 
     @classmethod
+    def at_path(cls, loc: Sequence[str | int], predicate: str) -> ValidationException:
+        """One problem at a nested field (`["filter", "include_archived"]`)."""
+        return cls([(list(loc), messages.sentence(loc, predicate))])
+
+    @classmethod
     def of_fields(cls, errors: Iterable[FieldValidationError]) -> ValidationException:
         return cls([([e.field], messages.sentence([e.field], e.message)) for e in errors])
 
@@ -173,6 +178,22 @@ class ConflictException(CRMException):
     a concurrent change that could not be retried)."""
 
     code = "conflict"
+
+
+class MatchCountChangedException(ConflictException):
+    """A bulk change by filter was sent with an `expected_count` (the preview's count) that the
+    filter no longer matches: leads were added to or left its match since. `matched` is the
+    count now; nothing was changed."""
+
+    code = "match_count_changed"
+
+    def __init__(self, expected: int, matched: int) -> None:
+        self.expected = expected
+        self.matched = matched
+        super().__init__(
+            f"The filter matches {matched} leads now, not the {expected} of expected_count; "
+            "nothing was changed. Preview it again (dry_run) and send the new count."
+        )
 
 
 class PreconditionFailedException(CRMException):

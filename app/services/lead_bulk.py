@@ -57,18 +57,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.config import get_settings
 from app.models import Lead, LeadEvent, LeadEventType, User
+from app.models.validation import is_whole_number
+from app.schemas.filters import LeadFilters
 from app.services.exceptions import (
     ConflictException,
     LeadNotFoundException,
+    MatchCountChangedException,
+    ValidationException,
     id_list,
 )
 from app.services.lead_events import EVENT_COLUMNS, event_values, field_change
+from app.services.lead_filters import lead_conditions
 
 
 @dataclass(frozen=True)
 class BulkEvent:
-    """The event each lead of a bulk call gets: `field` set to `new` (a Python value) by
+    """The event each lead of a bulk call gets: `field` set to `new` (a Python value, or an
+    SQL expression over the lead's row, such as its score under the current rules) by
     `actor_id` at `at`, with the call's `note`."""
 
     type: LeadEventType
@@ -85,7 +92,7 @@ class BulkEvent:
         committed one (READ COMMITTED re-reads a row it waited for), in id order like the
         UPDATE's."""
         column = getattr(Lead, self.field)
-        new = literal(self.new, column.type)
+        new = self.new if isinstance(self.new, ColumnElement) else literal(self.new, column.type)
         values = event_values(
             self.type,
             Lead.id,
@@ -194,7 +201,7 @@ async def _refuse(db: AsyncSession, ids: Sequence[int], user: User) -> None:
         )
     ).all()
     # An agent's call cannot tell someone else's lead from a missing one (see
-    # `lead_service._ensure_may_touch`): both are "not found", in one list.
+    # `lead_service.ensure_may_touch`): both are "not found", in one list.
     visible = [row for row in rows if user.is_superuser or row.assigned_to == user.id]
     missing = set(ids) - {row.id for row in visible}
     if missing:
@@ -202,6 +209,62 @@ async def _refuse(db: AsyncSession, ids: Sequence[int], user: User) -> None:
     archived = [row.id for row in visible if row.archived_at is not None]
     if archived:
         raise ConflictException(f"Leads archived, restore them first: {id_list(archived)}.")
+
+
+# ------------------------------------------------------------------------ by filter (issue 17)
+
+
+def checked_filters(filters: Any) -> LeadFilters:
+    """The filter of a bulk change: a `LeadFilters` that leaves archived leads out (they
+    cannot be changed in bulk, so `include_archived` is refused rather than ignored)."""
+    if not isinstance(filters, LeadFilters):
+        raise ValidationException.at("filter", "must be a LeadFilters")
+    if filters.include_archived:
+        raise ValidationException.at_path(
+            ["filter", "include_archived"],
+            "must be false: archived leads cannot be changed in bulk (restore them first)",
+        )
+    return filters
+
+
+def filter_rules(filters: LeadFilters, user: User) -> list[ColumnElement[bool]]:
+    """The leads `filters` selects that `user` may change: live ones, an agent's own."""
+    scope = None if user.is_superuser else user.id
+    return lead_conditions(checked_filters(filters), scope_user_id=scope)
+
+
+async def count_matching(db: AsyncSession, filters: LeadFilters, user: User) -> int:
+    """How many leads a bulk change by `filters` would change now (one count)."""
+    rules = filter_rules(filters, user)
+    return int(await db.scalar(select(func.count()).select_from(Lead).where(*rules)) or 0)
+
+
+async def matching_ids(
+    db: AsyncSession, filters: LeadFilters, user: User, expected_count: Any
+) -> list[int]:
+    """The ids `filters` selects for `user`, ascending, locked in id order (PostgreSQL), once
+    they are no more than BULK_MAX_IDS and exactly `expected_count`: one SELECT of at most
+    BULK_MAX_IDS + 1 ids. More: ValidationException naming `filter` (narrow it); another
+    count: MatchCountChangedException with the count now (a filter that grew since its
+    preview changes nothing). The by-ids path then changes exactly these rows: locked, they
+    still pass the rules."""
+    if not is_whole_number(expected_count) or expected_count < 0:
+        raise ValidationException.at("expected_count", "must be a whole number, 0 or more")
+    limit = get_settings().bulk_max_ids
+    rules = filter_rules(filters, user)
+    ids = list(
+        await db.scalars(
+            select(Lead.id).where(*rules).order_by(Lead.id).limit(limit + 1).with_for_update()
+        )
+    )
+    if len(ids) > limit:
+        raise ValidationException.at(
+            "filter",
+            f"matches more than BULK_MAX_IDS ({limit}) leads: narrow it (a dry_run counts them)",
+        )
+    if len(ids) != expected_count:
+        raise MatchCountChangedException(expected_count, len(ids))
+    return ids
 
 
 def _is_postgres(db: AsyncSession) -> bool:

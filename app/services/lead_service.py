@@ -434,31 +434,32 @@ class LeadService:
         its status was. Returns the updated leads in id order, or with `ids_only=True` just
         their ids in order (no lead is read back: what the API answers with)."""
         ids = _checked_ids(lead_ids)
-        status = enum_member(LeadStatus, "status", new_status)
-        text = note_text(note, "note")
+        status, text = enum_member(LeadStatus, "status", new_status), note_text(note, "note")
         user = await get_acting_user(db, user_id)
-
-        now = utcnow()
-        prefix = f"{note_timestamp(now)} user {user.id}: Status "
-        line: ColumnElement[str] = (
-            literal(prefix) + cast(Lead.status, String) + literal(f" → {status.value} (bulk)")
-        )
-        if text:
-            line = line + literal("\n" + format_note_line(text, author_id=user.id, at=now))
-        change = update(Lead).values(
-            status=status,
-            status_changed_at=case(
-                (Lead.status == status, Lead.status_changed_at), else_=literal(now, UTCDateTime())
-            ),
-            updated_at=now,
-            notes=_appended(line),
-            version=Lead.version + 1,
-        )
-        event = lead_bulk.BulkEvent(
-            LeadEventType.STATUS_CHANGED, "status", status.value, user.id, now, note=text
-        )
-        await lead_bulk.update_all_or_nothing(db, change, ids, user, event)
+        await _set_status(db, ids, status, text, user)
         return ids if ids_only else await lead_bulk.reload_leads(db, ids)
+
+    @staticmethod
+    @transactional
+    async def bulk_update_status_by_filter(
+        db: AsyncSession,
+        filters: LeadFilters,
+        new_status: LeadStatus | str,
+        user_id: int,
+        *,
+        expected_count: int,
+        note: str | None = None,
+    ) -> list[int]:
+        """`bulk_update_status` on the live leads `filters` selects (an agent's: their own),
+        if they are exactly `expected_count` (else MatchCountChangedException with the count
+        now) and at most BULK_MAX_IDS (else ValidationException naming `filter`). The filter
+        is turned into ids, locked, in the same transaction; returns them in order."""
+        status, text = enum_member(LeadStatus, "status", new_status), note_text(note, "note")
+        user = await get_acting_user(db, user_id)
+        ids = await lead_bulk.matching_ids(db, filters, user, expected_count)
+        if ids:
+            await _set_status(db, ids, status, text, user)
+        return ids
 
     @staticmethod
     @transactional
@@ -474,26 +475,44 @@ class LeadService:
         note line records who assigned it and who had it before. Returns the leads in id order,
         or with `ids_only=True` just their ids in order."""
         ids = _checked_ids(lead_ids)
-        user = await get_acting_user(db, assigned_by_user_id)
-        if not user.is_superuser:
-            raise PermissionDeniedException("Only a superuser may assign leads.", ids)
+        user = await _assigning_user(db, assigned_by_user_id, ids)
         agent = await _active_user(db, agent_user_id, role="Agent", field="agent_user_id")
-
-        now = utcnow()
-        previous = func.coalesce(
-            literal("user ") + cast(Lead.assigned_to, String), literal("unassigned")
-        )
-        line = (
-            literal(f"{note_timestamp(now)} user {user.id}: Assigned to user {agent.id} (was ")
-            + previous
-            + literal(")")
-        )
-        change = update(Lead).values(
-            assigned_to=agent.id, updated_at=now, notes=_appended(line), version=Lead.version + 1
-        )
-        event = lead_bulk.BulkEvent(LeadEventType.ASSIGNED, "assigned_to", agent.id, user.id, now)
-        await lead_bulk.update_all_or_nothing(db, change, ids, user, event)
+        await _assign(db, ids, agent, user)
         return ids if ids_only else await lead_bulk.reload_leads(db, ids)
+
+    @staticmethod
+    @transactional
+    async def assign_leads_by_filter(
+        db: AsyncSession,
+        filters: LeadFilters,
+        agent_user_id: int,
+        assigned_by_user_id: int,
+        *,
+        expected_count: int,
+    ) -> list[int]:
+        """`assign_leads` on the live leads `filters` selects, if they are exactly
+        `expected_count` and at most BULK_MAX_IDS (see `bulk_update_status_by_filter`);
+        superusers only. Returns their ids in order."""
+        user = await _assigning_user(db, assigned_by_user_id)
+        agent = await _active_user(db, agent_user_id, role="Agent", field="agent_user_id")
+        ids = await lead_bulk.matching_ids(db, filters, user, expected_count)
+        if ids:
+            await _assign(db, ids, agent, user)
+        return ids
+
+    @staticmethod
+    @transactional
+    async def count_bulk_matches(
+        db: AsyncSession, filters: LeadFilters, user_id: int, *, assigning: bool = False
+    ) -> int:
+        """How many leads a bulk change by `filters` would change now: the preview (dry run)
+        of `bulk_update_status_by_filter`, or with `assigning` of `assign_leads_by_filter`
+        (superusers only). Changes nothing; counts past BULK_MAX_IDS too."""
+        if assigning:
+            user = await _assigning_user(db, user_id)
+        else:
+            user = await get_acting_user(db, user_id)
+        return await lead_bulk.count_matching(db, filters, user)
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -657,6 +676,59 @@ async def _active_user(
     return user
 
 
+async def _set_status(
+    db: AsyncSession, ids: list[int], status: LeadStatus, text: str | None, user: User
+) -> None:
+    """The bulk status change of `ids` (sorted, distinct), all or nothing: one UPDATE with
+    each lead's note line built in SQL, and one INSERT of their events."""
+    now = utcnow()
+    prefix = f"{note_timestamp(now)} user {user.id}: Status "
+    line: ColumnElement[str] = (
+        literal(prefix) + cast(Lead.status, String) + literal(f" → {status.value} (bulk)")
+    )
+    if text:
+        line = line + literal("\n" + format_note_line(text, author_id=user.id, at=now))
+    change = update(Lead).values(
+        status=status,
+        status_changed_at=case(
+            (Lead.status == status, Lead.status_changed_at), else_=literal(now, UTCDateTime())
+        ),
+        updated_at=now,
+        notes=appended_note(line),
+        version=Lead.version + 1,
+    )
+    event = lead_bulk.BulkEvent(
+        LeadEventType.STATUS_CHANGED, "status", status.value, user.id, now, note=text
+    )
+    await lead_bulk.update_all_or_nothing(db, change, ids, user, event)
+
+
+async def _assigning_user(db: AsyncSession, user_id: int, ids: Sequence[int] = ()) -> User:
+    user = await get_acting_user(db, user_id)
+    if not user.is_superuser:
+        raise PermissionDeniedException("Only a superuser may assign leads.", ids)
+    return user
+
+
+async def _assign(db: AsyncSession, ids: list[int], agent: User, user: User) -> None:
+    """The bulk assignment of `ids` to `agent`, all or nothing, each lead's note line naming
+    who had it before."""
+    now = utcnow()
+    previous = func.coalesce(
+        literal("user ") + cast(Lead.assigned_to, String), literal("unassigned")
+    )
+    line = (
+        literal(f"{note_timestamp(now)} user {user.id}: Assigned to user {agent.id} (was ")
+        + previous
+        + literal(")")
+    )
+    change = update(Lead).values(
+        assigned_to=agent.id, updated_at=now, notes=appended_note(line), version=Lead.version + 1
+    )
+    event = lead_bulk.BulkEvent(LeadEventType.ASSIGNED, "assigned_to", agent.id, user.id, now)
+    await lead_bulk.update_all_or_nothing(db, change, ids, user, event)
+
+
 def _checked_ids(lead_ids: Any) -> list[int]:
     limit = get_settings().bulk_max_ids
     if isinstance(lead_ids, str | bytes) or not isinstance(lead_ids, Iterable):
@@ -676,7 +748,7 @@ def _checked_ids(lead_ids: Any) -> list[int]:
     return sorted(ids)
 
 
-def _appended(line: ColumnElement[str]) -> ColumnElement[str]:
+def appended_note(line: ColumnElement[str]) -> ColumnElement[str]:
     """SQL for notes with `line` appended on a new line, history untouched."""
     return case(
         (or_(Lead.notes.is_(None), Lead.notes == ""), line),

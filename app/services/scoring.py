@@ -8,18 +8,27 @@
     capped at 100
 
 The free-mail domains and high-value tags are settings (FREE_EMAIL_DOMAINS, HIGH_VALUE_TAGS).
+
+`explain_lead_score` applies the table to one lead in Python; `automatic_score_sql` is the same
+table as one SQL expression over the leads table, for set-based rescoring (app/services/
+lead_rescore.py). tests/test_lead_rescore.py holds the two equal for every line of the table.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
+from sqlalchemy import and_, case, false, func, literal
+from sqlalchemy.sql.elements import ColumnElement
 
 from app.config import Settings, get_settings
-from app.models import LeadSource
+from app.models import Lead, LeadSource
+from app.models.types import TAG_MAX_LENGTH, tags_overlap
 
 BASE_SCORE = 50
 SOURCE_POINTS: dict[LeadSource, int] = {
@@ -128,3 +137,60 @@ def scoring_version(settings: Settings | None = None) -> str:
         "high_value_tags": sorted(settings.high_value_tags),
     }
     return hashlib.sha256(orjson.dumps(rules, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+# What Python's `str.strip()` removes: every character `isspace()` says is whitespace.
+WHITESPACE = "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())
+
+
+def automatic_score_sql(
+    columns: Any = None, settings: Settings | None = None
+) -> ColumnElement[int]:
+    """The automatic score `explain_lead_score` gives, as one SQL expression over the leads
+    table's `columns` (the same on SQLite and PostgreSQL), under `settings`' FREE_EMAIL_DOMAINS
+    and HIGH_VALUE_TAGS. Built from the same constants as the Python rules.
+
+    - the source: a CASE over SOURCE_POINTS (no source counts as OTHER);
+    - the company: not null and not empty once stripped of whitespace (all of `str.strip()`'s);
+    - a business email: it has an `@`, and the part after the last one, stripped and
+      lowercased, is not a free-mail domain. The part after the last `@` is found with
+      `rtrim(email, <email without its @>)`, which cuts back to the last `@` (both databases
+      have it). SQLite's `lower()` lowercases ASCII only; stored emails have their domain
+      lowercased already (email-validator normalises it);
+    - a high-value tag: tags are stored trimmed and lowercased, so the tag test is the list
+      filter's `tags_overlap` with the settings' tags;
+    - capped at MAX_SCORE.
+    """
+    settings = settings or get_settings()
+    leads = Lead.__table__.c if columns is None else columns
+    source_points = case(
+        {source.value: points for source, points in SOURCE_POINTS.items()},
+        value=leads.source,
+        else_=SOURCE_POINTS[LeadSource.OTHER],
+    )
+    has_company = and_(leads.company.is_not(None), _stripped(leads.company) != "")
+    email = leads.email
+    domain = func.substr(email, func.length(func.rtrim(email, func.replace(email, "@", ""))) + 1)
+    business = and_(
+        email.is_not(None),
+        email.contains("@", autoescape=True),
+        func.lower(_stripped(domain)).not_in(sorted(settings.free_email_domains)),
+    )
+    # No stored tag is longer than TAG_MAX_LENGTH, so a longer setting can match none (and
+    # PostgreSQL's cast to varchar(50)[] would cut it to a prefix that might).
+    valuable = sorted(t for t in settings.high_value_tags if len(t) <= TAG_MAX_LENGTH)
+    has_valuable_tag = tags_overlap(leads.tags, valuable) if valuable else false()
+    total = (
+        literal(BASE_SCORE)
+        + source_points
+        + case((has_company, COMPANY_POINTS), else_=0)
+        + case((business, BUSINESS_EMAIL_POINTS), else_=0)
+        + case((has_valuable_tag, HIGH_VALUE_TAG_POINTS), else_=0)
+    )
+    return case((total > MAX_SCORE, MAX_SCORE), else_=total)
+
+
+def _stripped(text: ColumnElement[str]) -> ColumnElement[str]:
+    """`text.strip()` in SQL."""
+    whitespace = literal(WHITESPACE)
+    return func.ltrim(func.rtrim(text, whitespace), whitespace)

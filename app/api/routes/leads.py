@@ -28,7 +28,7 @@ from app.api.errors import (
 from app.api.idempotency import OnceDep
 from app.api.preconditions import IfMatch, IfNoneMatch
 from app.api.render import (
-    bulk_response,
+    bulk_or_preview_response,
     lead_or_not_modified,
     lead_response,
     model_response,
@@ -41,6 +41,7 @@ from app.schemas.filters import LeadExportQuery, LeadListQuery
 from app.schemas.history import LeadHistoryPage, LeadHistoryQuery, LeadStatusHistory
 from app.schemas.lead import (
     BulkAssign,
+    BulkPreview,
     BulkResult,
     BulkStatusUpdate,
     CallCreate,
@@ -50,6 +51,8 @@ from app.schemas.lead import (
     LeadStatistics,
     LeadUpdate,
     NoteCreate,
+    RescoreRequest,
+    RescoreResult,
 )
 from app.schemas.lead_import import ImportJob, ImportQuery, ImportReport
 from app.schemas.scores import LeadScore
@@ -63,6 +66,7 @@ from app.services.lead_history import LeadHistory
 from app.services.lead_imports import ImportOptions, LeadImports
 from app.services.lead_merges import LeadMerges
 from app.services.lead_reads import LeadReads
+from app.services.lead_rescore import LeadRescore
 from app.services.lead_scores import LeadScores
 
 router = APIRouter(prefix="/leads", tags=["leads"])
@@ -300,51 +304,112 @@ async def get_lead_statistics(access: ReadAccess) -> LeadStatistics:
     return LeadStatistics(**await LeadReads.statistics(access.reader, access.claims))
 
 
+BULK_ANSWER = replayable(
+    "With `lead_ids`, or `filter` and `expected_count`: the leads changed (`BulkResult`). "
+    "With `filter` and `dry_run: true`: how many leads the filter matches (`BulkPreview`); "
+    "nothing was changed."
+)
+
+
 @router.post(
     "/bulk/status",
     summary="Set the status of many leads",
-    response_model=BulkResult,
+    response_model=BulkResult | BulkPreview,
     status_code=status.HTTP_200_OK,
-    responses={**replayable("The leads changed."), **WRITE_ERRORS},
+    responses={**BULK_ANSWER, **WRITE_ERRORS},
 )
 async def bulk_update_status(
     body: BulkStatusUpdate, db: SessionDep, user: CurrentUser, once: OnceDep
 ) -> Response:
     """All or nothing: if any id is missing, not the caller's, or archived, nothing changes.
+
+    By filter: `{"filter": {...}, "status": ..., "dry_run": true}` answers `{"matched": N}`
+    and changes nothing; then the same body with `"expected_count": N` instead of `dry_run`
+    changes exactly the N live leads the filter matches (an agent's: their own), or nothing:
+    409 `match_count_changed` with `matched` (the count now) if the filter matches another
+    number of leads by then, 422 naming `filter` past BULK_MAX_IDS matches.
+
+    Refused with 422 although the schema alone allows them: `filter.include_archived: true`
+    (archived leads cannot be changed in bulk), a `filter` with crossed date or score ranges.
     Takes an `Idempotency-Key` (see `POST /leads`)."""
-    async with once.run(user.id, bulk_response) as outcome:
-        lead_ids = await LeadService.bulk_update_status(
-            db,
-            body.lead_ids,
-            body.status,
-            user_id=user.id,
-            note=given(body.note),
-            ids_only=True,
-        )
-    return outcome.or_render(bulk_response, lead_ids)
+    async with once.run(user.id, bulk_or_preview_response) as outcome:
+        if body.filters is None:
+            result: list[int] | int = await LeadService.bulk_update_status(
+                db,
+                given(body.lead_ids),
+                body.status,
+                user_id=user.id,
+                note=given(body.note),
+                ids_only=True,
+            )
+        elif body.dry_run:
+            result = await LeadService.count_bulk_matches(db, body.filters, user.id)
+        else:
+            result = await LeadService.bulk_update_status_by_filter(
+                db,
+                body.filters,
+                body.status,
+                user.id,
+                expected_count=body.expected_count,
+                note=given(body.note),
+            )
+    return outcome.or_render(bulk_or_preview_response, result)
 
 
 @router.post(
     "/bulk/assign",
     summary="Assign many leads to an agent",
-    response_model=BulkResult,
+    response_model=BulkResult | BulkPreview,
     status_code=status.HTTP_200_OK,
-    responses={**replayable("The leads assigned."), **WRITE_ERRORS},
+    responses={**BULK_ANSWER, **WRITE_ERRORS},
 )
 async def assign_leads(
     body: BulkAssign, db: SessionDep, user: CurrentUser, once: OnceDep
 ) -> Response:
-    """Superusers only; the agent must exist and be active. All or nothing. Takes an
-    `Idempotency-Key` (see `POST /leads`)."""
-    async with once.run(user.id, bulk_response) as outcome:
-        lead_ids = await LeadService.assign_leads(
-            db,
-            body.lead_ids,
-            agent_user_id=body.agent_user_id,
-            assigned_by_user_id=user.id,
-            ids_only=True,
-        )
-    return outcome.or_render(bulk_response, lead_ids)
+    """Superusers only; the agent must exist and be active. All or nothing. By filter as
+    `POST /leads/bulk/status` (a `dry_run` first, then `expected_count`), with the same
+    refusals. Takes an `Idempotency-Key` (see `POST /leads`)."""
+    async with once.run(user.id, bulk_or_preview_response) as outcome:
+        if body.filters is None:
+            result: list[int] | int = await LeadService.assign_leads(
+                db,
+                given(body.lead_ids),
+                agent_user_id=body.agent_user_id,
+                assigned_by_user_id=user.id,
+                ids_only=True,
+            )
+        elif body.dry_run:
+            result = await LeadService.count_bulk_matches(db, body.filters, user.id, assigning=True)
+        else:
+            result = await LeadService.assign_leads_by_filter(
+                db,
+                body.filters,
+                body.agent_user_id,
+                user.id,
+                expected_count=body.expected_count,
+            )
+    return outcome.or_render(bulk_or_preview_response, result)
+
+
+@router.post(
+    "/rescore",
+    summary="Rescore leads under the current rules",
+    response_model=RescoreResult,
+    status_code=status.HTTP_200_OK,
+    responses=error_responses(400, 401, 403, 409, 413, 422),
+)
+async def rescore_leads(body: RescoreRequest, db: SessionDep, user: CurrentUser) -> RescoreResult:
+    """Superusers only. Computes the automatic score of every live lead the `filter` selects
+    (all of them without one) under the scoring rules in force (`GET /leads/{id}/score`'s
+    table, FREE_EMAIL_DOMAINS and HIGH_VALUE_TAGS as they are now) and stores it where it
+    differs: each such lead gets a note line ("Score 60 → 75 (rescore)"), a `lead.updated`
+    event and a new version. Manual scores are never changed. `dry_run: true` counts and
+    changes nothing.
+
+    Refused with 422 although the schema alone allows them: `filter.include_archived: true`
+    (archived leads are not rescored), a `filter` with crossed date or score ranges."""
+    outcome = await LeadRescore.rescore(db, user.id, given(body.filter), dry_run=body.dry_run)
+    return RescoreResult(matched=outcome.matched, changed=outcome.changed)
 
 
 @router.get(

@@ -466,6 +466,15 @@ export interface paths {
         /**
          * Set the status of many leads
          * @description All or nothing: if any id is missing, not the caller's, or archived, nothing changes.
+         *
+         *     By filter: `{"filter": {...}, "status": ..., "dry_run": true}` answers `{"matched": N}`
+         *     and changes nothing; then the same body with `"expected_count": N` instead of `dry_run`
+         *     changes exactly the N live leads the filter matches (an agent's: their own), or nothing:
+         *     409 `match_count_changed` with `matched` (the count now) if the filter matches another
+         *     number of leads by then, 422 naming `filter` past BULK_MAX_IDS matches.
+         *
+         *     Refused with 422 although the schema alone allows them: `filter.include_archived: true`
+         *     (archived leads cannot be changed in bulk), a `filter` with crossed date or score ranges.
          *     Takes an `Idempotency-Key` (see `POST /leads`).
          */
         post: operations["bulkUpdateStatus"];
@@ -486,10 +495,39 @@ export interface paths {
         put?: never;
         /**
          * Assign many leads to an agent
-         * @description Superusers only; the agent must exist and be active. All or nothing. Takes an
-         *     `Idempotency-Key` (see `POST /leads`).
+         * @description Superusers only; the agent must exist and be active. All or nothing. By filter as
+         *     `POST /leads/bulk/status` (a `dry_run` first, then `expected_count`), with the same
+         *     refusals. Takes an `Idempotency-Key` (see `POST /leads`).
          */
         post: operations["assignLeads"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/leads/rescore": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Rescore leads under the current rules
+         * @description Superusers only. Computes the automatic score of every live lead the `filter` selects
+         *     (all of them without one) under the scoring rules in force (`GET /leads/{id}/score`'s
+         *     table, FREE_EMAIL_DOMAINS and HIGH_VALUE_TAGS as they are now) and stores it where it
+         *     differs: each such lead gets a note line ("Score 60 → 75 (rescore)"), a `lead.updated`
+         *     event and a new version. Manual scores are never changed. `dry_run: true` counts and
+         *     changes nothing.
+         *
+         *     Refused with 422 although the schema alone allows them: `filter.include_archived: true`
+         *     (archived leads are not rescored), a `filter` with crossed date or score ranges.
+         */
+        post: operations["rescoreLeads"];
         delete?: never;
         options?: never;
         head?: never;
@@ -936,7 +974,8 @@ export interface paths {
         /**
          * Make an assignment rule
          * @description Used by capture forms that name it, and by `POST /leads` with `assignment_rule_id`.
-         *     422 naming `agent_ids` for a user that does not exist; 409 for a name in use.
+         *     404 for a user in `agent_ids` that does not exist; 409 for a name in use. Refused with 422
+         *     although the schema alone allows it: a `fixed` rule listing more than one agent.
          */
         post: operations["createAssignmentRule"];
         delete?: never;
@@ -969,7 +1008,9 @@ export interface paths {
         head?: never;
         /**
          * Change an assignment rule
-         * @description A new `agent_ids` or `strategy` starts round robin again from the first agent.
+         * @description A new `agent_ids` or `strategy` starts round robin again from the first agent. Refused
+         *     with 422 although the schema alone allows it: a rule left `fixed` with more than one
+         *     agent.
          */
         patch: operations["updateAssignmentRule"];
         trace?: never;
@@ -990,8 +1031,8 @@ export interface paths {
         /**
          * Make a capture form
          * @description Its `public_key` is in the answer, this once: the page posts to
-         *     `/api/v1/capture/{public_key}`. 422 naming `assignment_rule_id` for a rule that does not
-         *     exist.
+         *     `/api/v1/capture/{public_key}`. 404 for an `assignment_rule_id` no rule has. Refused with
+         *     422 although the schema alone allows it: a tag longer than 50 characters once lowercased.
          */
         post: operations["createCaptureForm"];
         delete?: never;
@@ -1020,7 +1061,8 @@ export interface paths {
         head?: never;
         /**
          * Change a capture form
-         * @description `assignment_rule_id: null`: its new leads stay unassigned.
+         * @description `assignment_rule_id: null`: its new leads stay unassigned. Refused with 422 although
+         *     the schema alone allows it: a tag longer than 50 characters once lowercased.
          */
         patch: operations["updateCaptureForm"];
         trace?: never;
@@ -1059,7 +1101,9 @@ export interface paths {
          * Submit a capture form
          * @description No login: the key names the form. The answer is always the same 202, whether a lead was
          *     made, the person's lead on file got a note, or the honeypot caught a bot; an invalid
-         *     submission gets 422 naming the field, without the values sent. At most
+         *     submission gets 422 naming the field, without the values sent; refused so although the
+         *     schema alone allows them: an email whose syntax is invalid, and a submission with neither
+         *     an email nor a phone (a blank one counts as none). At most
          *     CAPTURE_RATE_PER_MINUTE submissions per client address and form each minute (429 with
          *     Retry-After). 404 for a key no form has (a rotated one among them).
          */
@@ -1256,7 +1300,7 @@ export interface components {
             strategy: components["schemas"]["AssignmentStrategy"];
             /**
              * Agent Ids
-             * @description Existing users, distinct, in the order round robin visits them; fixed takes exactly one.
+             * @description Existing users (404 otherwise), distinct, in the order round robin visits them; fixed takes exactly one (422 otherwise).
              */
             agent_ids: number[];
         };
@@ -1348,7 +1392,7 @@ export interface components {
             strategy?: components["schemas"]["AssignmentStrategy"];
             /**
              * Agent Ids
-             * @description Existing users, distinct, in the order round robin visits them; fixed takes exactly one.
+             * @description Existing users (404 otherwise), distinct, in the order round robin visits them; fixed takes exactly one (422 otherwise).
              */
             agent_ids?: number[];
         };
@@ -1366,20 +1410,73 @@ export interface components {
          *         102
          *       ]
          *     }
+         * @example {
+         *       "agent_user_id": 7,
+         *       "dry_run": true,
+         *       "filter": {
+         *         "assigned_to": 3,
+         *         "status": [
+         *           "NEW"
+         *         ]
+         *       }
+         *     }
+         * @example {
+         *       "agent_user_id": 7,
+         *       "expected_count": 12,
+         *       "filter": {
+         *         "assigned_to": 3,
+         *         "status": [
+         *           "NEW"
+         *         ]
+         *       }
+         *     }
          */
         BulkAssign: {
             /**
              * Lead Ids
-             * @description Distinct lead ids.
+             * @description Distinct lead ids (not with filter).
              */
-            lead_ids: number[];
+            lead_ids?: number[];
+            /** @description The leads matching these list filters (not with lead_ids); `include_archived` must be false. */
+            filter?: components["schemas"]["LeadFilters"];
+            /**
+             * Dry Run
+             * @description With filter: answer `{matched}` and change nothing.
+             * @default false
+             */
+            dry_run?: boolean;
+            /**
+             * Expected Count
+             * @description With filter, required unless dry_run: the `matched` of the preview; the call changes nothing (409) if the filter matches another number of leads now.
+             */
+            expected_count?: number;
             /**
              * Agent User Id
              * @description The active user who gets the leads.
              */
             agent_user_id: number;
+        } & ({
+            /** @constant */
+            dry_run?: false;
+        } | (unknown | {
+            /** @constant */
+            dry_run: true;
+        }));
+        /**
+         * BulkPreview
+         * @description What a bulk change by filter would change (`dry_run`): nothing was changed.
+         */
+        BulkPreview: {
+            /**
+             * Matched
+             * @description How many leads the filter matches now: send it as `expected_count`.
+             */
+            matched: number;
         };
-        /** BulkResult */
+        /**
+         * BulkResult
+         * @description What a bulk change did.
+         */
         BulkResult: {
             /**
              * Updated Count
@@ -1402,13 +1499,50 @@ export interface components {
          *       "note": "Campaign",
          *       "status": "CONTACTED"
          *     }
+         * @example {
+         *       "dry_run": true,
+         *       "filter": {
+         *         "status": [
+         *           "NEW"
+         *         ],
+         *         "tags": [
+         *           "webinar"
+         *         ]
+         *       },
+         *       "status": "CONTACTED"
+         *     }
+         * @example {
+         *       "expected_count": 42,
+         *       "filter": {
+         *         "status": [
+         *           "NEW"
+         *         ],
+         *         "tags": [
+         *           "webinar"
+         *         ]
+         *       },
+         *       "status": "CONTACTED"
+         *     }
          */
         BulkStatusUpdate: {
             /**
              * Lead Ids
-             * @description Distinct lead ids.
+             * @description Distinct lead ids (not with filter).
              */
-            lead_ids: number[];
+            lead_ids?: number[];
+            /** @description The leads matching these list filters (not with lead_ids); `include_archived` must be false. */
+            filter?: components["schemas"]["LeadFilters"];
+            /**
+             * Dry Run
+             * @description With filter: answer `{matched}` and change nothing.
+             * @default false
+             */
+            dry_run?: boolean;
+            /**
+             * Expected Count
+             * @description With filter, required unless dry_run: the `matched` of the preview; the call changes nothing (409) if the filter matches another number of leads now.
+             */
+            expected_count?: number;
             /** @description The status every lead gets. */
             status: components["schemas"]["LeadStatus"];
             /**
@@ -1416,7 +1550,13 @@ export interface components {
              * @description A note added to every lead.
              */
             note?: string | null;
-        };
+        } & ({
+            /** @constant */
+            dry_run?: false;
+        } | (unknown | {
+            /** @constant */
+            dry_run: true;
+        }));
         /**
          * CallCreate
          * @example {
@@ -1796,7 +1936,7 @@ export interface components {
              * @description A stable snake_case code for programs.
              * @enum {string}
              */
-            code: "api_key_not_found" | "assignment_rule_not_found" | "bad_request" | "capture_form_not_found" | "conflict" | "database_error" | "database_unavailable" | "delivery_not_found" | "duplicate" | "idempotency_in_progress" | "idempotency_key_reused" | "import_not_found" | "import_taken_over" | "inactive_user" | "internal_error" | "invalid_header" | "lead_not_found" | "login_busy" | "method_not_allowed" | "not_acceptable" | "not_authenticated" | "not_found" | "permission_denied" | "precondition_failed" | "precondition_required" | "request_timeout" | "request_too_large" | "service_unavailable" | "session_not_found" | "too_many_attempts" | "too_many_requests" | "too_many_submissions" | "unsupported_media_type" | "user_not_found" | "validation_error" | "webhook_not_found";
+            code: "api_key_not_found" | "assignment_rule_not_found" | "bad_request" | "capture_form_not_found" | "conflict" | "database_error" | "database_unavailable" | "delivery_not_found" | "duplicate" | "idempotency_in_progress" | "idempotency_key_reused" | "import_not_found" | "import_taken_over" | "inactive_user" | "internal_error" | "invalid_header" | "lead_not_found" | "login_busy" | "match_count_changed" | "method_not_allowed" | "not_acceptable" | "not_authenticated" | "not_found" | "permission_denied" | "precondition_failed" | "precondition_required" | "request_timeout" | "request_too_large" | "service_unavailable" | "session_not_found" | "too_many_attempts" | "too_many_requests" | "too_many_submissions" | "unsupported_media_type" | "user_not_found" | "validation_error" | "webhook_not_found";
             /**
              * Errors
              * @description Each invalid field or header (422, and 400 for a header).
@@ -1817,6 +1957,11 @@ export interface components {
              * @description 409 `duplicate` of a new lead only: the live leads you may see with its email or phone.
              */
             duplicates?: components["schemas"]["DuplicateOf"][];
+            /**
+             * Matched
+             * @description 409 `match_count_changed` of a bulk change by filter only: how many leads the filter matches now (nothing was changed).
+             */
+            matched?: number;
         };
         /** EventActor */
         EventActor: {
@@ -2755,6 +2900,44 @@ export interface components {
              * @description The refresh token, as it was handed out.
              */
             refresh_token: string;
+        };
+        /**
+         * RescoreRequest
+         * @description Which leads to rescore, and whether only to count.
+         * @example {
+         *       "dry_run": true,
+         *       "filter": {
+         *         "source": [
+         *           "WEBSITE"
+         *         ]
+         *       }
+         *     }
+         */
+        RescoreRequest: {
+            /** @description The leads matching these list filters (`GET /leads`'s); left out: every live lead. `include_archived` must be false: archived leads are not rescored. */
+            filter?: components["schemas"]["LeadFilters"];
+            /**
+             * Dry Run
+             * @description Count what would change; change nothing.
+             * @default false
+             */
+            dry_run?: boolean;
+        };
+        /**
+         * RescoreResult
+         * @description What a rescore changed (or, with dry_run, would change).
+         */
+        RescoreResult: {
+            /**
+             * Matched
+             * @description How many leads the filter selects.
+             */
+            matched: number;
+            /**
+             * Changed
+             * @description How many of them had an automatic score the rules now put otherwise, and got the new one (with dry_run: would get it). Manual scores are never changed.
+             */
+            changed: number;
         };
         /**
          * ScoreFactorRead
@@ -4890,7 +5073,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description The leads changed. */
+            /** @description With `lead_ids`, or `filter` and `expected_count`: the leads changed (`BulkResult`). With `filter` and `dry_run: true`: how many leads the filter matches (`BulkPreview`); nothing was changed. */
             200: {
                 headers: {
                     /** @description `true` when this is the stored answer to an earlier request with the same Idempotency-Key (nothing was changed this time); absent otherwise. */
@@ -4898,7 +5081,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["BulkResult"];
+                    "application/json": components["schemas"]["BulkResult"] | components["schemas"]["BulkPreview"];
                 };
             };
             /** @description bad_request */
@@ -4982,7 +5165,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description The leads assigned. */
+            /** @description With `lead_ids`, or `filter` and `expected_count`: the leads changed (`BulkResult`). With `filter` and `dry_run: true`: how many leads the filter matches (`BulkPreview`); nothing was changed. */
             200: {
                 headers: {
                     /** @description `true` when this is the stored answer to an earlier request with the same Idempotency-Key (nothing was changed this time); absent otherwise. */
@@ -4990,7 +5173,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["BulkResult"];
+                    "application/json": components["schemas"]["BulkResult"] | components["schemas"]["BulkPreview"];
                 };
             };
             /** @description bad_request */
@@ -5022,6 +5205,84 @@ export interface operations {
             };
             /** @description not_found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description request_too_large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description validation_error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    rescoreLeads: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RescoreRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RescoreResult"];
+                };
+            };
+            /** @description bad_request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description permission_denied */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6878,6 +7139,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description not_found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description conflict */
             409: {
                 headers: {
@@ -7218,6 +7488,15 @@ export interface operations {
             };
             /** @description permission_denied */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not_found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
