@@ -15,6 +15,7 @@ from tests.helpers import LeadFactory, UserFactory, change_user
 API = "/api/v1/assignment-rules"
 LEADS = "/api/v1/leads"
 Headers = Callable[[User], dict[str, str]]
+A_LEAD = {"first_name": "A", "last_name": "B", "email": "a@b.example"}
 
 
 async def make_rule(
@@ -198,9 +199,7 @@ async def test_an_agent_may_not_create_a_lead_by_a_rule(
     response = await client.post(
         LEADS,
         json={
-            "first_name": "A",
-            "last_name": "B",
-            "email": "a@b.example",
+            **A_LEAD,
             "assignment_rule_id": rule["id"],
         },
         headers=auth_headers(agent),
@@ -218,9 +217,7 @@ async def test_a_lead_cannot_name_both_an_assignee_and_a_rule(
     response = await client.post(
         LEADS,
         json={
-            "first_name": "A",
-            "last_name": "B",
-            "email": "a@b.example",
+            **A_LEAD,
             "assigned_to": agent.id,
             "assignment_rule_id": rule["id"],
         },
@@ -237,9 +234,7 @@ async def test_a_lead_by_a_rule_that_does_not_exist_is_404_and_not_stored(
     response = await client.post(
         LEADS,
         json={
-            "first_name": "A",
-            "last_name": "B",
-            "email": "a@b.example",
+            **A_LEAD,
             "assignment_rule_id": 777,
         },
         headers=h,
