@@ -175,7 +175,11 @@ async def test_rescore_changes_the_automatic_scores_the_rules_now_put_otherwise(
     response = await rescore(client, h)
 
     assert response.status_code == 200, response.text
-    assert response.json() == {"matched": 4, "changed": 2}  # live: gold, manual, plain, web_gold
+    assert response.json() == {
+        "matched": 4,
+        "changed": 2,
+        "remaining": 0,
+    }  # live: gold, manual, plain, web_gold
     assert await score_of(db, gold_leads["gold"]) == 75
     assert await score_of(db, gold_leads["web_gold"]) == 80
     assert await score_of(db, gold_leads["plain"]) == 50
@@ -245,7 +249,11 @@ async def test_rescore_dry_run_changes_nothing_and_reports_the_same_counts(
 
     assert preview.status_code == 200, preview.text
     assert await state(db) == before
-    assert (await rescore(client, h)).json() == preview.json() == {"matched": 4, "changed": 2}
+    assert (
+        (await rescore(client, h)).json()
+        == preview.json()
+        == {"matched": 4, "changed": 2, "remaining": 0}
+    )
 
 
 async def test_rescore_a_second_time_changes_nothing(
@@ -256,7 +264,7 @@ async def test_rescore_a_second_time_changes_nothing(
 
     again = await rescore(client, h)
 
-    assert again.json() == {"matched": 4, "changed": 0}
+    assert again.json() == {"matched": 4, "changed": 0, "remaining": 0}
     assert await state(db) == after
 
 
@@ -265,7 +273,7 @@ async def test_rescore_changes_only_the_leads_the_filter_selects(
 ) -> None:
     response = await rescore(client, h, {"filter": {"source": ["WEBSITE"]}})
 
-    assert response.json() == {"matched": 1, "changed": 1}
+    assert response.json() == {"matched": 1, "changed": 1, "remaining": 0}
     assert await score_of(db, gold_leads["web_gold"]) == 80
     assert await score_of(db, gold_leads["gold"]) == 60
 
@@ -332,6 +340,32 @@ async def test_rescore_sends_the_same_statements_for_5_or_300_leads(
     # the user, the counts, the events' INSERT and the UPDATE (and no more for more leads)
     assert len(work(for_many)) == len(work(for_few)) == 4, for_many
     assert sum(s.lstrip().upper().startswith("UPDATE") for s in for_many) == 1
+
+
+async def test_one_call_rescores_at_most_bulk_max_ids_leads_lowest_ids_first(
+    db: AsyncSession, superuser: User
+) -> None:
+    stale = await stale_leads(db, 5, "capped")
+
+    with use_settings(make_settings(bulk_max_ids=2)):
+        preview = await LeadRescore.rescore(db, superuser.id, dry_run=True)
+        calls = [await LeadRescore.rescore(db, superuser.id) for _ in range(3)]
+        done = [await score_of(db, lead_id) for lead_id in stale]
+
+    assert (preview.changed, preview.remaining) == (2, 3)
+    assert [(c.changed, c.remaining) for c in calls] == [(2, 3), (2, 1), (1, 0)]
+    assert done == [80] * 5  # 50 + REFERRAL 20 + a business email 10
+
+
+async def test_a_capped_call_changes_the_lowest_ids_and_leaves_the_rest(
+    db: AsyncSession, superuser: User
+) -> None:
+    stale = await stale_leads(db, 4, "lowest")
+
+    with use_settings(make_settings(bulk_max_ids=3)):
+        await LeadRescore.rescore(db, superuser.id)
+
+    assert [await score_of(db, lead_id) for lead_id in stale] == [80, 80, 80, 0]
 
 
 def work(statements: list[str]) -> list[str]:

@@ -460,7 +460,11 @@ class RescoreResult(BaseModel):
     matched: int = Field(description="How many leads the filter selects.")
     changed: int = Field(
         description="How many of them had an automatic score the rules now put otherwise, and "
-        "got the new one (with dry_run: would get it). Manual scores are never changed."
+        "got the new one in this call (with dry_run: would get it): at most BULK_MAX_IDS, "
+        "the lowest ids first. Manual scores are never changed."
+    )
+    remaining: int = Field(
+        description="How many more still have a stale score: call again until it is 0."
     )
 
 

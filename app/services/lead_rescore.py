@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from sqlalchemy import String, and_, case, cast, func, literal, not_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import get_settings
 from app.models import Lead, LeadEventType
 from app.models.lead import note_timestamp
 from app.models.types import utcnow
@@ -45,10 +46,12 @@ from app.services.scoring import automatic_score_sql
 @dataclass(frozen=True, slots=True)
 class RescoreOutcome:
     """`matched`: the leads the filter selects; `changed`: those whose automatic score was
-    (with `dry_run`, would be) changed."""
+    (with `dry_run`, would be) changed by this call; `remaining`: those still to change, past
+    this call's BULK_MAX_IDS."""
 
     matched: int
     changed: int
+    remaining: int = 0
 
 
 class LeadRescore:
@@ -64,9 +67,12 @@ class LeadRescore:
         """Recompute the automatic score of every live lead `filters` selects (all of them by
         default), superusers only. Each changed lead gets a note line ("Score 60 → 75
         (rescore)"), a `lead.updated` event with the `lead_score` change, a new version and
-        `updated_at`. Manual scores are left alone. With `dry_run` nothing changes and the
-        counts say what would. Archived leads are not rescored: `include_archived` is
-        refused (a ValidationException naming `filter.include_archived`)."""
+        `updated_at`. Manual scores are left alone. One call changes at most BULK_MAX_IDS
+        leads (the lowest ids of those to change), so that no statement outgrows
+        DB_STATEMENT_TIMEOUT_MS on a large table: the rest are `remaining`, for the next
+        call. With `dry_run` nothing changes and the counts say what a real call would do.
+        Archived leads are not rescored: `include_archived` is refused (a ValidationException
+        naming `filter.include_archived`)."""
         user = await get_acting_user(db, user_id)
         if not user.is_superuser:
             raise PermissionDeniedException("Only a superuser may rescore leads.")
@@ -81,12 +87,17 @@ class LeadRescore:
         stale = and_(not_(LEADS.score_is_manual), LEADS.lead_score != score)
 
         counts = select(func.count(), func.count(case((stale, 1)))).select_from(Lead)
-        matched, would_change = (await db.execute(counts.where(*where))).one()
-        if dry_run or not would_change:
-            return RescoreOutcome(int(matched), int(would_change))
+        matched, stale_count = (await db.execute(counts.where(*where))).one()
+        cap = get_settings().bulk_max_ids
+        this_call = min(int(stale_count), cap)
+        if dry_run or not this_call:
+            return RescoreOutcome(int(matched), this_call, int(stale_count) - this_call)
 
         now = utcnow()
         rules = [*where, stale]
+        if stale_count > cap:  # this call takes the first `cap` of them, by id
+            last = select(Lead.id).where(*rules).order_by(Lead.id).offset(cap - 1).limit(1)
+            rules.append(Lead.id <= last.scalar_subquery())
         event = lead_bulk.BulkEvent(LeadEventType.UPDATED, "lead_score", score, user.id, now)
         recorded = await db.execute(event.insert(db.get_bind().dialect.name, rules))
         line = (
@@ -113,4 +124,4 @@ class LeadRescore:
                 "Some of the leads changed while they were being rescored; nothing was "
                 "changed, please try again."
             )
-        return RescoreOutcome(int(matched), int(changed))
+        return RescoreOutcome(int(matched), int(changed), int(stale_count) - int(changed))

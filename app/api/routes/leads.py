@@ -403,13 +403,17 @@ async def rescore_leads(body: RescoreRequest, db: SessionDep, user: CurrentUser)
     (all of them without one) under the scoring rules in force (`GET /leads/{id}/score`'s
     table, FREE_EMAIL_DOMAINS and HIGH_VALUE_TAGS as they are now) and stores it where it
     differs: each such lead gets a note line ("Score 60 → 75 (rescore)"), a `lead.updated`
-    event and a new version. Manual scores are never changed. `dry_run: true` counts and
-    changes nothing.
+    event and a new version. Manual scores are never changed. One call changes at most
+    BULK_MAX_IDS leads, the lowest ids first, so that it stays short on a large table; the
+    rest are `remaining`: call again until it is 0. `dry_run: true` counts and changes
+    nothing.
 
     Refused with 422 although the schema alone allows them: `filter.include_archived: true`
     (archived leads are not rescored), a `filter` with crossed date or score ranges."""
     outcome = await LeadRescore.rescore(db, user.id, given(body.filter), dry_run=body.dry_run)
-    return RescoreResult(matched=outcome.matched, changed=outcome.changed)
+    return RescoreResult(
+        matched=outcome.matched, changed=outcome.changed, remaining=outcome.remaining
+    )
 
 
 @router.get(

@@ -521,8 +521,10 @@ export interface paths {
          *     (all of them without one) under the scoring rules in force (`GET /leads/{id}/score`'s
          *     table, FREE_EMAIL_DOMAINS and HIGH_VALUE_TAGS as they are now) and stores it where it
          *     differs: each such lead gets a note line ("Score 60 → 75 (rescore)"), a `lead.updated`
-         *     event and a new version. Manual scores are never changed. `dry_run: true` counts and
-         *     changes nothing.
+         *     event and a new version. Manual scores are never changed. One call changes at most
+         *     BULK_MAX_IDS leads, the lowest ids first, so that it stays short on a large table; the
+         *     rest are `remaining`: call again until it is 0. `dry_run: true` counts and changes
+         *     nothing.
          *
          *     Refused with 422 although the schema alone allows them: `filter.include_archived: true`
          *     (archived leads are not rescored), a `filter` with crossed date or score ranges.
@@ -2935,9 +2937,14 @@ export interface components {
             matched: number;
             /**
              * Changed
-             * @description How many of them had an automatic score the rules now put otherwise, and got the new one (with dry_run: would get it). Manual scores are never changed.
+             * @description How many of them had an automatic score the rules now put otherwise, and got the new one in this call (with dry_run: would get it): at most BULK_MAX_IDS, the lowest ids first. Manual scores are never changed.
              */
             changed: number;
+            /**
+             * Remaining
+             * @description How many more still have a stale score: call again until it is 0.
+             */
+            remaining: number;
         };
         /**
          * ScoreFactorRead
