@@ -27,7 +27,7 @@ from app.models import (
 )
 from app.models.lead_stats import LeadStats
 from app.models.types import utcnow
-from app.services.base import require_superuser, transactional
+from app.services.base import load_by_id, require_superuser, transactional
 from app.services.exceptions import (
     AssignmentRuleNotFoundException,
     ConflictException,
@@ -216,10 +216,6 @@ async def _check_name_free(db: AsyncSession, name: str) -> None:
 
 
 async def _load(db: AsyncSession, rule_id: int, *, for_update: bool = False) -> AssignmentRule:
-    query = select(AssignmentRule).where(AssignmentRule.id == rule_id)
-    if for_update:
-        query = query.with_for_update()
-    rule = await db.scalar(query.execution_options(populate_existing=True))
-    if rule is None:
-        raise AssignmentRuleNotFoundException(rule_id)
-    return rule
+    return await load_by_id(
+        db, AssignmentRule, rule_id, AssignmentRuleNotFoundException, for_update=for_update
+    )

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +59,7 @@ logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+M = TypeVar("M")
 
 RETRY_ATTEMPTS = 4
 COLLIDED = "Other changes to the same records kept colliding with this one; please try again."
@@ -209,6 +211,25 @@ async def get_acting_user(db: AsyncSession, user_id: int) -> User:
     if not user.is_active:
         raise InactiveUserException(user_id)
     return user
+
+
+async def load_by_id(
+    db: AsyncSession,
+    model: type[M],
+    row_id: int,
+    missing: Callable[[int], CRMException],
+    *,
+    for_update: bool = False,
+) -> M:
+    """The `model` row with primary key `row_id`, read afresh (and locked, `for_update`), or
+    `missing(row_id)` raised: the not-found error of that kind of row."""
+    query = select(model).where(model.id == row_id)  # type: ignore[attr-defined]
+    if for_update:
+        query = query.with_for_update()
+    row = await db.scalar(query.execution_options(populate_existing=True))
+    if row is None:
+        raise missing(row_id)
+    return row
 
 
 async def require_superuser(db: AsyncSession, user_id: int, what: str) -> User:

@@ -20,7 +20,7 @@ from app.models import AssignmentRule, CaptureForm
 from app.models.capture_form import KEY_HINT_LENGTH
 from app.models.types import utcnow
 from app.models.validation import normalize_tag
-from app.services.base import require_superuser, transactional
+from app.services.base import load_by_id, require_superuser, transactional
 from app.services.exceptions import (
     AssignmentRuleNotFoundException,
     CaptureFormNotFoundException,
@@ -148,10 +148,6 @@ async def _apply(db: AsyncSession, form: CaptureForm, data: Mapping[str, Any]) -
 
 
 async def _load(db: AsyncSession, form_id: int, *, for_update: bool = False) -> CaptureForm:
-    query = select(CaptureForm).where(CaptureForm.id == form_id)
-    if for_update:
-        query = query.with_for_update()
-    form = await db.scalar(query.execution_options(populate_existing=True))
-    if form is None:
-        raise CaptureFormNotFoundException(form_id)
-    return form
+    return await load_by_id(
+        db, CaptureForm, form_id, CaptureFormNotFoundException, for_update=for_update
+    )

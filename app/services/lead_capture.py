@@ -26,9 +26,8 @@ from enum import StrEnum
 from typing import Any
 
 import pydantic
-from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import bindparam, delete
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import get_settings
@@ -37,9 +36,10 @@ from app.models.types import utcnow
 from app.schemas.capture import HONEYPOT_FIELD, CaptureSubmission
 from app.schemas.common import given
 from app.services.assignment_rules import assign_by_rule
-from app.services.base import transactional
+from app.services.base import load_by_id, transactional
 from app.services.exceptions import (
     CaptureFormNotFoundException,
+    LeadNotFoundException,
     TooManySubmissionsException,
     ValidationException,
 )
@@ -50,6 +50,17 @@ from app.services.lead_events import record
 from app.services.login_throttle import UNKNOWN_CLIENT
 
 WINDOW = timedelta(minutes=1)
+_counts = CaptureRateCount.__table__
+_KEY = ("form_id", "client_address", "window_start")
+# One more submission in its (form, address, minute) row, built once per dialect (their
+# upserts differ only in the module that builds them); the count after it comes back.
+COUNT_ONE = {
+    name: dialect.insert(_counts)
+    .values({**{c: bindparam(c, type_=_counts.c[c].type) for c in _KEY}, "count": 1})
+    .on_conflict_do_update(index_elements=list(_KEY), set_={"count": _counts.c.count + 1})
+    .returning(_counts.c.count)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
 
 
 class Outcome(StrEnum):
@@ -102,18 +113,8 @@ async def _count(db: AsyncSession, form_id: int, address: str) -> None:
     """One more submission from `address` this minute, or TooManySubmissionsException."""
     now = utcnow()
     window = now.replace(second=0, microsecond=0)
-    table = CaptureRateCount.__table__
-    insert = postgresql_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-    upsert = (
-        insert(table)
-        .values(form_id=form_id, client_address=address, window_start=window, count=1)
-        .on_conflict_do_update(
-            index_elements=["form_id", "client_address", "window_start"],
-            set_={"count": table.c.count + 1},
-        )
-        .returning(table.c.count)
-    )
-    count = (await db.execute(upsert)).scalar_one()
+    key = {"form_id": form_id, "client_address": address, "window_start": window}
+    count = (await db.execute(COUNT_ONE[db.get_bind().dialect.name], key)).scalar_one()
     await db.execute(
         delete(CaptureRateCount).where(
             CaptureRateCount.form_id == form_id,
@@ -132,13 +133,7 @@ def _seconds_left(window: datetime, now: datetime) -> int:
 async def _resubmitted(
     db: AsyncSession, lead_id: int, form_name: str, message: str | None, now: datetime
 ) -> None:
-    lead = await db.scalar(
-        select(Lead)
-        .where(Lead.id == lead_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    assert lead is not None  # found live in this transaction and locked since
+    lead = await load_by_id(db, Lead, lead_id, LeadNotFoundException, for_update=True)
     text = f"Re-submitted via form {form_name}" + (f": {message}" if message else "")
     lead.add_note(text, at=now)
     lead.updated_at = now
@@ -154,5 +149,4 @@ async def _create(
     db.add(lead)
     await db.flush()
     record(db, created_event(lead, message))
-    await db.flush()
     return lead.id

@@ -27,7 +27,7 @@ from app.models.types import utcnow
 from app.models.webhook import DeliveryStatus, Webhook, WebhookDelivery
 from app.schemas.filters import LeadFilters
 from app.schemas.webhook import TEST_EVENT, DeliveryQuery
-from app.services.base import require_superuser, transactional
+from app.services.base import load_by_id, require_superuser, transactional
 from app.services.exceptions import (
     DeliveryNotFoundException,
     ValidationException,
@@ -233,13 +233,9 @@ async def _require_superuser(db: AsyncSession, acting_user_id: int) -> User:
 
 
 async def _load(db: AsyncSession, webhook_id: int, *, for_update: bool = False) -> Webhook:
-    query = select(Webhook).where(Webhook.id == webhook_id)
-    if for_update:
-        query = query.with_for_update()
-    row = await db.scalar(query.execution_options(populate_existing=True))
-    if row is None:
-        raise WebhookNotFoundException(webhook_id)
-    return row
+    return await load_by_id(
+        db, Webhook, webhook_id, WebhookNotFoundException, for_update=for_update
+    )
 
 
 @transactional
